@@ -1,0 +1,83 @@
+//! A backup store in a local directory: a mirror of the bucket, one file per
+//! object, keys as relative paths.
+
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+
+use super::{BackupStore, ObjectMeta, StoreError};
+
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    pub fn new(root: PathBuf) -> LocalStore {
+        LocalStore { root }
+    }
+
+    fn io(&self, path: &Path, source: std::io::Error) -> StoreError {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            StoreError::Missing {
+                location: path.display().to_string(),
+            }
+        } else {
+            StoreError::Io {
+                location: path.display().to_string(),
+                source,
+            }
+        }
+    }
+
+    fn walk(&self, dir: &Path, key_prefix: &str, out: &mut Vec<ObjectMeta>) -> Result<(), StoreError> {
+        let entries = std::fs::read_dir(dir).map_err(|e| self.io(dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| self.io(dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            let meta = entry.metadata().map_err(|e| self.io(&path, e))?;
+            let key = format!("{key_prefix}{name}");
+            if meta.is_dir() {
+                self.walk(&path, &format!("{key}/"), out)?;
+            } else if meta.is_file() {
+                let modified = meta.modified().map_err(|e| self.io(&path, e))?;
+                let last_modified = Timestamp::try_from(modified).unwrap_or(Timestamp::UNIX_EPOCH);
+                out.push(ObjectMeta {
+                    key,
+                    size: meta.len(),
+                    last_modified,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl BackupStore for LocalStore {
+    fn describe(&self) -> String {
+        format!("file://{}/", self.root.display())
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        if !self.root.is_dir() {
+            return Err(StoreError::Missing {
+                location: format!("the backup directory {}", self.root.display()),
+            });
+        }
+        // List the deepest directory the prefix names, then filter by prefix.
+        let dir_part = prefix.rfind('/').map(|i| &prefix[..=i]).unwrap_or("");
+        let dir = self.root.join(dir_part);
+        let mut out = Vec::new();
+        if dir.is_dir() {
+            self.walk(&dir, dir_part, &mut out)?;
+        }
+        out.retain(|o| o.key.starts_with(prefix));
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        let path = self.root.join(key);
+        std::fs::read(&path).map_err(|e| self.io(&path, e))
+    }
+}

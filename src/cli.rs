@@ -1,0 +1,77 @@
+//! The command line: flags and subcommands, dispatched to scenarios.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::Error;
+use crate::scenario::{self, Context};
+
+#[derive(Debug, Parser)]
+#[command(name = "drgit", version, about = "Recover a GitOps-managed Kubernetes cluster from its off-site backups, as reviewed changes in Git")]
+pub struct Cli {
+    /// The GitOps working copy.
+    #[arg(long, global = true, default_value = ".")]
+    pub repo: PathBuf,
+    /// Configuration file (default: <repo>/drgit.toml, then built-in defaults).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Backup store URL, overriding `[backup] url`: s3://bucket/prefix/, file:///dir or a directory.
+    #[arg(long, global = true)]
+    pub backup_url: Option<String>,
+    /// Print one JSON document instead of the human report.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Rewrite the CNPG Cluster to recover from its backups, after checking the target against the recoverable window.
+    PgRecover {
+        /// Point in time to recover to (RFC 3339, e.g. 2026-11-24T09:00:00Z); default: the end of the archived WAL.
+        #[arg(long)]
+        target_time: Option<String>,
+        /// IANA time zone for a --target-time written without offset (e.g. Asia/Tokyo).
+        #[arg(long)]
+        timezone: Option<String>,
+        /// Show the check, the diff and the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Put the recovered Cluster's bootstrap back to initdb, keeping the new backup lineage.
+    PgRevert {
+        /// Show the diff and the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Runs the parsed command line and prints its outcome.
+pub fn run(cli: &Cli) -> Result<(), Error> {
+    let now = crate::timearg::now()?;
+    let ctx = Context::new(&cli.repo, cli.config.as_deref(), cli.backup_url.as_deref(), now)?;
+    let outcome = match &cli.command {
+        Command::PgRecover {
+            target_time,
+            timezone,
+            dry_run,
+        } => scenario::pg_recover::run(
+            &ctx,
+            &scenario::pg_recover::Args {
+                target_time: target_time.clone(),
+                timezone: timezone.clone(),
+                dry_run: *dry_run,
+            },
+        )?,
+        Command::PgRevert { dry_run } => scenario::pg_revert::run(&ctx, &scenario::pg_revert::Args { dry_run: *dry_run })?,
+    };
+    crate::output::print(&outcome, cli.json).map_err(|e| Error::Output(e.to_string()))
+}

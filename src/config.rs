@@ -1,0 +1,268 @@
+//! `drgit.toml`: every value the runbook hard-codes, as a setting with the
+//! runbook's value as its default.
+//!
+//! A file may set only some keys; the rest keep their defaults. An unknown
+//! key is an error that names it, so a typo never silently falls back to a
+//! default in the middle of a recovery.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{what} `{url}` is neither `s3://bucket/prefix/`, `file:///absolute/dir` nor a directory path")]
+    BadUrl { what: String, url: String },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub backup: Backup,
+    pub postgres: Postgres,
+    pub kanidm: Kanidm,
+    pub talos: Talos,
+    pub git: Git,
+}
+
+/// The backup store (one bucket for every backup kind).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Backup {
+    /// `s3://bucket/prefix/`, `file:///abs/dir`, or a directory relative to
+    /// the config file. The PostgreSQL catalog is `<url>cnpg/<serverName>/`.
+    pub url: String,
+    pub endpoint: String,
+    pub region: String,
+}
+
+impl Default for Backup {
+    fn default() -> Self {
+        Backup {
+            url: "s3://home-cluster-backup/".into(),
+            endpoint: "https://b0832b1c20a7cada26af0ac45862ce80.r2.cloudflarestorage.com".into(),
+            region: "auto".into(),
+        }
+    }
+}
+
+/// The CNPG Cluster and how recovery names things.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Postgres {
+    /// The Cluster manifest, relative to the repository root.
+    pub manifest: PathBuf,
+    pub cluster: String,
+    pub namespace: String,
+    /// The external cluster the recovery reads the old lineage through.
+    pub external_cluster: String,
+    /// The prefix under the backup URL where barman writes.
+    pub catalog_prefix: String,
+    pub credentials_secret: String,
+    pub access_key_id_key: String,
+    pub secret_access_key_key: String,
+}
+
+impl Default for Postgres {
+    fn default() -> Self {
+        Postgres {
+            manifest: "manifests/database/shared-pg.yaml".into(),
+            cluster: "shared-pg".into(),
+            namespace: "database".into(),
+            external_cluster: "shared-pg-backup".into(),
+            catalog_prefix: "cnpg/".into(),
+            credentials_secret: "r2-backup-credentials".into(),
+            access_key_id_key: "credential".into(),
+            secret_access_key_key: "password".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Kanidm {
+    pub namespace: String,
+    pub statefulset: String,
+    pub statefulset_manifest: PathBuf,
+    pub repl_configmap: PathBuf,
+    pub server_configmap: String,
+    pub image: String,
+    pub backup_prefix: String,
+}
+
+impl Default for Kanidm {
+    fn default() -> Self {
+        Kanidm {
+            namespace: "kanidm".into(),
+            statefulset: "kanidm".into(),
+            statefulset_manifest: "manifests/kanidm/statefulset.yaml".into(),
+            repl_configmap: "manifests/kanidm/configmap-repl.yaml".into(),
+            server_configmap: "kanidm-server-config".into(),
+            image: "docker.io/kanidm/server:1.9.1".into(),
+            backup_prefix: "kanidm/".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Talos {
+    pub control_plane: Vec<String>,
+    pub workers: Vec<String>,
+    pub etcd_prefix: String,
+}
+
+impl Default for Talos {
+    fn default() -> Self {
+        Talos {
+            control_plane: vec!["192.168.0.230".into(), "192.168.0.231".into(), "192.168.0.232".into()],
+            workers: vec!["192.168.0.200".into(), "192.168.0.201".into(), "192.168.0.202".into()],
+            etcd_prefix: "etcd/".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Git {
+    /// Branches drgit creates are `<branch_prefix><scenario>-<UTC timestamp>`.
+    pub branch_prefix: String,
+}
+
+impl Default for Git {
+    fn default() -> Self {
+        Git {
+            branch_prefix: "drgit/".into(),
+        }
+    }
+}
+
+/// Where the backups are, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreUrl {
+    S3 { bucket: String, prefix: String },
+    Local(PathBuf),
+}
+
+impl Config {
+    /// Loads `path` when given, else `<repo>/drgit.toml` when it exists,
+    /// else the defaults. Returns the directory relative paths resolve from.
+    pub fn load(explicit: Option<&Path>, repo: &Path) -> Result<(Config, PathBuf), ConfigError> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let p = repo.join("drgit.toml");
+                if !p.exists() {
+                    return Ok((Config::default(), repo.to_path_buf()));
+                }
+                p
+            }
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let config = Config::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.clone(),
+            message,
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_else(|| repo.to_path_buf());
+        Ok((config, base))
+    }
+
+    /// Parses TOML text; the error names the offending key and line.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| {
+            let msg = e.message().trim().to_string();
+            match e.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    format!("line {line}: {msg}")
+                }
+                None => msg,
+            }
+        })
+    }
+}
+
+/// Resolves a backup URL: `s3://bucket/prefix/`, `file:///abs`, or a path
+/// relative to `base` (the config file's directory).
+pub fn parse_store_url(url: &str, base: &Path) -> Result<StoreUrl, ConfigError> {
+    let bad = || ConfigError::BadUrl {
+        what: "backup url".into(),
+        url: url.into(),
+    };
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(bad());
+        }
+        let mut prefix = prefix.to_string();
+        if !prefix.is_empty() && !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        return Ok(StoreUrl::S3 {
+            bucket: bucket.into(),
+            prefix,
+        });
+    }
+    if let Some(rest) = url.strip_prefix("file://") {
+        if !rest.starts_with('/') {
+            return Err(bad());
+        }
+        return Ok(StoreUrl::Local(PathBuf::from(rest)));
+    }
+    if url.is_empty() || url.contains("://") {
+        return Err(bad());
+    }
+    let p = Path::new(url);
+    Ok(StoreUrl::Local(if p.is_absolute() { p.to_path_buf() } else { base.join(p) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_file_keeps_defaults() {
+        let c = Config::parse("[backup]\nurl = \"../store\"\n").unwrap();
+        assert_eq!(c.backup.url, "../store");
+        assert_eq!(c.backup.region, "auto");
+        assert_eq!(c.postgres.cluster, "shared-pg");
+        assert_eq!(c.postgres.external_cluster, "shared-pg-backup");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::parse("[backup]\nurl = \"x\"\nregoin = \"auto\"\n").unwrap_err();
+        assert!(err.contains("regoin"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        let err = Config::parse("[postgress]\n").unwrap_err();
+        assert!(err.contains("postgress"), "{err}");
+    }
+
+    #[test]
+    fn store_urls() {
+        let base = Path::new("/repo");
+        assert_eq!(
+            parse_store_url("s3://home-cluster-backup/", base).unwrap(),
+            StoreUrl::S3 { bucket: "home-cluster-backup".into(), prefix: String::new() }
+        );
+        assert_eq!(
+            parse_store_url("s3://b/a/b", base).unwrap(),
+            StoreUrl::S3 { bucket: "b".into(), prefix: "a/b/".into() }
+        );
+        assert_eq!(parse_store_url("file:///x/y", base).unwrap(), StoreUrl::Local("/x/y".into()));
+        assert_eq!(parse_store_url("../s", base).unwrap(), StoreUrl::Local("/repo/../s".into()));
+        assert!(parse_store_url("http://x", base).is_err());
+        assert!(parse_store_url("s3:///x", base).is_err());
+    }
+}

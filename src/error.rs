@@ -1,0 +1,48 @@
+//! The error every command returns, and the exit status it maps to:
+//! 2 for bad usage or bad input (a config key, a manifest, a target time the
+//! backups cannot reach), 1 for everything else that failed.
+
+use crate::backup::StoreError;
+use crate::backup::barman::CatalogError;
+use crate::config::ConfigError;
+use crate::gitops::GitError;
+use crate::manifest::ManifestError;
+use crate::timearg::TimeError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{file}: {source}")]
+    Manifest { file: String, source: ManifestError },
+    #[error("cannot read the manifest {file}: {source} (set `[postgres] manifest` in drgit.toml, relative to --repo)")]
+    ReadManifest { file: String, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Time(#[from] TimeError),
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error(
+        "{file}: no earlier version of the Cluster in this branch's Git history has `spec.bootstrap.initdb`, so drgit cannot restore the original settings; write the `initdb` block by hand"
+    )]
+    NoInitdbHistory { file: String },
+    #[error("cannot write the output: {0}")]
+    Output(String),
+    #[error("cannot render the template {name}: {detail}")]
+    Template { name: String, detail: String },
+}
+
+impl Error {
+    /// The process exit status for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) | Error::Manifest { .. } | Error::ReadManifest { .. } | Error::Time(_) => 2,
+            Error::Catalog(CatalogError::Target { .. }) => 2,
+            Error::NoInitdbHistory { .. } => 2,
+            _ => 1,
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! A git2 working copy.
+//!
+//! [`WorkRepo::commit_on_new_branch`] does what `git switch -c BRANCH`, an
+//! edit of one file, `git add FILE` and `git commit` would do, but builds the
+//! commit from HEAD's tree plus that one file, so other staged or modified
+//! paths are neither committed nor touched. It refuses when the file itself
+//! has uncommitted changes, and undoes the branch and HEAD move if writing
+//! the file fails.
+
+use std::path::{Path, PathBuf};
+
+use git2::{BranchType, ObjectType, Oid, Repository, Signature, Status, build::TreeUpdateBuilder};
+
+/// Why the working copy could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("{dir} is not inside a Git working copy: {source}")]
+    NotARepo { dir: PathBuf, source: git2::Error },
+    #[error(
+        "{dir} is not the top of its Git working copy ({top} is); pass the repository's top directory with --repo"
+    )]
+    NotTop { dir: PathBuf, top: PathBuf },
+    #[error("{repo} has no commit yet (unborn HEAD); commit the manifests first")]
+    Unborn { repo: PathBuf },
+    #[error(
+        "{path} has uncommitted changes ({status}); commit or stash them first, drgit will not mix its edit with yours"
+    )]
+    DirtyFile { path: String, status: String },
+    #[error("{path} is not committed in HEAD; commit it first")]
+    Untracked { path: String },
+    #[error("branch `{branch}` already exists; delete it or wait a second for a new timestamp")]
+    BranchExists { branch: String },
+    #[error("git: {context}: {source}")]
+    Git { context: String, source: git2::Error },
+    #[error("cannot write {path}: {source}; the branch and HEAD were put back as they were")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+fn git(context: impl Into<String>) -> impl FnOnce(git2::Error) -> GitError {
+    let context = context.into();
+    move |source| GitError::Git { context, source }
+}
+
+pub struct WorkRepo {
+    repo: Repository,
+    top: PathBuf,
+}
+
+/// A commit drgit made.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub branch: String,
+    pub commit: Oid,
+}
+
+impl WorkRepo {
+    /// Opens the working copy whose top directory is `dir`.
+    pub fn open(dir: &Path) -> Result<WorkRepo, GitError> {
+        let repo = Repository::discover(dir).map_err(|source| GitError::NotARepo {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+        let top = repo
+            .workdir()
+            .map(Path::to_path_buf)
+            .ok_or_else(|| GitError::NotARepo {
+                dir: dir.to_path_buf(),
+                source: git2::Error::from_str("bare repository"),
+            })?;
+        let canon = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        if canon(&top) != canon(dir) {
+            return Err(GitError::NotTop {
+                dir: dir.to_path_buf(),
+                top,
+            });
+        }
+        Ok(WorkRepo { repo, top })
+    }
+
+    pub fn top(&self) -> &Path {
+        &self.top
+    }
+
+    fn rel(path: &Path) -> String {
+        path.to_string_lossy().replace('\\', "/")
+    }
+
+    /// Refuses when `rel_path` differs from HEAD in the index or working tree.
+    pub fn check_file_clean(&self, rel_path: &Path) -> Result<(), GitError> {
+        let rel = Self::rel(rel_path);
+        let status = self
+            .repo
+            .status_file(rel_path)
+            .map_err(git(format!("status of {rel}")))?;
+        if status.contains(Status::WT_NEW) || status.contains(Status::INDEX_NEW) {
+            return Err(GitError::Untracked { path: rel });
+        }
+        if status.is_empty() || status == Status::CURRENT {
+            return Ok(());
+        }
+        let mut parts = Vec::new();
+        if status.intersects(Status::INDEX_MODIFIED | Status::INDEX_DELETED | Status::INDEX_RENAMED) {
+            parts.push("staged");
+        }
+        if status.intersects(Status::WT_MODIFIED | Status::WT_DELETED | Status::WT_RENAMED | Status::WT_TYPECHANGE) {
+            parts.push("modified in the working tree");
+        }
+        if status.contains(Status::CONFLICTED) {
+            parts.push("conflicted");
+        }
+        if parts.is_empty() {
+            parts.push("changed");
+        }
+        Err(GitError::DirtyFile {
+            path: rel,
+            status: parts.join(", "),
+        })
+    }
+
+    pub fn branch_exists(&self, branch: &str) -> bool {
+        self.repo.find_branch(branch, BranchType::Local).is_ok()
+    }
+
+    fn signature(&self) -> Result<Signature<'static>, GitError> {
+        self.repo
+            .signature()
+            .or_else(|_| Signature::now("drgit", "drgit@localhost"))
+            .map_err(git("commit signature"))
+    }
+
+    /// Commits `content` as `rel_path` on a new branch from HEAD, switches to
+    /// that branch, and writes the file in the working tree.
+    pub fn commit_on_new_branch(
+        &self,
+        branch: &str,
+        rel_path: &Path,
+        content: &[u8],
+        message: &str,
+    ) -> Result<Committed, GitError> {
+        let rel = Self::rel(rel_path);
+        if self.branch_exists(branch) {
+            return Err(GitError::BranchExists {
+                branch: branch.to_string(),
+            });
+        }
+        let head = self.repo.head().map_err(|_| GitError::Unborn { repo: self.top.clone() })?;
+        let head_name = head.name().ok().map(str::to_string);
+        let parent = head.peel_to_commit().map_err(|_| GitError::Unborn { repo: self.top.clone() })?;
+        let tree = parent.tree().map_err(git("read HEAD tree"))?;
+        let mode = tree
+            .get_path(rel_path)
+            .map(|e| e.filemode())
+            .map_err(|_| GitError::Untracked { path: rel.clone() })?;
+        let blob = self.repo.blob(content).map_err(git("write blob"))?;
+        let mut update = TreeUpdateBuilder::new();
+        update.upsert(&rel, blob, file_mode(mode));
+        let new_tree_id = update.create_updated(&self.repo, &tree).map_err(git("build tree"))?;
+        let new_tree = self.repo.find_tree(new_tree_id).map_err(git("read new tree"))?;
+        let sig = self.signature()?;
+        let commit = self
+            .repo
+            .commit(None, &sig, &sig, message, &new_tree, &[&parent])
+            .map_err(git("create commit"))?;
+        let commit_obj = self.repo.find_commit(commit).map_err(git("read new commit"))?;
+        self.repo
+            .branch(branch, &commit_obj, false)
+            .map_err(git(format!("create branch {branch}")))?;
+        let refname = format!("refs/heads/{branch}");
+        let undo = |this: &WorkRepo| {
+            let _ = match &head_name {
+                Some(n) if n != "HEAD" => this.repo.set_head(n),
+                _ => this.repo.set_head_detached(parent.id()),
+            };
+            if let Ok(mut b) = this.repo.find_branch(branch, BranchType::Local) {
+                let _ = b.delete();
+            }
+        };
+        if let Err(e) = self.repo.set_head(&refname) {
+            undo(self);
+            return Err(git("switch to the new branch")(e));
+        }
+        let abs = self.top.join(rel_path);
+        if let Err(source) = crate::manifest::write_atomic(&abs, content) {
+            undo(self);
+            return Err(GitError::Write { path: rel, source });
+        }
+        let mut index = self.repo.index().map_err(git("open index"))?;
+        index.add_path(rel_path).map_err(git(format!("stage {rel}")))?;
+        index.write().map_err(git("write index"))?;
+        Ok(Committed {
+            branch: branch.to_string(),
+            commit,
+        })
+    }
+
+    /// The distinct versions of a file, newest first, along HEAD's history
+    /// (first parents), with the commit that introduced each.
+    pub fn file_versions(&self, rel_path: &Path) -> Result<Vec<(Oid, Vec<u8>)>, GitError> {
+        let mut walk = self.repo.revwalk().map_err(git("walk history"))?;
+        walk.push_head().map_err(|_| GitError::Unborn { repo: self.top.clone() })?;
+        walk.simplify_first_parent().map_err(git("walk history"))?;
+        let mut out: Vec<(Oid, Vec<u8>)> = Vec::new();
+        let mut last_blob: Option<Oid> = None;
+        for id in walk {
+            let id = id.map_err(git("walk history"))?;
+            let commit = self.repo.find_commit(id).map_err(git("read commit"))?;
+            let tree = commit.tree().map_err(git("read tree"))?;
+            let Ok(entry) = tree.get_path(rel_path) else {
+                continue;
+            };
+            if entry.kind() != Some(ObjectType::Blob) || Some(entry.id()) == last_blob {
+                continue;
+            }
+            last_blob = Some(entry.id());
+            let blob = self.repo.find_blob(entry.id()).map_err(git("read blob"))?;
+            out.push((id, blob.content().to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+fn file_mode(raw: i32) -> git2::FileMode {
+    match raw {
+        0o100755 => git2::FileMode::BlobExecutable,
+        _ => git2::FileMode::Blob,
+    }
+}

@@ -1,0 +1,18 @@
+//! drgit recovers a GitOps-managed Kubernetes cluster from its off-site
+//! backups. What Git can express becomes a reviewed change to the manifests;
+//! the rest runs only after checks and a confirmation.
+//!
+//! Modules, top to bottom: `cli` parses the command line, `scenario` holds
+//! the runbook procedures, which use `manifest` (format-preserving YAML
+//! edits), `gitops` (the working copy), `backup` (the backup store and its
+//! catalogs) and `config`.
+
+pub mod backup;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod gitops;
+pub mod manifest;
+pub mod output;
+pub mod scenario;
+pub mod timearg;

@@ -1,0 +1,30 @@
+//! The `drgit` executable: parse, run, print, exit with the right status.
+
+use clap::Parser;
+use drgit::cli::{Cli, run};
+
+fn main() {
+    let cli = Cli::parse();
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DRGIT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .with_target(false)
+        .without_time()
+        .init();
+    if let Err(e) = run(&cli) {
+        if cli.json {
+            println!("{}", serde_json::json!({ "error": e.to_string(), "exit_code": e.exit_code() }));
+        }
+        eprintln!("error: {e}");
+        std::process::exit(e.exit_code());
+    }
+}

@@ -1,0 +1,497 @@
+//! The CloudNativePG `Cluster` fields that recovery changes.
+//!
+//! Reads where a Cluster backs up (the in-tree `spec.backup.barmanObjectStore`
+//! or the barman-cloud plugin), how it bootstraps, and rewrites it:
+//! `initdb` to `recovery` with an external cluster on the old backup
+//! lineage and its own backups moved to a new lineage, and back again.
+
+use super::ManifestError;
+use super::edit::{DocEditor, Out, Seg, path_string, value_at};
+use super::yaml::{self, Node, NodeKind, Resolver, Stream, Value};
+
+/// The barman-cloud plugin's name (CNPG-I).
+pub const BARMAN_PLUGIN: &str = "barman-cloud.cloudnative-pg.io";
+
+/// Where a Cluster writes its backups.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BackupKind {
+    /// `spec.backup.barmanObjectStore`; the value is the resolved store.
+    InTree { store: Value },
+    /// `spec.plugins[index]` is the barman-cloud plugin.
+    Plugin { index: usize, object_name: String },
+}
+
+/// How the Cluster bootstraps.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Bootstrap {
+    Initdb,
+    Recovery {
+        source: String,
+        target_time: Option<String>,
+    },
+}
+
+/// What drgit needs to know about one Cluster document.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub doc: usize,
+    pub name: String,
+    pub bootstrap: Bootstrap,
+    pub backup: BackupKind,
+    /// The serverName the Cluster archives under now (its lineage).
+    pub server_name: String,
+    /// For a Cluster already in recovery: the serverName it recovers from.
+    pub source_server_name: Option<String>,
+    pub destination_path: Option<String>,
+}
+
+impl Cluster {
+    /// The lineage whose catalog a recovery reads.
+    pub fn recovery_lineage(&self) -> &str {
+        self.source_server_name.as_deref().unwrap_or(&self.server_name)
+    }
+}
+
+/// Finds the one CNPG Cluster document named `name`.
+pub fn find_cluster(stream: &Stream, name: &str) -> Result<usize, ManifestError> {
+    let mut matches = Vec::new();
+    let mut others = Vec::new();
+    for (i, doc) in stream.docs.iter().enumerate() {
+        let v = Resolver::document(doc);
+        let is_cluster = v.get("kind").and_then(Value::as_str) == Some("Cluster")
+            && v.get("apiVersion")
+                .and_then(Value::as_str)
+                .is_some_and(|a| a.starts_with("postgresql.cnpg.io/"));
+        if !is_cluster {
+            continue;
+        }
+        let n = v.path(&["metadata", "name"]).and_then(Value::as_str).unwrap_or("");
+        if n == name {
+            matches.push(i);
+        } else {
+            others.push(n.to_string());
+        }
+    }
+    match matches.len() {
+        1 => Ok(matches[0]),
+        0 => Err(ManifestError::NoCluster {
+            name: name.to_string(),
+            found: if others.is_empty() {
+                String::new()
+            } else {
+                format!(" (found: {})", others.join(", "))
+            },
+        }),
+        count => Err(ManifestError::DuplicateCluster {
+            name: name.to_string(),
+            count,
+            docs: matches.iter().map(|i| (i + 1).to_string()).collect::<Vec<_>>().join(", "),
+        }),
+    }
+}
+
+fn cnpg(msg: impl Into<String>) -> ManifestError {
+    ManifestError::Cnpg(msg.into())
+}
+
+/// Reads the recovery-relevant shape of the Cluster in document `doc`.
+pub fn inspect(stream: &Stream, doc: usize) -> Result<Cluster, ManifestError> {
+    let v = Resolver::document(&stream.docs[doc]);
+    let name = v
+        .path(&["metadata", "name"])
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let spec = v.get("spec").ok_or_else(|| cnpg("the Cluster has no `spec`"))?;
+
+    let boot = spec.get("bootstrap");
+    let initdb = boot.and_then(|b| b.get("initdb")).is_some();
+    let recovery = boot.and_then(|b| b.get("recovery"));
+    let bootstrap = match (initdb, recovery) {
+        (true, Some(_)) => {
+            return Err(cnpg(
+                "`spec.bootstrap` has both `initdb` and `recovery`; CNPG accepts only one bootstrap method. Remove one by hand, then run drgit again",
+            ));
+        }
+        (true, None) => Bootstrap::Initdb,
+        (false, Some(r)) => {
+            let source = r.get("source").and_then(Value::as_str).ok_or_else(|| {
+                cnpg("`spec.bootstrap.recovery` has no `source` (it recovers from a volume snapshot or a Backup object); drgit recovers only from an object store through an external cluster")
+            })?;
+            Bootstrap::Recovery {
+                source: source.to_string(),
+                target_time: r
+                    .path(&["recoveryTarget", "targetTime"])
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+            }
+        }
+        (false, None) => {
+            let found = match boot {
+                None | Some(Value::Null) => "no `spec.bootstrap`".to_string(),
+                Some(Value::Map(m)) if m.is_empty() => "`spec.bootstrap: {}`".to_string(),
+                Some(Value::Map(m)) => format!(
+                    "`spec.bootstrap` with {}",
+                    m.iter().map(|(k, _)| k.describe()).collect::<Vec<_>>().join(", ")
+                ),
+                Some(other) => format!("`spec.bootstrap: {}`", other.describe()),
+            };
+            return Err(cnpg(format!(
+                "the Cluster has neither `spec.bootstrap.initdb` nor `spec.bootstrap.recovery` (found {found}). Write `bootstrap: {{initdb: {{}}}}` (CNPG's default) explicitly, commit it, and run drgit again"
+            )));
+        }
+    };
+
+    let in_tree = spec.path(&["backup", "barmanObjectStore"]).cloned();
+    let plugin = spec.get("plugins").and_then(Value::as_seq).and_then(|items| {
+        items
+            .iter()
+            .position(|p| p.get("name").and_then(Value::as_str) == Some(BARMAN_PLUGIN))
+            .map(|i| (i, items[i].clone()))
+    });
+    let (backup, server_name, destination_path) = match (in_tree, plugin) {
+        (Some(_), Some(_)) => {
+            return Err(cnpg(format!(
+                "the Cluster backs up both through `spec.backup.barmanObjectStore` and the `{BARMAN_PLUGIN}` plugin; keep one"
+            )));
+        }
+        (Some(store), None) => {
+            let sn = store.get("serverName").and_then(Value::as_str).unwrap_or(&name).to_string();
+            let dest = store.get("destinationPath").and_then(Value::as_str).map(str::to_string);
+            (BackupKind::InTree { store }, sn, dest)
+        }
+        (None, Some((index, p))) => {
+            let object_name = p
+                .path(&["parameters", "barmanObjectName"])
+                .and_then(Value::as_str)
+                .ok_or_else(|| cnpg(format!("`spec.plugins[{index}].parameters.barmanObjectName` is missing")))?
+                .to_string();
+            let sn = p
+                .path(&["parameters", "serverName"])
+                .and_then(Value::as_str)
+                .unwrap_or(&name)
+                .to_string();
+            (BackupKind::Plugin { index, object_name }, sn, None)
+        }
+        (None, None) => {
+            return Err(cnpg(format!(
+                "the Cluster has no object-store backup: neither `spec.backup.barmanObjectStore` nor a `{BARMAN_PLUGIN}` entry in `spec.plugins`; there is nothing to recover from"
+            )));
+        }
+    };
+
+    let source_server_name = match &bootstrap {
+        Bootstrap::Recovery { source, .. } => {
+            let ext = external_clusters(spec)
+                .iter()
+                .find(|e| e.get("name").and_then(Value::as_str) == Some(source.as_str()))
+                .ok_or_else(|| {
+                    cnpg(format!(
+                        "`spec.bootstrap.recovery.source` is `{source}`, but `spec.externalClusters` has no entry with that name"
+                    ))
+                })?;
+            let sn = ext
+                .path(&["barmanObjectStore", "serverName"])
+                .or_else(|| ext.path(&["plugin", "parameters", "serverName"]))
+                .and_then(Value::as_str)
+                .unwrap_or(source);
+            Some(sn.to_string())
+        }
+        Bootstrap::Initdb => None,
+    };
+
+    Ok(Cluster {
+        doc,
+        name,
+        bootstrap,
+        backup,
+        server_name,
+        source_server_name,
+        destination_path,
+    })
+}
+
+fn external_clusters(spec: &Value) -> &[Value] {
+    spec.get("externalClusters").and_then(Value::as_seq).unwrap_or_default()
+}
+
+/// The next lineage name: `shared-pg` → `shared-pg-2`, `pg-v7` → `pg-v8`,
+/// `db-3` → `db-4`.
+pub fn next_server_name(current: &str) -> String {
+    let digits = current.bytes().rev().take_while(u8::is_ascii_digit).count();
+    let (stem, num) = current.split_at(current.len() - digits);
+    match num.parse::<u64>() {
+        Ok(n) if digits > 0 && (stem.ends_with('-') || stem.ends_with("-v") || stem.ends_with('v')) => {
+            format!("{stem}{:0width$}", n + 1, width = digits)
+        }
+        _ => format!("{current}-2"),
+    }
+}
+
+/// What a recovery edit should do.
+#[derive(Debug, Clone)]
+pub struct RecoverySpec<'a> {
+    /// Name for the external cluster that reads the old lineage.
+    pub source: &'a str,
+    /// RFC 3339 with an explicit offset, or None for the end of the WAL.
+    pub target_time: Option<&'a str>,
+    /// The lineage the recovered Cluster archives under.
+    pub new_server_name: &'a str,
+}
+
+/// The result of a manifest rewrite.
+#[derive(Debug, Clone)]
+pub struct Rewrite {
+    pub text: String,
+    /// One line per change, for plans and PR bodies.
+    pub changes: Vec<String>,
+}
+
+/// Rewrites a Cluster for recovery. A Cluster already in recovery only gets
+/// its target changed.
+pub fn rewrite_for_recovery(
+    text: &str,
+    stream: Stream,
+    cluster: &Cluster,
+    spec: &RecoverySpec,
+) -> Result<Rewrite, ManifestError> {
+    let mut ed = DocEditor::new(text, stream, cluster.doc);
+    let mut changes = Vec::new();
+    let specp = [Seg::key("spec")];
+    let boot = [Seg::key("spec"), Seg::key("bootstrap")];
+    match &cluster.bootstrap {
+        Bootstrap::Recovery { target_time, .. } => {
+            let rec = [Seg::key("spec"), Seg::key("bootstrap"), Seg::key("recovery")];
+            retarget(&mut ed, &rec, target_time.as_deref(), spec.target_time, &mut changes)?;
+        }
+        Bootstrap::Initdb => {
+            let mut recovery = vec![("source", Out::str(spec.source))];
+            if let Some(t) = spec.target_time {
+                recovery.push(("recoveryTarget", Out::map(vec![("targetTime", Out::str(t))])));
+            }
+            ed.replace_entry(&boot, "initdb", "recovery", Out::map(recovery))?;
+            changes.push(format!(
+                "spec.bootstrap: initdb → recovery from `{}`{}",
+                spec.source,
+                spec.target_time.map(|t| format!(" to {t}")).unwrap_or_else(|| " to the end of the archived WAL".into())
+            ));
+
+            let old = &cluster.server_name;
+            let entry = match &cluster.backup {
+                BackupKind::InTree { store } => {
+                    // Reading needs where and how to connect; the archive
+                    // settings (`wal`, `data`, tags) only matter for writing.
+                    let mut store = store.clone();
+                    for k in ["wal", "data", "tags", "historyTags"] {
+                        store.remove(k);
+                    }
+                    store.set("serverName", Value::Str(old.clone()));
+                    Out::map(vec![("name", Out::str(spec.source)), ("barmanObjectStore", Out::from_value(&store))])
+                }
+                BackupKind::Plugin { object_name, .. } => Out::map(vec![
+                    ("name", Out::str(spec.source)),
+                    (
+                        "plugin",
+                        Out::map(vec![
+                            ("name", Out::str(BARMAN_PLUGIN)),
+                            (
+                                "parameters",
+                                Out::map(vec![("barmanObjectName", Out::str(object_name)), ("serverName", Out::str(old))]),
+                            ),
+                        ]),
+                    ),
+                ]),
+            };
+            let existing = value_at(&ed.value(), &[Seg::key("spec"), Seg::key("externalClusters")])
+                .and_then(Value::as_seq)
+                .and_then(|items| items.iter().position(|e| e.get("name").and_then(Value::as_str) == Some(spec.source)));
+            let ext = [Seg::key("spec"), Seg::key("externalClusters")];
+            match existing {
+                Some(i) => ed.replace_item(&ext, i, entry)?,
+                None => ed.append_item(&specp, "externalClusters", entry)?,
+            }
+            changes.push(format!(
+                "spec.externalClusters: `{}` reads the backups of lineage `{old}`",
+                spec.source
+            ));
+
+            move_lineage(&mut ed, cluster, spec.new_server_name)?;
+            changes.push(format!(
+                "{}: `{old}` → `{}` (the recovered Cluster archives under a new lineage; CNPG refuses to archive into a non-empty one)",
+                match cluster.backup {
+                    BackupKind::InTree { .. } => "spec.backup.barmanObjectStore.serverName".to_string(),
+                    BackupKind::Plugin { index, .. } => format!("spec.plugins[{index}].parameters.serverName"),
+                },
+                spec.new_server_name
+            ));
+        }
+    }
+    Ok(Rewrite {
+        text: ed.finish()?,
+        changes,
+    })
+}
+
+/// Changes only the recovery target of a Cluster already in recovery.
+fn retarget(
+    ed: &mut DocEditor,
+    rec: &[Seg],
+    old: Option<&str>,
+    new: Option<&str>,
+    changes: &mut Vec<String>,
+) -> Result<(), ManifestError> {
+    let target_path: Vec<Seg> = rec.iter().cloned().chain([Seg::key("recoveryTarget")]).collect();
+    let target = value_at(&ed.value(), &target_path).cloned();
+    match (new, target) {
+        (Some(t), Some(Value::Map(m)))
+            if m.iter().all(|(k, _)| {
+                matches!(k.as_str(), Some("targetTime" | "targetTLI" | "exclusive"))
+            }) =>
+        {
+            if old == Some(t) {
+                return Err(cnpg(format!(
+                    "the Cluster already recovers to {t}; nothing to change"
+                )));
+            }
+            ed.set_scalar(&target_path, "targetTime", t)?;
+        }
+        (Some(t), Some(_)) => {
+            ed.replace_value(rec, "recoveryTarget", Out::map(vec![("targetTime", Out::str(t))]))?;
+        }
+        (Some(t), None) => {
+            ed.insert_entry(rec, "recoveryTarget", Out::map(vec![("targetTime", Out::str(t))]))?;
+        }
+        (None, Some(_)) => ed.remove_entry(rec, "recoveryTarget")?,
+        (None, None) => {
+            return Err(cnpg(
+                "the Cluster already recovers to the end of the archived WAL; nothing to change",
+            ));
+        }
+    }
+    changes.push(format!(
+        "{}.recoveryTarget: {} → {}",
+        path_string(rec),
+        old.unwrap_or("(end of WAL)"),
+        new.unwrap_or("(end of WAL)")
+    ));
+    Ok(())
+}
+
+/// Points the Cluster's own backups at a new serverName.
+fn move_lineage(ed: &mut DocEditor, cluster: &Cluster, new: &str) -> Result<(), ManifestError> {
+    let (parent, key): (Vec<Seg>, &str) = match &cluster.backup {
+        BackupKind::InTree { .. } => (vec![Seg::key("spec"), Seg::key("backup")], "barmanObjectStore"),
+        BackupKind::Plugin { index, .. } => (vec![Seg::key("spec"), Seg::key("plugins"), Seg::Index(*index)], "parameters"),
+    };
+    let store_path: Vec<Seg> = parent.iter().cloned().chain([Seg::key(key)]).collect();
+    let node = ed.locate(&store_path)?.ok_or_else(|| ManifestError::Shape {
+        path: path_string(&store_path),
+        expected: "a mapping".into(),
+    })?;
+    if let NodeKind::Alias { name, .. } = &node.kind {
+        // `barmanObjectStore: *barman`: keep the shared mapping, override one key.
+        let aliased = value_at(&ed.value(), &store_path).cloned().unwrap_or(Value::Null);
+        let name = name.clone();
+        ed.replace_value(
+            &parent,
+            key,
+            Out::map(vec![
+                ("<<", Out::Raw { text: format!("*{name}"), value: aliased }),
+                ("serverName", Out::str(new)),
+            ]),
+        )
+    } else {
+        ed.set_scalar(&store_path, "serverName", new)
+    }
+}
+
+/// Where the original `initdb` comes from when reverting.
+#[derive(Debug, Clone)]
+pub struct InitdbSource {
+    /// The `initdb:` entry's text, from its key to the end of its value.
+    pub text: String,
+    /// The column the key stood at.
+    pub col: usize,
+    pub value: Value,
+}
+
+/// Reads the `initdb` entry of the Cluster in an older version of the file.
+pub fn initdb_entry(text: &str, cluster_name: &str) -> Option<InitdbSource> {
+    let stream = yaml::parse(text).ok()?;
+    let doc = find_cluster(&stream, cluster_name).ok()?;
+    let root: &Node = &stream.docs[doc];
+    let boot = root.entry("spec")?.value.entry("bootstrap")?;
+    if boot.value.flow || boot.value.is_alias() {
+        return None;
+    }
+    let e = boot.value.entry("initdb")?;
+    let start = e.key.start;
+    let end = e.value.end.max(e.key.end);
+    let line_start = text[..start].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let value = Resolver::document(&e.value);
+    Some(InitdbSource {
+        text: text[start..end].to_string(),
+        col: text[line_start..start].chars().count(),
+        value,
+    })
+}
+
+/// Puts `initdb` back in place of `recovery` and removes the external
+/// cluster the recovery read from. The new backup lineage stays.
+pub fn rewrite_for_revert(
+    text: &str,
+    stream: Stream,
+    cluster: &Cluster,
+    initdb: &InitdbSource,
+) -> Result<Rewrite, ManifestError> {
+    let Bootstrap::Recovery { source, .. } = &cluster.bootstrap else {
+        return Err(cnpg(
+            "`spec.bootstrap` is already `initdb`; there is no recovery to revert",
+        ));
+    };
+    let value = Resolver::document(&stream.docs[cluster.doc]);
+    if value.path(&["spec", "replica", "source"]).and_then(Value::as_str) == Some(source.as_str()) {
+        return Err(cnpg(format!(
+            "`spec.replica.source` still uses the external cluster `{source}`; drgit will not remove it"
+        )));
+    }
+    let mut ed = DocEditor::new(text, stream, cluster.doc);
+    let boot = [Seg::key("spec"), Seg::key("bootstrap")];
+    let nl = if text.contains("\r\n") { "\r\n" } else { "\n" };
+    let raw = initdb.text.replace("\r\n", "\n").replace('\n', nl);
+    ed.replace_entry_raw(&boot, "recovery", &raw, initdb.col, initdb.value.clone(), "initdb")?;
+    let mut changes = vec!["spec.bootstrap: recovery → initdb (as it was before the recovery)".to_string()];
+
+    let ext = [Seg::key("spec"), Seg::key("externalClusters")];
+    let items = value.path(&["spec", "externalClusters"]).and_then(Value::as_seq).unwrap_or_default();
+    if let Some(i) = items.iter().position(|e| e.get("name").and_then(Value::as_str) == Some(source.as_str())) {
+        if items.len() == 1 {
+            ed.remove_entry(&[Seg::key("spec")], "externalClusters")?;
+        } else {
+            ed.remove_item(&ext, i)?;
+        }
+        changes.push(format!("spec.externalClusters: `{source}` removed (only the recovery read it)"));
+    }
+    changes.push(format!(
+        "backups stay on the new lineage `{}`",
+        cluster.server_name
+    ));
+    Ok(Rewrite {
+        text: ed.finish()?,
+        changes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lineage_names() {
+        assert_eq!(next_server_name("shared-pg"), "shared-pg-2");
+        assert_eq!(next_server_name("shared-pg-2"), "shared-pg-3");
+        assert_eq!(next_server_name("postgres16-v7"), "postgres16-v8");
+        assert_eq!(next_server_name("postgres16"), "postgres16-2");
+        assert_eq!(next_server_name("postgres17-001"), "postgres17-002");
+    }
+}

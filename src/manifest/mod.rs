@@ -1,0 +1,71 @@
+//! Manifests in the GitOps repository: reading them, editing them in place
+//! byte-exact outside the edited nodes, and writing them back atomically.
+//!
+//! `yaml` parses with byte spans, `edit` splices and verifies, `cnpg` knows
+//! the CloudNativePG `Cluster` fields the recovery scenarios change.
+
+pub mod cnpg;
+pub mod edit;
+pub mod yaml;
+
+use std::io::Write;
+use std::path::Path;
+
+/// Why a manifest could not be read or edited. Every variant names the
+/// field (as a dotted path) or the place in the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("malformed YAML at line {line}, column {column}: {message}")]
+    Syntax {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error(
+        "`{path}` is the alias *{alias}; drgit will not edit text reached through an alias, because the change would also apply wherever &{alias} is used. Replace the alias with the mapping itself, or make the change by hand"
+    )]
+    ThroughAlias { path: String, alias: String },
+    #[error(
+        "`{path}` defines the anchor &{anchor}, which line {line} still uses as *{anchor}; replacing it would break that reference. Move the anchor elsewhere first"
+    )]
+    AnchorUsed {
+        path: String,
+        anchor: String,
+        line: usize,
+    },
+    #[error("`{path}` should be {expected}")]
+    Shape { path: String, expected: String },
+    #[error("the edit was not applied: {detail}")]
+    Verify { detail: String },
+    #[error("no document with kind `Cluster` (postgresql.cnpg.io) named `{name}`{found}")]
+    NoCluster { name: String, found: String },
+    #[error(
+        "{count} documents define a CNPG Cluster named `{name}` (documents {docs}); keep one, or point the config at the right file"
+    )]
+    DuplicateCluster {
+        name: String,
+        count: usize,
+        docs: String,
+    },
+    #[error("{0}")]
+    Cnpg(String),
+    #[error("internal error while editing YAML: {0}")]
+    Internal(String),
+}
+
+/// Writes `contents` to `path` atomically: a temporary file in the same
+/// directory, synced, given the old file's permissions, then renamed over it.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".drgit-")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    tmp.write_all(contents)?;
+    tmp.as_file().sync_all()?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        std::fs::set_permissions(tmp.path(), meta.permissions())?;
+    }
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}

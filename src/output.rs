@@ -1,0 +1,101 @@
+//! Rendering outcomes and errors: a short human report with a coloured
+//! diff on a terminal, or one JSON document with `--json`.
+
+use std::io::{IsTerminal, Write};
+
+use crate::scenario::Outcome;
+
+/// Whether to colour stdout: a terminal, and `NO_COLOR` unset.
+pub fn use_colour() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// Colours a unified diff line by line.
+pub fn colour_diff(diff: &str) -> String {
+    let mut out = String::with_capacity(diff.len() + 256);
+    for line in diff.split_inclusive('\n') {
+        let code = if line.starts_with("+++") || line.starts_with("---") {
+            "1"
+        } else if line.starts_with('+') {
+            "32"
+        } else if line.starts_with('-') {
+            "31"
+        } else if line.starts_with("@@") {
+            "36"
+        } else {
+            ""
+        };
+        if code.is_empty() {
+            out.push_str(line);
+        } else {
+            let body = line.trim_end_matches(['\n', '\r']);
+            out.push_str(&format!("\x1b[{code}m{body}\x1b[0m{}", &line[body.len()..]));
+        }
+    }
+    out
+}
+
+/// The human report.
+pub fn human(o: &Outcome, colour: bool) -> String {
+    let mut s = String::new();
+    s.push_str(&format!("drgit {}: Cluster `{}` in {}\n", o.scenario, o.cluster, o.manifest));
+    if let Some(c) = &o.catalog {
+        s.push_str(&format!(
+            "Backups:  {} (lineage `{}`): {} base backup(s), {} WAL segment(s), {}\n",
+            c.location,
+            c.lineage,
+            c.base_backups,
+            c.wal_segments,
+            match c.gaps.len() {
+                0 => "no gaps".to_string(),
+                n => format!("{n} gap(s)"),
+            }
+        ));
+        for w in &c.windows {
+            s.push_str(&format!("Window:   {} → {} (from base backup {})\n", w.start, w.end, w.backup));
+        }
+    }
+    if o.scenario == "pg-recover" {
+        s.push_str(&format!(
+            "Target:   {}{}\n",
+            o.target_time.as_deref().unwrap_or("end of the archived WAL"),
+            o.base_backup.as_ref().map(|b| format!(", from base backup {b}")).unwrap_or_default()
+        ));
+    }
+    if let Some(l) = &o.new_lineage {
+        s.push_str(&format!("Lineage:  the recovered Cluster archives as `{l}`\n"));
+    }
+    s.push_str("\nChanges:\n");
+    for c in &o.changes {
+        s.push_str(&format!("  - {c}\n"));
+    }
+    s.push('\n');
+    s.push_str(&if colour { colour_diff(&o.diff) } else { o.diff.clone() });
+    if !o.diff.ends_with('\n') {
+        s.push('\n');
+    }
+    s.push_str("\nPlan:\n");
+    for (i, p) in o.plan.iter().enumerate() {
+        s.push_str(&format!("  {}. {p}\n", i + 1));
+    }
+    s.push('\n');
+    match (&o.branch, &o.commit) {
+        (Some(b), Some(c)) => s.push_str(&format!(
+            "Committed {} on branch `{b}` and switched to it; nothing left this machine.\n",
+            &c[..c.len().min(12)]
+        )),
+        _ => s.push_str("Dry run: nothing was changed.\n"),
+    }
+    s
+}
+
+/// Prints an outcome in the requested form.
+pub fn print(o: &Outcome, json: bool) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, o)?;
+        writeln!(out)
+    } else {
+        out.write_all(human(o, use_colour()).as_bytes())
+    }
+}

@@ -1,0 +1,191 @@
+//! The recovery scenarios, each written in the order of the runbook.
+//!
+//! This module holds what they share: the run context, reading the Cluster
+//! manifest, the diff, and committing the change on a new branch. A scenario
+//! returns an [`Outcome`] that `output` renders for people or as JSON.
+
+pub mod pg_recover;
+pub mod pg_revert;
+
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::backup::barman::{Gap, Window};
+use crate::config::Config;
+use crate::error::Error;
+use crate::gitops::WorkRepo;
+use crate::manifest::{ManifestError, cnpg, yaml};
+
+/// Everything a scenario run needs to know about where it runs.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The GitOps working copy (`--repo`).
+    pub repo_dir: PathBuf,
+    pub config: Config,
+    /// Where relative paths in the config resolve from.
+    pub config_base: PathBuf,
+    /// `--backup-url`, else `[backup] url`.
+    pub backup_url: String,
+    pub now: Timestamp,
+}
+
+impl Context {
+    pub fn new(repo_dir: &Path, config_file: Option<&Path>, backup_url: Option<&str>, now: Timestamp) -> Result<Context, Error> {
+        let (config, config_base) = Config::load(config_file, repo_dir)?;
+        // A --backup-url relative path is relative to where the user stands.
+        let (backup_url, config_base) = match backup_url {
+            Some(u) => (u.to_string(), std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))),
+            None => (config.backup.url.clone(), config_base),
+        };
+        Ok(Context {
+            repo_dir: repo_dir.to_path_buf(),
+            config,
+            config_base,
+            backup_url,
+            now,
+        })
+    }
+
+    /// `drgit/<scenario>-<UTC timestamp>`.
+    pub fn branch_name(&self, scenario: &str) -> String {
+        format!("{}{scenario}-{}", self.config.git.branch_prefix, crate::timearg::compact(self.now))
+    }
+}
+
+/// The Cluster manifest as read from the working copy.
+pub struct Manifest {
+    /// Relative to the repository top, as configured.
+    pub rel_path: PathBuf,
+    pub text: String,
+    pub stream: yaml::Stream,
+    pub cluster: cnpg::Cluster,
+}
+
+impl Manifest {
+    pub fn display(&self) -> String {
+        self.rel_path.to_string_lossy().into_owned()
+    }
+
+    pub fn error(&self, source: ManifestError) -> Error {
+        Error::Manifest {
+            file: self.display(),
+            source,
+        }
+    }
+}
+
+/// Reads the configured Cluster manifest and finds the Cluster in it.
+pub fn read_cluster_manifest(ctx: &Context) -> Result<Manifest, Error> {
+    let rel_path = ctx.config.postgres.manifest.clone();
+    let file = rel_path.to_string_lossy().into_owned();
+    let path = ctx.repo_dir.join(&rel_path);
+    let text = std::fs::read_to_string(&path).map_err(|source| Error::ReadManifest {
+        file: file.clone(),
+        source,
+    })?;
+    let err = |source| Error::Manifest {
+        file: file.clone(),
+        source,
+    };
+    let stream = yaml::parse(&text).map_err(err)?;
+    let doc = cnpg::find_cluster(&stream, &ctx.config.postgres.cluster).map_err(err)?;
+    let cluster = cnpg::inspect(&stream, doc).map_err(err)?;
+    Ok(Manifest {
+        rel_path,
+        text,
+        stream,
+        cluster,
+    })
+}
+
+/// A unified diff of one file, `a/`/`b/` prefixed like git's.
+pub fn unified_diff(path: &str, old: &str, new: &str) -> String {
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("a/{path}"), &format!("b/{path}"))
+        .to_string()
+}
+
+/// Renders a commit-message template from `templates/`.
+pub fn render_template(name: &str, source: &str, ctx: impl Serialize) -> Result<String, Error> {
+    let mut env = minijinja::Environment::new();
+    env.add_template(name, source).map_err(|e| Error::Template {
+        name: name.into(),
+        detail: e.to_string(),
+    })?;
+    let mut text = env
+        .get_template(name)
+        .and_then(|t| t.render(minijinja::value::Serde(&ctx)))
+        .map_err(|e| Error::Template {
+            name: name.into(),
+            detail: e.to_string(),
+        })?;
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+/// The catalog part of an outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct CatalogSummary {
+    pub location: String,
+    pub lineage: String,
+    pub base_backups: usize,
+    pub wal_segments: usize,
+    pub windows: Vec<Window>,
+    pub gaps: Vec<Gap>,
+}
+
+/// What a scenario did (or, in a dry run, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub scenario: &'static str,
+    pub manifest: String,
+    pub cluster: String,
+    pub dry_run: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<CatalogSummary>,
+    /// RFC 3339 UTC, or None for the end of the archived WAL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_backup: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_lineage: Option<String>,
+    pub changes: Vec<String>,
+    pub diff: String,
+    pub plan: Vec<String>,
+    pub branch: Option<String>,
+    pub commit: Option<String>,
+}
+
+/// Commits a rewritten manifest on a new branch and switches to it.
+pub fn commit_change(
+    repo: &WorkRepo,
+    manifest: &Manifest,
+    new_text: &str,
+    branch: &str,
+    message: &str,
+) -> Result<String, Error> {
+    let committed = repo.commit_on_new_branch(branch, &manifest.rel_path, new_text.as_bytes(), message)?;
+    tracing::info!(branch = %committed.branch, commit = %committed.commit, "committed");
+    Ok(committed.commit.to_string())
+}
+
+/// Opens the working copy and runs the checks a commit needs, before any
+/// other work: the manifest is committed and clean, the branch is new.
+pub fn preflight(ctx: &Context, rel_path: &Path, branch: &str) -> Result<WorkRepo, Error> {
+    let repo = WorkRepo::open(&ctx.repo_dir)?;
+    repo.check_file_clean(rel_path)?;
+    if repo.branch_exists(branch) {
+        return Err(crate::gitops::GitError::BranchExists {
+            branch: branch.to_string(),
+        }
+        .into());
+    }
+    Ok(repo)
+}

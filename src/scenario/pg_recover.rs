@@ -1,0 +1,174 @@
+//! `drgit pg-recover`: the runbook's PostgreSQL recovery, Git part.
+//!
+//! 1. Read the Cluster manifest and learn which backup lineage it writes.
+//! 2. Read that lineage's barman catalog and refuse a target time outside
+//!    the recoverable window, before anything is touched.
+//! 3. Rewrite the manifest: `bootstrap.initdb` → `bootstrap.recovery` from
+//!    an external cluster that reads the old lineage, and — the runbook's
+//!    missing step — the Cluster's own backups moved to a new, empty
+//!    lineage so CNPG does not stop archiving with "Expected empty archive".
+//! 4. Show the diff and the plan; a dry run ends here.
+//! 5. Commit on a new branch `drgit/pg-recover-<UTC timestamp>`.
+
+use serde::Serialize;
+
+use super::{CatalogSummary, Context, Outcome, commit_change, preflight, read_cluster_manifest, render_template, unified_diff};
+use crate::backup::{self, BackupStore, barman::Catalog};
+use crate::error::Error;
+use crate::manifest::cnpg::{self, Bootstrap, RecoverySpec};
+use crate::timearg;
+
+const COMMIT_TEMPLATE: &str = include_str!("../../templates/pg-recover.commit.j2");
+
+#[derive(Debug, Clone, Default)]
+pub struct Args {
+    /// As typed; None recovers to the end of the archived WAL.
+    pub target_time: Option<String>,
+    pub timezone: Option<String>,
+    pub dry_run: bool,
+}
+
+pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
+    let branch = ctx.branch_name("pg-recover");
+    let pg = &ctx.config.postgres;
+
+    // A commit needs a clean manifest and a new branch: check before any work.
+    let repo = if args.dry_run {
+        None
+    } else {
+        Some(preflight(ctx, &pg.manifest, &branch)?)
+    };
+
+    // Runbook step 1: the Cluster manifest.
+    let manifest = read_cluster_manifest(ctx)?;
+    let cluster = &manifest.cluster;
+
+    // The target is checked against the lineage the recovery reads.
+    let store = backup::open(&ctx.backup_url, &ctx.config_base)?;
+    let lineage = cluster.recovery_lineage().to_string();
+    let catalog = Catalog::read(store.as_ref(), &format!("{}{lineage}/", pg.catalog_prefix), &lineage)?;
+    let windows = catalog.usable_windows()?;
+    let (target, base_backup) = match &args.target_time {
+        Some(t) => {
+            let t = timearg::parse_target_time(t, args.timezone.as_deref(), ctx.now)?;
+            let check = catalog.check_target(t)?;
+            (Some(t.to_string()), Some(check.backup))
+        }
+        None => {
+            let newest = catalog
+                .backups
+                .iter()
+                .filter(|b| b.status == "DONE")
+                .max_by_key(|b| b.end_time)
+                .map(|b| b.id.clone());
+            (None, newest)
+        }
+    };
+
+    // Runbook step 3 [fix]: a new, empty lineage for the recovered Cluster.
+    let new_lineage = match cluster.bootstrap {
+        Bootstrap::Initdb => Some(fresh_lineage(store.as_ref(), &pg.catalog_prefix, &cluster.server_name)?),
+        Bootstrap::Recovery { .. } => None,
+    };
+
+    // A Cluster already in recovery keeps its source; only the target changes.
+    let source = match &cluster.bootstrap {
+        Bootstrap::Recovery { source, .. } => source.as_str(),
+        Bootstrap::Initdb => pg.external_cluster.as_str(),
+    };
+    let spec = RecoverySpec {
+        source,
+        target_time: target.as_deref(),
+        new_server_name: new_lineage.as_deref().unwrap_or(&cluster.server_name),
+    };
+    let rewrite = cnpg::rewrite_for_recovery(&manifest.text, manifest.stream.clone(), cluster, &spec)
+        .map_err(|e| manifest.error(e))?;
+    let diff = unified_diff(&manifest.display(), &manifest.text, &rewrite.text);
+
+    let plan = next_steps(ctx, &manifest.display(), &branch);
+    let mut outcome = Outcome {
+        scenario: "pg-recover",
+        manifest: manifest.display(),
+        cluster: cluster.name.clone(),
+        dry_run: args.dry_run,
+        catalog: Some(CatalogSummary {
+            location: catalog.location.clone(),
+            lineage,
+            base_backups: catalog.backups.len(),
+            wal_segments: catalog.segments.len(),
+            windows: windows.clone(),
+            gaps: catalog.gaps(),
+        }),
+        target_time: target.clone(),
+        base_backup: base_backup.clone(),
+        new_lineage,
+        changes: rewrite.changes.clone(),
+        diff,
+        plan,
+        branch: None,
+        commit: None,
+    };
+    let Some(repo) = repo else {
+        return Ok(outcome);
+    };
+
+    #[derive(Serialize)]
+    struct Msg<'a> {
+        cluster: &'a str,
+        target: Option<&'a str>,
+        changes: &'a [String],
+        location: &'a str,
+        base_backup: Option<&'a str>,
+        windows: &'a [crate::backup::barman::Window],
+    }
+    let message = render_template(
+        "pg-recover.commit.j2",
+        COMMIT_TEMPLATE,
+        Msg {
+            cluster: &cluster.name,
+            target: target.as_deref(),
+            changes: &rewrite.changes,
+            location: &catalog.location,
+            base_backup: base_backup.as_deref(),
+            windows: &windows,
+        },
+    )?;
+    let commit = commit_change(&repo, &manifest, &rewrite.text, &branch, &message)?;
+    outcome.branch = Some(branch);
+    outcome.commit = Some(commit);
+    Ok(outcome)
+}
+
+/// The first lineage after `current` with no objects in the store yet.
+fn fresh_lineage(store: &dyn BackupStore, prefix: &str, current: &str) -> Result<String, Error> {
+    let mut name = cnpg::next_server_name(current);
+    for _ in 0..100 {
+        if store.list(&format!("{prefix}{name}/"))?.is_empty() {
+            return Ok(name);
+        }
+        tracing::info!(lineage = %name, "already has objects; trying the next name");
+        name = cnpg::next_server_name(&name);
+    }
+    Ok(name)
+}
+
+/// What happens after the commit, in the runbook's corrected order.
+fn next_steps(ctx: &Context, manifest: &str, branch: &str) -> Vec<String> {
+    let pg = &ctx.config.postgres;
+    vec![
+        format!("Commit the change on branch `{branch}` (nothing leaves this machine)."),
+        format!("Push `{branch}` and merge it into the branch Argo CD tracks, after review."),
+        format!(
+            "Wait until the Argo CD Application that owns {manifest} reports Synced at the merge commit."
+        ),
+        format!(
+            "Only then delete the Cluster (`kubectl delete cluster {} -n {}`): Argo CD re-creates it in recovery mode. Deleting before the sync lets auto-sync re-apply initdb and bring up an empty database.",
+            pg.cluster, pg.namespace
+        ),
+        format!(
+            "Watch Job `{}-1-full-recovery` until the Cluster's phase is \"Cluster in healthy state\", Ready is True and every instance is ready.",
+            pg.cluster
+        ),
+        "Run `drgit pg-revert` to put `bootstrap` back to `initdb` (CNPG ignores it on a running Cluster; it keeps a later re-creation from recovering stale data).".into(),
+    ]
+}

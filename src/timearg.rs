@@ -1,0 +1,101 @@
+//! Target times as operators type them.
+//!
+//! RFC 3339 with `Z` or an offset is taken as is. A plain
+//! `YYYY-MM-DD HH:MM:SS` is accepted only with an explicit `--timezone`:
+//! guessing the zone in the middle of an outage is how a recovery lands nine
+//! hours off. CNPG reads a `targetTime` without offset as UTC, so drgit
+//! always writes it normalised to UTC with a `Z`.
+
+use jiff::{Timestamp, civil::DateTime, tz::TimeZone};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TimeError {
+    #[error(
+        "--target-time `{input}` is not a time drgit understands; use RFC 3339, e.g. 2026-11-24T09:00:00Z or 2026-11-24T18:00:00+09:00"
+    )]
+    Unparsable { input: String },
+    #[error(
+        "--target-time `{input}` has no UTC offset; add `Z` or an offset such as +09:00, or pass --timezone (e.g. --timezone Asia/Tokyo)"
+    )]
+    NoOffset { input: String },
+    #[error("--timezone `{zone}` is not a known IANA time zone (e.g. Asia/Tokyo, UTC)")]
+    BadZone { zone: String },
+    #[error("--target-time {target} is in the future (now is {now}); there is nothing to recover there yet")]
+    Future { target: Timestamp, now: Timestamp },
+    #[error("DRGIT_NOW `{input}` is not an RFC 3339 time")]
+    BadNow { input: String },
+}
+
+/// Parses a target time and refuses one after `now`.
+pub fn parse_target_time(input: &str, zone: Option<&str>, now: Timestamp) -> Result<Timestamp, TimeError> {
+    let s = input.trim();
+    let t = match s.parse::<Timestamp>() {
+        Ok(t) => t,
+        Err(_) => {
+            let civil: DateTime = s.parse().map_err(|_| TimeError::Unparsable { input: input.into() })?;
+            let Some(zone) = zone else {
+                return Err(TimeError::NoOffset { input: input.into() });
+            };
+            let tz = TimeZone::get(zone).map_err(|_| TimeError::BadZone { zone: zone.into() })?;
+            civil
+                .to_zoned_datetime(tz)
+                .map_err(|_| TimeError::Unparsable { input: input.into() })?
+                .timestamp()
+        }
+    };
+    if t > now {
+        return Err(TimeError::Future { target: t, now });
+    }
+    Ok(t)
+}
+
+/// The current time, or `DRGIT_NOW` when set (for reproducible runs).
+pub fn now() -> Result<Timestamp, TimeError> {
+    match std::env::var("DRGIT_NOW") {
+        Ok(v) if !v.is_empty() => v.parse().map_err(|_| TimeError::BadNow { input: v }),
+        _ => Ok(Timestamp::now()),
+    }
+}
+
+/// `20261126T031500Z`, for branch names.
+pub fn compact(t: Timestamp) -> String {
+    t.strftime("%Y%m%dT%H%M%SZ").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> Timestamp {
+        "2026-11-26T00:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn rfc3339_normalises_to_utc() {
+        let t = parse_target_time("2026-11-24T18:00:00+09:00", None, now()).unwrap();
+        assert_eq!(t.to_string(), "2026-11-24T09:00:00Z");
+    }
+
+    #[test]
+    fn plain_time_needs_a_zone() {
+        assert!(matches!(
+            parse_target_time("2026-11-24 09:00:00", None, now()),
+            Err(TimeError::NoOffset { .. })
+        ));
+        let t = parse_target_time("2026-11-24 18:00:00", Some("Asia/Tokyo"), now()).unwrap();
+        assert_eq!(t.to_string(), "2026-11-24T09:00:00Z");
+        assert!(matches!(
+            parse_target_time("2026-11-24 18:00:00", Some("Mars/Olympus"), now()),
+            Err(TimeError::BadZone { .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_garbage_and_future() {
+        assert!(matches!(parse_target_time("yesterday", None, now()), Err(TimeError::Unparsable { .. })));
+        assert!(matches!(
+            parse_target_time("2027-01-01T00:00:00Z", None, now()),
+            Err(TimeError::Future { .. })
+        ));
+    }
+}
