@@ -25,6 +25,9 @@ pub enum BackupKind {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Bootstrap {
     Initdb,
+    /// No bootstrap method written (`bootstrap` absent, `null` or `{}`):
+    /// CNPG then runs `initdb` with its defaults.
+    Default,
     Recovery {
         source: String,
         target_time: Option<String>,
@@ -105,7 +108,12 @@ pub fn inspect(stream: &Stream, doc: usize) -> Result<Cluster, ManifestError> {
     let spec = v.get("spec").ok_or_else(|| cnpg("the Cluster has no `spec`"))?;
 
     let boot = spec.get("bootstrap");
-    let initdb = boot.and_then(|b| b.get("initdb")).is_some();
+    // `initdb: null` beside `recovery` is a Kustomize patch deleting the
+    // base's initdb: it does not count as a method.
+    let recovering = boot.and_then(|b| b.get("recovery")).is_some();
+    let initdb = boot
+        .and_then(|b| b.get("initdb"))
+        .is_some_and(|v| !(recovering && *v == Value::Null));
     let recovery = boot.and_then(|b| b.get("recovery"));
     let bootstrap = match (initdb, recovery) {
         (true, Some(_)) => {
@@ -126,6 +134,7 @@ pub fn inspect(stream: &Stream, doc: usize) -> Result<Cluster, ManifestError> {
                     .map(str::to_string),
             }
         }
+        (false, None) if is_empty_bootstrap(boot) => Bootstrap::Default,
         (false, None) => {
             let found = match boot {
                 None | Some(Value::Null) => "no `spec.bootstrap`".to_string(),
@@ -197,7 +206,7 @@ pub fn inspect(stream: &Stream, doc: usize) -> Result<Cluster, ManifestError> {
                 .unwrap_or(source);
             Some(sn.to_string())
         }
-        Bootstrap::Initdb => None,
+        Bootstrap::Initdb | Bootstrap::Default => None,
     };
 
     Ok(Cluster {
@@ -209,6 +218,15 @@ pub fn inspect(stream: &Stream, doc: usize) -> Result<Cluster, ManifestError> {
         source_server_name,
         destination_path,
     })
+}
+
+/// `bootstrap` absent, `null` or `{}`.
+fn is_empty_bootstrap(boot: Option<&Value>) -> bool {
+    match boot {
+        None | Some(Value::Null) => true,
+        Some(Value::Map(m)) => m.is_empty(),
+        _ => false,
+    }
 }
 
 fn external_clusters(spec: &Value) -> &[Value] {
@@ -264,14 +282,22 @@ pub fn rewrite_for_recovery(
             let rec = [Seg::key("spec"), Seg::key("bootstrap"), Seg::key("recovery")];
             retarget(&mut ed, &rec, target_time.as_deref(), spec.target_time, &mut changes)?;
         }
-        Bootstrap::Initdb => {
+        Bootstrap::Initdb | Bootstrap::Default => {
             let mut recovery = vec![("source", Out::str(spec.source))];
             if let Some(t) = spec.target_time {
                 recovery.push(("recoveryTarget", Out::map(vec![("targetTime", Out::str(t))])));
             }
-            ed.replace_entry(&boot, "initdb", "recovery", Out::map(recovery))?;
+            let recovery = Out::map(recovery);
+            if cluster.bootstrap == Bootstrap::Initdb {
+                ed.replace_entry(&boot, "initdb", "recovery", recovery)?;
+            } else if ed.root().entry("spec").and_then(|s| s.value.entry("bootstrap")).is_some() {
+                ed.replace_value(&specp, "bootstrap", Out::Map(vec![("recovery".into(), recovery)]))?;
+            } else {
+                ed.insert_entry(&specp, "bootstrap", Out::Map(vec![("recovery".into(), recovery)]))?;
+            }
             changes.push(format!(
-                "spec.bootstrap: initdb → recovery from `{}`{}",
+                "spec.bootstrap: {} → recovery from `{}`{}",
+                if cluster.bootstrap == Bootstrap::Initdb { "initdb" } else { "CNPG's default (initdb)" },
                 spec.source,
                 spec.target_time.map(|t| format!(" to {t}")).unwrap_or_else(|| " to the end of the archived WAL".into())
             ));
@@ -405,34 +431,77 @@ fn move_lineage(ed: &mut DocEditor, cluster: &Cluster, new: &str) -> Result<(), 
     }
 }
 
-/// Where the original `initdb` comes from when reverting.
+/// How the Cluster bootstrapped before the recovery, read from an older
+/// version of the file.
 #[derive(Debug, Clone)]
-pub struct InitdbSource {
-    /// The `initdb:` entry's text, from its key to the end of its value.
+pub struct Origin {
+    pub bootstrap: BootOrigin,
+    /// The `externalClusters` entry when it was an empty sequence (`[]`),
+    /// so that removing the recovery's only entry restores it as it was.
+    pub empty_external_clusters: Option<RawEntry>,
+}
+
+#[derive(Debug, Clone)]
+pub enum BootOrigin {
+    /// `bootstrap` was a block mapping with this `initdb:` entry.
+    InitdbEntry(RawEntry),
+    /// The whole `bootstrap:` entry, when it was flow style, `{}` or `null`.
+    BootstrapEntry(RawEntry),
+    /// There was no `bootstrap` at all.
+    NoBootstrap,
+}
+
+/// An entry's text from its key to the end of its last line (end-of-line
+/// comment included), the column its key stood at, and its value.
+#[derive(Debug, Clone)]
+pub struct RawEntry {
     pub text: String,
-    /// The column the key stood at.
     pub col: usize,
     pub value: Value,
 }
 
-/// Reads the `initdb` entry of the Cluster in an older version of the file.
-pub fn initdb_entry(text: &str, cluster_name: &str) -> Option<InitdbSource> {
-    let stream = yaml::parse(text).ok()?;
-    let doc = find_cluster(&stream, cluster_name).ok()?;
-    let root: &Node = &stream.docs[doc];
-    let boot = root.entry("spec")?.value.entry("bootstrap")?;
-    if boot.value.flow || boot.value.is_alias() {
-        return None;
-    }
-    let e = boot.value.entry("initdb")?;
+fn raw_entry(text: &str, e: &super::yaml::Entry) -> RawEntry {
     let start = e.key.start;
     let end = e.value.end.max(e.key.end);
+    let end = text[end..].find('\n').map(|i| end + i).unwrap_or(text.len());
+    let end = if end > start && text.as_bytes()[end - 1] == b'\r' { end - 1 } else { end };
     let line_start = text[..start].rfind('\n').map(|i| i + 1).unwrap_or(0);
-    let value = Resolver::document(&e.value);
-    Some(InitdbSource {
+    RawEntry {
         text: text[start..end].to_string(),
         col: text[line_start..start].chars().count(),
-        value,
+        value: Resolver::document(&e.value),
+    }
+}
+
+/// How the Cluster bootstrapped in an older version of the file; None when
+/// that version is itself in recovery (or has no such Cluster).
+pub fn bootstrap_origin(text: &str, cluster_name: &str) -> Option<Origin> {
+    let stream = yaml::parse(text).ok()?;
+    let doc = find_cluster(&stream, cluster_name).ok()?;
+    let cluster = inspect(&stream, doc).ok()?;
+    let root: &Node = &stream.docs[doc];
+    let spec = &root.entry("spec")?.value;
+    let bootstrap = match cluster.bootstrap {
+        Bootstrap::Recovery { .. } => return None,
+        Bootstrap::Default if spec.entry("bootstrap").is_none() => BootOrigin::NoBootstrap,
+        Bootstrap::Initdb | Bootstrap::Default => {
+            let boot = spec.entry("bootstrap")?;
+            if boot.value.is_alias() {
+                return None;
+            }
+            match boot.value.entry("initdb") {
+                Some(e) if !boot.value.flow => BootOrigin::InitdbEntry(raw_entry(text, e)),
+                _ => BootOrigin::BootstrapEntry(raw_entry(text, boot)),
+            }
+        }
+    };
+    let empty_external_clusters = spec
+        .entry("externalClusters")
+        .map(|e| raw_entry(text, e))
+        .filter(|raw| raw.value == Value::Seq(Vec::new()));
+    Some(Origin {
+        bootstrap,
+        empty_external_clusters,
     })
 }
 
@@ -442,7 +511,7 @@ pub fn rewrite_for_revert(
     text: &str,
     stream: Stream,
     cluster: &Cluster,
-    initdb: &InitdbSource,
+    origin: &Origin,
 ) -> Result<Rewrite, ManifestError> {
     let Bootstrap::Recovery { source, .. } = &cluster.bootstrap else {
         return Err(cnpg(
@@ -458,15 +527,33 @@ pub fn rewrite_for_revert(
     let mut ed = DocEditor::new(text, stream, cluster.doc);
     let boot = [Seg::key("spec"), Seg::key("bootstrap")];
     let nl = if text.contains("\r\n") { "\r\n" } else { "\n" };
-    let raw = initdb.text.replace("\r\n", "\n").replace('\n', nl);
-    ed.replace_entry_raw(&boot, "recovery", &raw, initdb.col, initdb.value.clone(), "initdb")?;
+    let fix_nl = |raw: &RawEntry| raw.text.replace("\r\n", "\n").replace('\n', nl);
+    match &origin.bootstrap {
+        BootOrigin::InitdbEntry(raw) => {
+            ed.replace_entry_raw(&boot, "recovery", &fix_nl(raw), raw.col, raw.value.clone(), "initdb")?
+        }
+        BootOrigin::BootstrapEntry(raw) => {
+            ed.replace_entry_raw(&boot[..1], "bootstrap", &fix_nl(raw), raw.col, raw.value.clone(), "bootstrap")?
+        }
+        BootOrigin::NoBootstrap => ed.remove_entry(&boot[..1], "bootstrap")?,
+    }
     let mut changes = vec!["spec.bootstrap: recovery → initdb (as it was before the recovery)".to_string()];
 
     let ext = [Seg::key("spec"), Seg::key("externalClusters")];
     let items = value.path(&["spec", "externalClusters"]).and_then(Value::as_seq).unwrap_or_default();
     if let Some(i) = items.iter().position(|e| e.get("name").and_then(Value::as_str) == Some(source.as_str())) {
         if items.len() == 1 {
-            ed.remove_entry(&[Seg::key("spec")], "externalClusters")?;
+            match &origin.empty_external_clusters {
+                Some(raw) => ed.replace_entry_raw(
+                    &boot[..1],
+                    "externalClusters",
+                    &fix_nl(raw),
+                    raw.col,
+                    raw.value.clone(),
+                    "externalClusters",
+                )?,
+                None => ed.remove_entry(&boot[..1], "externalClusters")?,
+            }
         } else {
             ed.remove_item(&ext, i)?;
         }

@@ -137,6 +137,9 @@ struct Splice {
     start: usize,
     end: usize,
     text: String,
+    /// Among insertions at one point, the deeper one (larger column) goes
+    /// first: it closes the inner collection before the outer one goes on.
+    depth: usize,
 }
 
 /// Edits one document of a file.
@@ -251,7 +254,7 @@ impl<'t> DocEditor<'t> {
         } else {
             text
         };
-        self.splices.push(Splice { start, end, text });
+        self.splices.push(Splice { start, end, text, depth: 0 });
         self.ops.push(Op::Set(with(path, Seg::key(key)), Value::Str(new.to_string())));
         Ok(())
     }
@@ -271,7 +274,7 @@ impl<'t> DocEditor<'t> {
             end = self.line_end(end);
             self.render_entry(new_key, &out, col)
         };
-        self.splices.push(Splice { start, end, text });
+        self.splices.push(Splice { start, end, text, depth: 0 });
         self.ops.push(Op::Remove(with(path, Seg::key(old_key))));
         self.ops.push(Op::Set(with(path, Seg::key(new_key)), out.value()));
         Ok(())
@@ -313,7 +316,7 @@ impl<'t> DocEditor<'t> {
                 text.push_str(line);
             }
         }
-        self.splices.push(Splice { start, end, text });
+        self.splices.push(Splice { start, end, text, depth: 0 });
         self.ops.push(Op::Remove(with(path, Seg::key(old_key))));
         self.ops.push(Op::Set(with(path, Seg::key(new_key)), value));
         Ok(())
@@ -337,9 +340,12 @@ impl<'t> DocEditor<'t> {
             (value.end.max(start), format!(" {}", render_flow(&out)))
         } else {
             let end = if value.start == value.end { start } else { value.end };
+            // A value that becomes a block takes its end-of-line comment with it.
+            let block = matches!(&out, Out::Map(e) if !e.is_empty()) || matches!(&out, Out::Seq(i) if !i.is_empty());
+            let end = if block { self.line_end(end) } else { end };
             (end, self.render_block_value(&out, col))
         };
-        self.splices.push(Splice { start, end, text });
+        self.splices.push(Splice { start, end, text, depth: 0 });
         self.ops.push(Op::Set(with(path, Seg::key(key)), out.value()));
         Ok(())
     }
@@ -355,6 +361,7 @@ impl<'t> DocEditor<'t> {
                 start: close,
                 end: close,
                 text: format!("{sep}{key}: {}", render_flow(&out)),
+                depth: 0,
             }
         } else {
             let Some(first) = entries.first() else {
@@ -369,6 +376,7 @@ impl<'t> DocEditor<'t> {
                 start: at,
                 end: at,
                 text: format!("{}{}{}", self.nl, " ".repeat(col), self.render_entry(key, &out, col)),
+                depth: col,
             }
         };
         self.splices.push(splice);
@@ -390,7 +398,7 @@ impl<'t> DocEditor<'t> {
         }
         let start = self.line_start(entry.key.start);
         let end = self.after_line(entry.value.end.max(entry.key.end));
-        self.splices.push(Splice { start, end, text: String::new() });
+        self.splices.push(Splice { start, end, text: String::new(), depth: 0 });
         self.ops.push(Op::Remove(full));
         Ok(())
     }
@@ -431,6 +439,7 @@ impl<'t> DocEditor<'t> {
                 start: close,
                 end: close,
                 text: format!(", {}", render_flow(&out)),
+                depth: 0,
             }
         } else {
             let dash = self.dash_col(&items[0]);
@@ -438,7 +447,9 @@ impl<'t> DocEditor<'t> {
             Splice {
                 start: at,
                 end: at,
+                // The item's content sits at dash + 2, deeper than its key.
                 text: format!("{}{}{}", self.nl, " ".repeat(dash), self.render_item(&out, dash)),
+                depth: dash + 2,
             }
         };
         self.splices.push(splice);
@@ -459,7 +470,7 @@ impl<'t> DocEditor<'t> {
             let text = self.render_item(&out, dash);
             (item.start, end, text.trim_start_matches("- ").to_string())
         };
-        self.splices.push(Splice { start, end, text });
+        self.splices.push(Splice { start, end, text, depth: 0 });
         self.ops.push(Op::Set(full, out.value()));
         Ok(())
     }
@@ -477,7 +488,7 @@ impl<'t> DocEditor<'t> {
         }
         let start = self.line_start(item.start);
         let end = self.after_line(item.end);
-        self.splices.push(Splice { start, end, text: String::new() });
+        self.splices.push(Splice { start, end, text: String::new(), depth: 0 });
         self.ops.push(Op::Remove(full));
         Ok(())
     }
@@ -496,7 +507,7 @@ impl<'t> DocEditor<'t> {
 
     /// Applies the splices, re-parses and verifies. Returns the new text.
     pub fn finish(mut self) -> Result<String, ManifestError> {
-        self.splices.sort_by_key(|s| (s.start, s.end));
+        self.splices.sort_by_key(|s| (s.start, s.end, std::cmp::Reverse(s.depth)));
         for pair in self.splices.windows(2) {
             if pair[0].end > pair[1].start {
                 return Err(ManifestError::Internal("overlapping edits".into()));
@@ -899,10 +910,10 @@ mod tests {
     #[test]
     fn unindented_sequence_style_is_kept() {
         let out = edit("l:\n- a: 1\n  b: 2\n", |e| {
-            e.append_item(&[], "l", Out::map(vec![("a", Out::str("x")), ("b", Out::str("y"))]))
+            e.append_item(&[], "l", Out::map(vec![("a", Out::str("x")), ("b", Out::str("z"))]))
         })
         .unwrap();
-        assert_eq!(out, "l:\n- a: 1\n  b: 2\n- a: x\n  b: y\n");
+        assert_eq!(out, "l:\n- a: 1\n  b: 2\n- a: x\n  b: z\n");
     }
 
     #[test]

@@ -67,14 +67,14 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
 
     // Runbook step 3 [fix]: a new, empty lineage for the recovered Cluster.
     let new_lineage = match cluster.bootstrap {
-        Bootstrap::Initdb => Some(fresh_lineage(store.as_ref(), &pg.catalog_prefix, &cluster.server_name)?),
+        Bootstrap::Initdb | Bootstrap::Default => Some(fresh_lineage(store.as_ref(), &pg.catalog_prefix, &cluster.server_name)?),
         Bootstrap::Recovery { .. } => None,
     };
 
     // A Cluster already in recovery keeps its source; only the target changes.
     let source = match &cluster.bootstrap {
         Bootstrap::Recovery { source, .. } => source.as_str(),
-        Bootstrap::Initdb => pg.external_cluster.as_str(),
+        Bootstrap::Initdb | Bootstrap::Default => pg.external_cluster.as_str(),
     };
     let spec = RecoverySpec {
         source,

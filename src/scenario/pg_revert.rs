@@ -37,7 +37,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     let initdb = repo
         .file_versions(&manifest.rel_path)?
         .iter()
-        .find_map(|(_, bytes)| cnpg::initdb_entry(&String::from_utf8_lossy(bytes), &cluster.name))
+        .find_map(|(_, bytes)| cnpg::bootstrap_origin(&String::from_utf8_lossy(bytes), &cluster.name))
         .ok_or_else(|| Error::NoInitdbHistory {
             file: manifest.display(),
         })?;
