@@ -372,10 +372,19 @@ impl<'t> DocEditor<'t> {
             };
             let col = self.col(first.key.start);
             let at = self.line_end(map.end);
+            // Where the mapping's entries are set apart by blank lines, so is the new one.
+            let last = entries.last().map(|e| e.key.start).unwrap_or(first.key.start);
+            let spaced = entries.len() > 1 && self.blank_line_before(last);
             Splice {
                 start: at,
                 end: at,
-                text: format!("{}{}{}", self.nl, " ".repeat(col), self.render_entry(key, &out, col)),
+                text: format!(
+                    "{}{}{}{}",
+                    if spaced { self.nl } else { "" },
+                    self.nl,
+                    " ".repeat(col),
+                    self.render_entry(key, &out, col)
+                ),
                 depth: col,
             }
         };
@@ -396,8 +405,15 @@ impl<'t> DocEditor<'t> {
                 expected: "a block entry on lines of its own".into(),
             });
         }
-        let start = self.line_start(entry.key.start);
+        let mut start = self.line_start(entry.key.start);
         let end = self.after_line(entry.value.end.max(entry.key.end));
+        // A blank line that set the entry apart goes with it when what
+        // follows is the mapping's end or another blank line.
+        let is_last = map.entries().and_then(|e| e.last()).is_some_and(|l| l.key.start == entry.key.start);
+        let next_blank = self.text[end..].split('\n').next().is_some_and(|l| l.trim().is_empty()) && end < self.text.len();
+        if self.blank_line_before(entry.key.start) && (is_last || next_blank) {
+            start = self.line_start(start - 1);
+        }
         self.splices.push(Splice { start, end, text: String::new(), depth: 0 });
         self.ops.push(Op::Remove(full));
         Ok(())
@@ -594,6 +610,16 @@ impl<'t> DocEditor<'t> {
     /// The start of the line after the one holding `at` (or the text's end).
     fn after_line(&self, at: usize) -> usize {
         self.text[at..].find('\n').map(|i| at + i + 1).unwrap_or(self.text.len())
+    }
+
+    /// Whether the line before the one holding `at` is empty.
+    fn blank_line_before(&self, at: usize) -> bool {
+        let ls = self.line_start(at);
+        if ls == 0 {
+            return false;
+        }
+        let prev_start = self.line_start(ls - 1);
+        self.text[prev_start..ls].trim().is_empty()
     }
 
     fn starts_line(&self, at: usize) -> bool {

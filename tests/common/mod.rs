@@ -1,0 +1,181 @@
+//! Test support: the bundled fixtures copied into a temporary directory as a
+//! real Git working copy beside a copy of the backup store, the drgit binary
+//! run against them, and snapshots of repository state to prove that a
+//! failed run changed nothing.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const NOW: &str = "2026-11-26T04:00:00Z";
+pub const MANIFEST: &str = "manifests/database/shared-pg.yaml";
+/// Inside the fixture's recoverable window.
+pub const TARGET: &str = "2026-11-26T03:02:38Z";
+
+pub fn project() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// `<tmp>/repo` (a Git repo with one commit of fixtures/home-cluster)
+    /// and `<tmp>/backup-store` with the recorded S3 LastModified times.
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&project().join("fixtures/home-cluster"), &dir.path().join("repo"));
+        copy_dir(&project().join("fixtures/backup-store"), &dir.path().join("backup-store"));
+        apply_lastmodified(&dir.path().join("backup-store"));
+        let f = Fixture { dir };
+        f.git(&["init", "-q", "-b", "main"]);
+        f.git(&["add", "-A"]);
+        f.git(&["commit", "-q", "-m", "home cluster"]);
+        f
+    }
+
+    pub fn repo(&self) -> PathBuf {
+        self.dir.path().join("repo")
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.dir.path().join("backup-store")
+    }
+
+    pub fn manifest(&self) -> PathBuf {
+        self.repo().join(MANIFEST)
+    }
+
+    pub fn read_manifest(&self) -> String {
+        std::fs::read_to_string(self.manifest()).unwrap()
+    }
+
+    /// Replaces the manifest and commits it.
+    pub fn set_manifest(&self, text: &str) {
+        std::fs::write(self.manifest(), text).unwrap();
+        self.git(&["commit", "-q", "-am", "manifest variant"]);
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(self.repo())
+            .env("GIT_AUTHOR_NAME", "Test")
+            .env("GIT_AUTHOR_EMAIL", "test@example.com")
+            .env("GIT_COMMITTER_NAME", "Test")
+            .env("GIT_COMMITTER_EMAIL", "test@example.com")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs drgit with `--repo <repo>` and a fixed clock.
+    pub fn drgit(&self, args: &[&str]) -> Run {
+        drgit_in(&self.repo(), args, &[])
+    }
+
+    pub fn drgit_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        drgit_in(&self.repo(), args, env)
+    }
+
+    /// Every file's bytes under the repo (outside .git) plus HEAD, branches
+    /// and the index: equal before and after means nothing changed.
+    pub fn state(&self) -> State {
+        let mut files = BTreeMap::new();
+        collect(&self.repo(), &self.repo(), &mut files);
+        State {
+            files,
+            head: self.git(&["symbolic-ref", "-q", "HEAD"]),
+            refs: self.git(&["for-each-ref", "--format=%(refname) %(objectname)"]),
+            index: self.git(&["ls-files", "-s"]),
+            status: self.git(&["status", "--porcelain"]),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq)]
+pub struct State {
+    files: BTreeMap<String, Vec<u8>>,
+    head: String,
+    refs: String,
+    index: String,
+    status: String,
+}
+
+fn collect(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().is_some_and(|n| n == ".git") {
+            continue;
+        }
+        if p.is_dir() {
+            collect(root, &p, out);
+        } else {
+            out.insert(p.strip_prefix(root).unwrap().display().to_string(), std::fs::read(&p).unwrap());
+        }
+    }
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.stdout, self.stderr))
+    }
+}
+
+pub fn drgit_in(repo: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_drgit"));
+    cmd.arg("--repo").arg(repo).args(args).env("DRGIT_NOW", NOW).env_remove("NO_COLOR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let Output { status, stdout, stderr } = cmd.output().unwrap();
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        let t = to.join(e.file_name());
+        if p.is_dir() {
+            copy_dir(&p, &t);
+        } else {
+            std::fs::copy(&p, &t).unwrap();
+        }
+    }
+}
+
+/// Sets each object's mtime to its recorded S3 LastModified (git keeps no
+/// file times, so a fresh clone would otherwise say "now").
+pub fn apply_lastmodified(store: &Path) {
+    let index = std::fs::read_to_string(project().join("fixtures/backup-store.lastmodified")).unwrap();
+    for line in index.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let (key, time) = line.split_once('\t').unwrap();
+        let ts: jiff::Timestamp = time.parse().unwrap();
+        let f = std::fs::File::options().write(true).open(store.join(key)).unwrap();
+        let secs = std::time::Duration::from_nanos(ts.as_nanosecond() as u64);
+        f.set_modified(std::time::UNIX_EPOCH + secs).unwrap();
+    }
+}
+
+/// Replaces the temporary directory in output with `[TMP]`.
+pub fn redact(s: &str, f: &Fixture) -> String {
+    let tmp = f.dir.path().canonicalize().unwrap();
+    s.replace(&tmp.display().to_string(), "[TMP]")
+        .replace(&f.dir.path().display().to_string(), "[TMP]")
+}
