@@ -8,7 +8,11 @@ use crate::error::Error;
 use crate::scenario::{self, Context};
 
 #[derive(Debug, Parser)]
-#[command(name = "drgit", version, about = "Recover a GitOps-managed Kubernetes cluster from its off-site backups, as reviewed changes in Git")]
+#[command(
+    name = "drgit",
+    version,
+    about = "Recover a GitOps-managed Kubernetes cluster from its off-site backups, as reviewed changes in Git"
+)]
 pub struct Cli {
     /// The GitOps working copy.
     #[arg(long, global = true, default_value = ".")]
@@ -57,7 +61,12 @@ pub enum Command {
 /// Runs the parsed command line and prints its outcome.
 pub fn run(cli: &Cli) -> Result<(), Error> {
     let now = crate::timearg::now()?;
-    let ctx = Context::new(&cli.repo, cli.config.as_deref(), cli.backup_url.as_deref(), now)?;
+    let ctx = Context::new(
+        &cli.repo,
+        cli.config.as_deref(),
+        cli.backup_url.as_deref(),
+        now,
+    )?;
     let outcome = match &cli.command {
         Command::PgRecover {
             target_time,
@@ -71,7 +80,9 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
                 dry_run: *dry_run,
             },
         )?,
-        Command::PgRevert { dry_run } => scenario::pg_revert::run(&ctx, &scenario::pg_revert::Args { dry_run: *dry_run })?,
+        Command::PgRevert { dry_run } => {
+            scenario::pg_revert::run(&ctx, &scenario::pg_revert::Args { dry_run: *dry_run })?
+        }
     };
     crate::output::print(&outcome, cli.json).map_err(|e| Error::Output(e.to_string()))
 }

@@ -19,7 +19,9 @@ pub enum ConfigError {
     },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("{what} `{url}` is neither `s3://bucket/prefix/`, `file:///absolute/dir` nor a directory path")]
+    #[error(
+        "{what} `{url}` is neither `s3://bucket/prefix/`, `file:///absolute/dir` nor a directory path"
+    )]
     BadUrl { what: String, url: String },
 }
 
@@ -123,8 +125,16 @@ pub struct Talos {
 impl Default for Talos {
     fn default() -> Self {
         Talos {
-            control_plane: vec!["192.168.0.230".into(), "192.168.0.231".into(), "192.168.0.232".into()],
-            workers: vec!["192.168.0.200".into(), "192.168.0.201".into(), "192.168.0.202".into()],
+            control_plane: vec![
+                "192.168.0.230".into(),
+                "192.168.0.231".into(),
+                "192.168.0.232".into(),
+            ],
+            workers: vec![
+                "192.168.0.200".into(),
+                "192.168.0.201".into(),
+                "192.168.0.202".into(),
+            ],
             etcd_prefix: "etcd/".into(),
         }
     }
@@ -174,7 +184,10 @@ impl Config {
             path: path.clone(),
             message,
         })?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_else(|| repo.to_path_buf());
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| repo.to_path_buf());
         Ok((config, base))
     }
 
@@ -224,7 +237,11 @@ pub fn parse_store_url(url: &str, base: &Path) -> Result<StoreUrl, ConfigError> 
         return Err(bad());
     }
     let p = Path::new(url);
-    Ok(StoreUrl::Local(if p.is_absolute() { p.to_path_buf() } else { base.join(p) }))
+    Ok(StoreUrl::Local(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }))
 }
 
 #[cfg(test)]
@@ -254,14 +271,26 @@ mod tests {
         let base = Path::new("/repo");
         assert_eq!(
             parse_store_url("s3://home-cluster-backup/", base).unwrap(),
-            StoreUrl::S3 { bucket: "home-cluster-backup".into(), prefix: String::new() }
+            StoreUrl::S3 {
+                bucket: "home-cluster-backup".into(),
+                prefix: String::new()
+            }
         );
         assert_eq!(
             parse_store_url("s3://b/a/b", base).unwrap(),
-            StoreUrl::S3 { bucket: "b".into(), prefix: "a/b/".into() }
+            StoreUrl::S3 {
+                bucket: "b".into(),
+                prefix: "a/b/".into()
+            }
         );
-        assert_eq!(parse_store_url("file:///x/y", base).unwrap(), StoreUrl::Local("/x/y".into()));
-        assert_eq!(parse_store_url("../s", base).unwrap(), StoreUrl::Local("/repo/../s".into()));
+        assert_eq!(
+            parse_store_url("file:///x/y", base).unwrap(),
+            StoreUrl::Local("/x/y".into())
+        );
+        assert_eq!(
+            parse_store_url("../s", base).unwrap(),
+            StoreUrl::Local("/repo/../s".into())
+        );
         assert!(parse_store_url("http://x", base).is_err());
         assert!(parse_store_url("s3:///x", base).is_err());
     }

@@ -15,8 +15,13 @@ pub enum Error {
     Config(#[from] ConfigError),
     #[error("{file}: {source}")]
     Manifest { file: String, source: ManifestError },
-    #[error("cannot read the manifest {file}: {source} (set `[postgres] manifest` in drgit.toml, relative to --repo)")]
-    ReadManifest { file: String, source: std::io::Error },
+    #[error(
+        "cannot read the manifest {file}: {source} (set `[postgres] manifest` in drgit.toml, relative to --repo)"
+    )]
+    ReadManifest {
+        file: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -39,7 +44,10 @@ impl Error {
     /// The process exit status for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) | Error::Manifest { .. } | Error::ReadManifest { .. } | Error::Time(_) => 2,
+            Error::Config(_)
+            | Error::Manifest { .. }
+            | Error::ReadManifest { .. }
+            | Error::Time(_) => 2,
             Error::Catalog(CatalogError::Target { .. }) => 2,
             Error::NoInitdbHistory { .. } => 2,
             _ => 1,

@@ -22,7 +22,10 @@ fn main() {
         .init();
     if let Err(e) = run(&cli) {
         if cli.json {
-            println!("{}", serde_json::json!({ "error": e.to_string(), "exit_code": e.exit_code() }));
+            println!(
+                "{}",
+                serde_json::json!({ "error": e.to_string(), "exit_code": e.exit_code() })
+            );
         }
         eprintln!("error: {e}");
         std::process::exit(e.exit_code());

@@ -38,7 +38,10 @@ pub fn colour_diff(diff: &str) -> String {
 /// The human report.
 pub fn human(o: &Outcome, colour: bool) -> String {
     let mut s = String::new();
-    s.push_str(&format!("drgit {}: Cluster `{}` in {}\n", o.scenario, o.cluster, o.manifest));
+    s.push_str(&format!(
+        "drgit {}: Cluster `{}` in {}\n",
+        o.scenario, o.cluster, o.manifest
+    ));
     if let Some(c) = &o.catalog {
         s.push_str(&format!(
             "Backups:  {} (lineage `{}`): {} base backup(s), {} WAL segment(s), {}\n",
@@ -52,25 +55,39 @@ pub fn human(o: &Outcome, colour: bool) -> String {
             }
         ));
         for w in &c.windows {
-            s.push_str(&format!("Window:   {} → {} (from base backup {})\n", w.start, w.end, w.backup));
+            s.push_str(&format!(
+                "Window:   {} → {} (from base backup {})\n",
+                w.start, w.end, w.backup
+            ));
         }
     }
     if o.scenario == "pg-recover" {
         s.push_str(&format!(
             "Target:   {}{}\n",
-            o.target_time.as_deref().unwrap_or("end of the archived WAL"),
-            o.base_backup.as_ref().map(|b| format!(", from base backup {b}")).unwrap_or_default()
+            o.target_time
+                .as_deref()
+                .unwrap_or("end of the archived WAL"),
+            o.base_backup
+                .as_ref()
+                .map(|b| format!(", from base backup {b}"))
+                .unwrap_or_default()
         ));
     }
     if let Some(l) = &o.new_lineage {
-        s.push_str(&format!("Lineage:  the recovered Cluster archives as `{l}`\n"));
+        s.push_str(&format!(
+            "Lineage:  the recovered Cluster archives as `{l}`\n"
+        ));
     }
     s.push_str("\nChanges:\n");
     for c in &o.changes {
         s.push_str(&format!("  - {c}\n"));
     }
     s.push('\n');
-    s.push_str(&if colour { colour_diff(&o.diff) } else { o.diff.clone() });
+    s.push_str(&if colour {
+        colour_diff(&o.diff)
+    } else {
+        o.diff.clone()
+    });
     if !o.diff.ends_with('\n') {
         s.push('\n');
     }

@@ -20,26 +20,38 @@ pub enum TimeError {
     NoOffset { input: String },
     #[error("--timezone `{zone}` is not a known IANA time zone (e.g. Asia/Tokyo, UTC)")]
     BadZone { zone: String },
-    #[error("--target-time {target} is in the future (now is {now}); there is nothing to recover there yet")]
+    #[error(
+        "--target-time {target} is in the future (now is {now}); there is nothing to recover there yet"
+    )]
     Future { target: Timestamp, now: Timestamp },
     #[error("DRGIT_NOW `{input}` is not an RFC 3339 time")]
     BadNow { input: String },
 }
 
 /// Parses a target time and refuses one after `now`.
-pub fn parse_target_time(input: &str, zone: Option<&str>, now: Timestamp) -> Result<Timestamp, TimeError> {
+pub fn parse_target_time(
+    input: &str,
+    zone: Option<&str>,
+    now: Timestamp,
+) -> Result<Timestamp, TimeError> {
     let s = input.trim();
     let t = match s.parse::<Timestamp>() {
         Ok(t) => t,
         Err(_) => {
-            let civil: DateTime = s.parse().map_err(|_| TimeError::Unparsable { input: input.into() })?;
+            let civil: DateTime = s.parse().map_err(|_| TimeError::Unparsable {
+                input: input.into(),
+            })?;
             let Some(zone) = zone else {
-                return Err(TimeError::NoOffset { input: input.into() });
+                return Err(TimeError::NoOffset {
+                    input: input.into(),
+                });
             };
             let tz = TimeZone::get(zone).map_err(|_| TimeError::BadZone { zone: zone.into() })?;
             civil
                 .to_zoned_datetime(tz)
-                .map_err(|_| TimeError::Unparsable { input: input.into() })?
+                .map_err(|_| TimeError::Unparsable {
+                    input: input.into(),
+                })?
                 .timestamp()
         }
     };
@@ -92,7 +104,10 @@ mod tests {
 
     #[test]
     fn refuses_garbage_and_future() {
-        assert!(matches!(parse_target_time("yesterday", None, now()), Err(TimeError::Unparsable { .. })));
+        assert!(matches!(
+            parse_target_time("yesterday", None, now()),
+            Err(TimeError::Unparsable { .. })
+        ));
         assert!(matches!(
             parse_target_time("2027-01-01T00:00:00Z", None, now()),
             Err(TimeError::Future { .. })

@@ -28,7 +28,11 @@ fn cluster_names(stream: &yaml::Stream) -> Vec<String> {
         .iter()
         .map(Resolver::document)
         .filter(|v| v.get("kind").and_then(Value::as_str) == Some("Cluster"))
-        .filter_map(|v| v.path(&["metadata", "name"]).and_then(Value::as_str).map(str::to_string))
+        .filter_map(|v| {
+            v.path(&["metadata", "name"])
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
         .collect()
 }
 
@@ -68,7 +72,10 @@ fn corpus_recover_and_revert() {
             report.push_str(&format!("{name} [{cluster_name}]\n  {line}\n"));
         }
     }
-    assert!(rewritten >= 15, "only {rewritten} corpus Clusters could be rewritten");
+    assert!(
+        rewritten >= 15,
+        "only {rewritten} corpus Clusters could be rewritten"
+    );
     insta::assert_snapshot!(report);
 }
 
@@ -85,22 +92,29 @@ fn attempt(text: &str, stream: &yaml::Stream, name: &str) -> Result<String, Stri
         target_time: Some("2026-11-24T09:00:00Z"),
         new_server_name: &new_lineage,
     };
-    let rewrite = cnpg::rewrite_for_recovery(text, stream.clone(), &cluster, &spec).map_err(|e| e.to_string())?;
+    let rewrite = cnpg::rewrite_for_recovery(text, stream.clone(), &cluster, &spec)
+        .map_err(|e| e.to_string())?;
     // The result parses and reads back as a recovery to the target.
     let new_stream = yaml::parse(&rewrite.text).expect("rewritten text parses");
     let new_doc = cnpg::find_cluster(&new_stream, name).unwrap();
     let after = cnpg::inspect(&new_stream, new_doc).expect("rewritten Cluster inspects");
     assert_eq!(
         after.bootstrap,
-        Bootstrap::Recovery { source: source.clone(), target_time: Some("2026-11-24T09:00:00Z".into()) },
+        Bootstrap::Recovery {
+            source: source.clone(),
+            target_time: Some("2026-11-24T09:00:00Z".into())
+        },
         "{name}"
     );
     let changed = changed_lines(text, &rewrite.text).len();
-    let mut summary = format!("rewritten ({}): {changed} lines changed", match cluster.bootstrap {
-        Bootstrap::Initdb => "initdb → recovery",
-        Bootstrap::Default => "default initdb → recovery",
-        Bootstrap::Recovery { .. } => "retarget",
-    });
+    let mut summary = format!(
+        "rewritten ({}): {changed} lines changed",
+        match cluster.bootstrap {
+            Bootstrap::Initdb => "initdb → recovery",
+            Bootstrap::Default => "default initdb → recovery",
+            Bootstrap::Recovery { .. } => "retarget",
+        }
+    );
     if !matches!(cluster.bootstrap, Bootstrap::Recovery { .. }) {
         // Revert with the original as history: back to the original text
         // except for the backup lineage.

@@ -10,7 +10,11 @@ use common::{Fixture, TARGET, redact};
 fn refused(f: &Fixture, args: &[&str], code: i32) -> String {
     let before = f.state();
     let run = f.drgit(args);
-    assert_eq!(run.code, code, "stdout: {}\nstderr: {}", run.stdout, run.stderr);
+    assert_eq!(
+        run.code, code,
+        "stdout: {}\nstderr: {}",
+        run.stdout, run.stderr
+    );
     assert_eq!(f.state(), before, "a refused run must change nothing");
     assert!(run.stderr.starts_with("error: "), "{}", run.stderr);
     redact(&run.stderr, f)
@@ -23,16 +27,25 @@ fn recover(f: &Fixture, target: &str, code: i32) -> String {
 #[test]
 fn malformed_yaml_names_line_and_column() {
     let f = Fixture::new();
-    f.set_manifest(&f.read_manifest().replace("  instances: 2\n", "  instances: [2\n"));
+    f.set_manifest(
+        &f.read_manifest()
+            .replace("  instances: 2\n", "  instances: [2\n"),
+    );
     let err = recover(&f, TARGET, 2);
-    assert!(err.contains("manifests/database/shared-pg.yaml: malformed YAML at line"), "{err}");
+    assert!(
+        err.contains("manifests/database/shared-pg.yaml: malformed YAML at line"),
+        "{err}"
+    );
     insta::assert_snapshot!(err);
 }
 
 #[test]
 fn no_cluster_with_that_name() {
     let f = Fixture::new();
-    f.set_manifest(&f.read_manifest().replace("  name: shared-pg\n  namespace", "  name: other-pg\n  namespace"));
+    f.set_manifest(&f.read_manifest().replace(
+        "  name: shared-pg\n  namespace",
+        "  name: other-pg\n  namespace",
+    ));
     let err = recover(&f, TARGET, 2);
     assert!(err.contains("named `shared-pg` (found: other-pg)"), "{err}");
 }
@@ -44,7 +57,10 @@ fn two_clusters_named_alike() {
     let first_doc = text.split("\n---\n").next().unwrap().to_string();
     f.set_manifest(&format!("{text}---\n{first_doc}\n"));
     let err = recover(&f, TARGET, 2);
-    assert!(err.contains("2 documents define a CNPG Cluster named `shared-pg` (documents 1, 3)"), "{err}");
+    assert!(
+        err.contains("2 documents define a CNPG Cluster named `shared-pg` (documents 1, 3)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -65,7 +81,10 @@ fn neither_initdb_nor_recovery() {
 #[test]
 fn both_initdb_and_recovery() {
     let f = Fixture::new();
-    f.set_manifest(&f.read_manifest().replace("  bootstrap:\n", "  bootstrap:\n    recovery:\n      source: old\n"));
+    f.set_manifest(&f.read_manifest().replace(
+        "  bootstrap:\n",
+        "  bootstrap:\n    recovery:\n      source: old\n",
+    ));
     let err = recover(&f, TARGET, 2);
     assert!(err.contains("has both `initdb` and `recovery`"), "{err}");
 }
@@ -83,14 +102,22 @@ fn unparsable_target_time() {
 fn target_in_the_future() {
     let f = Fixture::new();
     let err = recover(&f, "2026-11-27T00:00:00Z", 2);
-    assert!(err.contains("is in the future (now is 2026-11-26T04:00:00Z)"), "{err}");
+    assert!(
+        err.contains("is in the future (now is 2026-11-26T04:00:00Z)"),
+        "{err}"
+    );
 }
 
 #[test]
 fn target_before_the_first_backup() {
     let f = Fixture::new();
     let err = recover(&f, "2026-11-26T03:02:00Z", 2);
-    assert!(err.contains("before the end of the first usable base backup (2026-11-26T03:02:26.121822Z)"), "{err}");
+    assert!(
+        err.contains(
+            "before the end of the first usable base backup (2026-11-26T03:02:26.121822Z)"
+        ),
+        "{err}"
+    );
     assert!(err.contains("no target backup found"), "{err}");
     insta::assert_snapshot!(err);
 }
@@ -99,14 +126,21 @@ fn target_before_the_first_backup() {
 fn target_after_the_last_wal() {
     let f = Fixture::new();
     let err = recover(&f, "2026-11-26T03:30:00Z", 2);
-    assert!(err.contains("after the newest archived WAL (2026-11-26T03:02:41Z)"), "{err}");
+    assert!(
+        err.contains("after the newest archived WAL (2026-11-26T03:02:41Z)"),
+        "{err}"
+    );
     insta::assert_snapshot!(err);
 }
 
 #[test]
 fn target_inside_a_wal_gap() {
     let f = Fixture::new();
-    std::fs::remove_file(f.store().join("cnpg/shared-pg/wals/0000000100000000/000000010000000000000004.gz")).unwrap();
+    std::fs::remove_file(
+        f.store()
+            .join("cnpg/shared-pg/wals/0000000100000000/000000010000000000000004.gz"),
+    )
+    .unwrap();
     let err = recover(&f, "2026-11-26T03:02:31Z", 2);
     assert!(err.contains("falls in a WAL gap"), "{err}");
     assert!(err.contains("from 000000010000000000000004"), "{err}");
@@ -123,34 +157,65 @@ fn empty_catalog() {
     let f = Fixture::new();
     let empty = f.dir.path().join("empty-store");
     std::fs::create_dir_all(&empty).unwrap();
-    let err = refused(&f, &["--backup-url", empty.to_str().unwrap(), "pg-recover", "--target-time", TARGET], 1);
-    assert!(err.contains("no barman catalog under file://[TMP]/empty-store/cnpg/shared-pg/"), "{err}");
+    let err = refused(
+        &f,
+        &[
+            "--backup-url",
+            empty.to_str().unwrap(),
+            "pg-recover",
+            "--target-time",
+            TARGET,
+        ],
+        1,
+    );
+    assert!(
+        err.contains("no barman catalog under file://[TMP]/empty-store/cnpg/shared-pg/"),
+        "{err}"
+    );
 }
 
 #[test]
 fn missing_store_directory() {
     let f = Fixture::new();
     let missing = f.dir.path().join("nowhere");
-    let err = refused(&f, &["--backup-url", missing.to_str().unwrap(), "pg-recover"], 1);
-    assert!(err.contains("the backup directory [TMP]/nowhere does not exist"), "{err}");
+    let err = refused(
+        &f,
+        &["--backup-url", missing.to_str().unwrap(), "pg-recover"],
+        1,
+    );
+    assert!(
+        err.contains("the backup directory [TMP]/nowhere does not exist"),
+        "{err}"
+    );
 }
 
 #[test]
 fn catalog_without_done_backups() {
     let f = Fixture::new();
     for id in ["20261126T030223", "20261126T030232"] {
-        let info = f.store().join(format!("cnpg/shared-pg/base/{id}/backup.info"));
-        let text = std::fs::read_to_string(&info).unwrap().replace("status=DONE", "status=FAILED");
+        let info = f
+            .store()
+            .join(format!("cnpg/shared-pg/base/{id}/backup.info"));
+        let text = std::fs::read_to_string(&info)
+            .unwrap()
+            .replace("status=DONE", "status=FAILED");
         std::fs::write(&info, text).unwrap();
     }
     let err = recover(&f, TARGET, 1);
-    assert!(err.contains("no base backup completed (20261126T030223 FAILED, 20261126T030232 FAILED)"), "{err}");
+    assert!(
+        err.contains("no base backup completed (20261126T030223 FAILED, 20261126T030232 FAILED)"),
+        "{err}"
+    );
 }
 
 #[test]
 fn s3_store_is_named_as_unsupported() {
     let f = Fixture::new();
-    let err = refused(&f, &["--backup-url", "s3://home-cluster-backup/", "pg-recover"], 1);
+    let err = refused(
+        &f,
+        &["--backup-url", "s3://home-cluster-backup/", "pg-recover"],
+        1,
+    );
     assert!(err.contains("s3://home-cluster-backup/ is on S3"), "{err}");
 }
 
@@ -162,7 +227,10 @@ fn alias_in_the_edit_path() {
     let end = text.find("\n  managed:").unwrap();
     let aliased = format!(
         "{}  bootstrap: *boot\n{}",
-        &text[..start].replace("spec:\n", "x-defaults:\n  boot: &boot\n    initdb:\n      database: app\nspec:\n"),
+        &text[..start].replace(
+            "spec:\n",
+            "x-defaults:\n  boot: &boot\n    initdb:\n      database: app\nspec:\n"
+        ),
         &text[end..]
     );
     f.set_manifest(&aliased);
@@ -174,7 +242,11 @@ fn alias_in_the_edit_path() {
 #[test]
 fn dirty_manifest_is_refused() {
     let f = Fixture::new();
-    std::fs::write(f.manifest(), f.read_manifest().replace("instances: 2", "instances: 3")).unwrap();
+    std::fs::write(
+        f.manifest(),
+        f.read_manifest().replace("instances: 2", "instances: 3"),
+    )
+    .unwrap();
     let err = recover(&f, TARGET, 1);
     assert!(err.contains("manifests/database/shared-pg.yaml has uncommitted changes (modified in the working tree)"), "{err}");
     f.git(&["add", "-A"]);
@@ -187,32 +259,60 @@ fn existing_branch_is_refused() {
     let f = Fixture::new();
     f.git(&["branch", "drgit/pg-recover-20261126T040000Z"]);
     let err = recover(&f, TARGET, 1);
-    assert!(err.contains("branch `drgit/pg-recover-20261126T040000Z` already exists"), "{err}");
+    assert!(
+        err.contains("branch `drgit/pg-recover-20261126T040000Z` already exists"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unknown_config_key() {
     let f = Fixture::new();
-    std::fs::write(f.repo().join("drgit.toml"), "[backup]\nurl = \"../backup-store\"\nregoin = \"auto\"\n").unwrap();
+    std::fs::write(
+        f.repo().join("drgit.toml"),
+        "[backup]\nurl = \"../backup-store\"\nregoin = \"auto\"\n",
+    )
+    .unwrap();
     f.git(&["commit", "-qam", "config typo"]);
     let err = recover(&f, TARGET, 2);
-    assert!(err.contains("drgit.toml: line 3: unknown field `regoin`"), "{err}");
+    assert!(
+        err.contains("drgit.toml: line 3: unknown field `regoin`"),
+        "{err}"
+    );
 }
 
 #[test]
 fn repo_that_is_not_the_top_of_a_working_copy() {
     let f = Fixture::new();
     let sub = f.repo().join("manifests");
-    let run = common::drgit_in(&sub, &["--config", f.repo().join("drgit.toml").to_str().unwrap(), "pg-recover", "--target-time", TARGET], &[]);
+    let run = common::drgit_in(
+        &sub,
+        &[
+            "--config",
+            f.repo().join("drgit.toml").to_str().unwrap(),
+            "pg-recover",
+            "--target-time",
+            TARGET,
+        ],
+        &[],
+    );
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(run.stderr.contains("is not the top of its Git working copy"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("is not the top of its Git working copy"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
 fn revert_without_recovery_or_history() {
     let f = Fixture::new();
     let err = refused(&f, &["pg-revert"], 2);
-    assert!(err.contains("`spec.bootstrap` is already `initdb`"), "{err}");
+    assert!(
+        err.contains("`spec.bootstrap` is already `initdb`"),
+        "{err}"
+    );
 
     // A Cluster that was born in recovery has no initdb to go back to.
     let g = Fixture::new();
@@ -227,7 +327,12 @@ fn revert_without_recovery_or_history() {
 #[test]
 fn json_errors_are_json_too() {
     let f = Fixture::new();
-    let run = f.drgit(&["--json", "pg-recover", "--target-time", "2026-11-27T00:00:00Z"]);
+    let run = f.drgit(&[
+        "--json",
+        "pg-recover",
+        "--target-time",
+        "2026-11-27T00:00:00Z",
+    ]);
     assert_eq!(run.code, 2);
     let v = run.json();
     assert_eq!(v["exit_code"], 2);
@@ -240,14 +345,25 @@ fn failed_write_puts_branch_and_head_back() {
     // final write fail after the commit and the branch were made.
     let f = Fixture::new();
     let chattr = |flag: &str| {
-        let ok = std::process::Command::new("chattr").arg(flag).arg(f.manifest()).status();
-        assert!(ok.is_ok_and(|s| s.success()), "chattr {flag} failed: this test needs an ext4-like file system");
+        let ok = std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(f.manifest())
+            .status();
+        assert!(
+            ok.is_ok_and(|s| s.success()),
+            "chattr {flag} failed: this test needs an ext4-like file system"
+        );
     };
     chattr("+i");
     let before = f.state();
     let run = f.drgit(&["pg-recover", "--target-time", TARGET]);
     chattr("-i");
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(run.stderr.contains("the branch and HEAD were put back as they were"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("the branch and HEAD were put back as they were"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(f.state(), before);
 }

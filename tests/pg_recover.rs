@@ -57,9 +57,18 @@ fn japanese_comments_before_the_edit() {
     let f = Fixture::new();
     let text = f
         .read_manifest()
-        .replace("# Shared PostgreSQL", "# 共有 PostgreSQL（アプリ用）。障害時は drgit で復旧する。\n# Shared PostgreSQL")
-        .replace("  bootstrap:\n", "  # ブートストラップ: 通常は initdb、復旧時は recovery\n  bootstrap:\n")
-        .replace("  backup:\n", "  # バックアップ先 — R2（毎日 3:00 JST）\n  backup:\n");
+        .replace(
+            "# Shared PostgreSQL",
+            "# 共有 PostgreSQL（アプリ用）。障害時は drgit で復旧する。\n# Shared PostgreSQL",
+        )
+        .replace(
+            "  bootstrap:\n",
+            "  # ブートストラップ: 通常は initdb、復旧時は recovery\n  bootstrap:\n",
+        )
+        .replace(
+            "  backup:\n",
+            "  # バックアップ先 — R2（毎日 3:00 JST）\n  backup:\n",
+        );
     f.set_manifest(&text);
     insta::assert_snapshot!(dry_run_diff(&f));
 }
@@ -72,7 +81,10 @@ fn crlf_file() {
     let run = f.drgit(&["--json", "pg-recover", "--target-time", TARGET]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let after = f.read_manifest();
-    assert!(!after.replace("\r\n", "").contains('\n'), "every line ends in CRLF");
+    assert!(
+        !after.replace("\r\n", "").contains('\n'),
+        "every line ends in CRLF"
+    );
     insta::assert_snapshot!(run.json()["diff"].as_str().unwrap().replace('\r', "␍"));
 }
 
@@ -93,12 +105,23 @@ fn already_recovering_changes_only_the_target() {
     let first = f.drgit(&["pg-recover", "--target-time", TARGET]);
     assert_eq!(first.code, 0, "{}", first.stderr);
     let run = f.drgit_env(
-        &["--json", "pg-recover", "--target-time", "2026-11-26T03:02:30Z", "--dry-run"],
+        &[
+            "--json",
+            "pg-recover",
+            "--target-time",
+            "2026-11-26T03:02:30Z",
+            "--dry-run",
+        ],
         &[("DRGIT_NOW", "2026-11-26T04:05:00Z")],
     );
     let diff = diff_of(&run);
     insta::assert_snapshot!(diff);
-    assert_eq!(diff.lines().filter(|l| l.starts_with(['+', '-']) && !l.starts_with("+++") && !l.starts_with("---")).count(), 2);
+    assert_eq!(
+        diff.lines()
+            .filter(|l| l.starts_with(['+', '-']) && !l.starts_with("+++") && !l.starts_with("---"))
+            .count(),
+        2
+    );
     // The catalog read is still the old lineage, not the new one.
     assert_eq!(run.json()["catalog"]["lineage"], "shared-pg");
 }
@@ -108,7 +131,11 @@ fn recover_commits_on_a_branch_then_revert_restores_initdb() {
     let f = Fixture::new();
     let original = f.read_manifest();
     // An unrelated dirty file and an unrelated staged file stay as they are.
-    std::fs::write(f.repo().join("manifests/kanidm/statefulset.yaml"), "edited by hand\n").unwrap();
+    std::fs::write(
+        f.repo().join("manifests/kanidm/statefulset.yaml"),
+        "edited by hand\n",
+    )
+    .unwrap();
     std::fs::write(f.repo().join("notes.txt"), "staged by hand\n").unwrap();
     f.git(&["add", "notes.txt"]);
 
@@ -118,22 +145,43 @@ fn recover_commits_on_a_branch_then_revert_restores_initdb() {
     assert_eq!(out["branch"], "drgit/pg-recover-20261126T040000Z");
     assert_eq!(out["base_backup"], "20261126T030232");
     assert_eq!(out["new_lineage"], "shared-pg-2");
-    assert_eq!(f.git(&["symbolic-ref", "--short", "HEAD"]).trim(), "drgit/pg-recover-20261126T040000Z");
-    assert_eq!(f.git(&["rev-parse", "HEAD"]).trim(), out["commit"].as_str().unwrap());
+    assert_eq!(
+        f.git(&["symbolic-ref", "--short", "HEAD"]).trim(),
+        "drgit/pg-recover-20261126T040000Z"
+    );
+    assert_eq!(
+        f.git(&["rev-parse", "HEAD"]).trim(),
+        out["commit"].as_str().unwrap()
+    );
     // The commit holds exactly the manifest; the working copy matches it.
-    assert_eq!(f.git(&["show", "--name-only", "--format=", "HEAD"]).trim(), MANIFEST);
-    assert_eq!(f.git(&["show", &format!("HEAD:{MANIFEST}")]), f.read_manifest());
+    assert_eq!(
+        f.git(&["show", "--name-only", "--format=", "HEAD"]).trim(),
+        MANIFEST
+    );
+    assert_eq!(
+        f.git(&["show", &format!("HEAD:{MANIFEST}")]),
+        f.read_manifest()
+    );
     let status = f.git(&["status", "--porcelain"]);
-    assert!(status.contains(" M manifests/kanidm/statefulset.yaml"), "{status}");
+    assert!(
+        status.contains(" M manifests/kanidm/statefulset.yaml"),
+        "{status}"
+    );
     assert!(status.contains("A  notes.txt"), "{status}");
     assert!(!status.contains("shared-pg"), "{status}");
     let message = f.git(&["log", "-1", "--format=%B"]);
     insta::assert_snapshot!("recover_commit_message", redact(&message, &f));
 
-    let run = f.drgit_env(&["--json", "pg-revert"], &[("DRGIT_NOW", "2026-11-26T05:00:00Z")]);
+    let run = f.drgit_env(
+        &["--json", "pg-revert"],
+        &[("DRGIT_NOW", "2026-11-26T05:00:00Z")],
+    );
     assert_eq!(run.code, 0, "{}", run.stderr);
     insta::assert_snapshot!("revert_diff", run.json()["diff"].as_str().unwrap());
-    assert_eq!(f.git(&["symbolic-ref", "--short", "HEAD"]).trim(), "drgit/pg-revert-20261126T050000Z");
+    assert_eq!(
+        f.git(&["symbolic-ref", "--short", "HEAD"]).trim(),
+        "drgit/pg-revert-20261126T050000Z"
+    );
     // Back to the original, but for the new lineage.
     let reverted = f.read_manifest();
     let changed: Vec<_> = similar::TextDiff::from_lines(&original, &reverted)
@@ -147,12 +195,17 @@ fn recover_commits_on_a_branch_then_revert_restores_initdb() {
 #[test]
 fn json_output_is_one_document() {
     let f = Fixture::new();
-    let out = f.drgit(&["--json", "pg-recover", "--target-time", TARGET, "--dry-run"]).json();
+    let out = f
+        .drgit(&["--json", "pg-recover", "--target-time", TARGET, "--dry-run"])
+        .json();
     assert_eq!(out["scenario"], "pg-recover");
     assert_eq!(out["dry_run"], true);
     assert_eq!(out["target_time"], TARGET);
     assert_eq!(out["catalog"]["base_backups"], 2);
-    assert_eq!(out["catalog"]["windows"][0]["start"], "2026-11-26T03:02:26.121822Z");
+    assert_eq!(
+        out["catalog"]["windows"][0]["start"],
+        "2026-11-26T03:02:26.121822Z"
+    );
     assert_eq!(out["catalog"]["windows"][0]["end"], "2026-11-26T03:02:41Z");
     assert!(out["plan"].as_array().unwrap().len() >= 5);
     assert!(out["branch"].is_null() && out["commit"].is_null());
@@ -170,7 +223,15 @@ fn no_target_recovers_to_the_end_of_wal() {
 #[test]
 fn plain_time_with_timezone() {
     let f = Fixture::new();
-    let run = f.drgit(&["--json", "pg-recover", "--target-time", "2026-11-26 12:02:38", "--timezone", "Asia/Tokyo", "--dry-run"]);
+    let run = f.drgit(&[
+        "--json",
+        "pg-recover",
+        "--target-time",
+        "2026-11-26 12:02:38",
+        "--timezone",
+        "Asia/Tokyo",
+        "--dry-run",
+    ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.json()["target_time"], TARGET);
 }
@@ -181,6 +242,8 @@ fn lineage_already_in_the_bucket_is_skipped() {
     let taken = f.store().join("cnpg/shared-pg-2/wals/0000000100000000");
     std::fs::create_dir_all(&taken).unwrap();
     std::fs::write(taken.join("000000010000000000000001.gz"), b"x").unwrap();
-    let out = f.drgit(&["--json", "pg-recover", "--target-time", TARGET, "--dry-run"]).json();
+    let out = f
+        .drgit(&["--json", "pg-recover", "--target-time", TARGET, "--dry-run"])
+        .json();
     assert_eq!(out["new_lineage"], "shared-pg-3");
 }

@@ -9,7 +9,15 @@ use proptest::prelude::*;
 
 const FIXTURE: &str = include_str!("../fixtures/home-cluster/manifests/database/shared-pg.yaml");
 
-const TEXTS: &[&str] = &["note", "復旧手順はここ", "TODO: — check", "a: b", "- item", "#", "\"quoted\" 'x'"];
+const TEXTS: &[&str] = &[
+    "note",
+    "復旧手順はここ",
+    "TODO: — check",
+    "a: b",
+    "- item",
+    "#",
+    "\"quoted\" 'x'",
+];
 
 /// One decoration after a line: nothing, a blank line, a comment line at
 /// some indent, trailing spaces, or an end-of-line comment.

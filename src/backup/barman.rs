@@ -37,7 +37,7 @@ pub enum CatalogError {
     #[error("{location}: {source}")]
     Target {
         location: String,
-        source: TargetError,
+        source: Box<TargetError>,
     },
     #[error("{key}: {detail}")]
     BadBackupInfo { key: String, detail: String },
@@ -204,7 +204,11 @@ fn parse_segment(file: &str) -> Option<(u32, u64, u64)> {
 
 impl Catalog {
     /// Reads `<prefix>` (ending in `<serverName>/`) from the store.
-    pub fn read(store: &dyn BackupStore, prefix: &str, server: &str) -> Result<Catalog, CatalogError> {
+    pub fn read(
+        store: &dyn BackupStore,
+        prefix: &str,
+        server: &str,
+    ) -> Result<Catalog, CatalogError> {
         let location = format!("{}{prefix}", store.describe());
         let objects = store.list(prefix)?;
         if objects.is_empty() {
@@ -238,21 +242,31 @@ impl Catalog {
             let bytes = store.get(&info.key)?;
             let text = String::from_utf8_lossy(&bytes);
             let kv = parse_backup_info(&info.key, &text)?;
-            let id = info.key[base_prefix.len()..].split('/').next().unwrap_or_default().to_string();
-            let time = |k: &str| -> Result<Option<Timestamp>, CatalogError> {
-                match kv.get(k) {
-                    None => Ok(None),
-                    Some(v) => parse_python_time(v).map(Some).ok_or_else(|| CatalogError::BadBackupInfo {
-                        key: info.key.clone(),
-                        detail: format!("`{k}={v}` is not a time"),
-                    }),
-                }
-            };
+            let id = info.key[base_prefix.len()..]
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            let time =
+                |k: &str| -> Result<Option<Timestamp>, CatalogError> {
+                    match kv.get(k) {
+                        None => Ok(None),
+                        Some(v) => parse_python_time(v).map(Some).ok_or_else(|| {
+                            CatalogError::BadBackupInfo {
+                                key: info.key.clone(),
+                                detail: format!("`{k}={v}` is not a time"),
+                            }
+                        }),
+                    }
+                };
             if let Some(s) = kv.get("xlog_segment_size").and_then(|s| s.parse().ok()) {
                 segment_size = s;
             }
             backups.push(BaseBackup {
-                status: kv.get("status").cloned().unwrap_or_else(|| "UNKNOWN".into()),
+                status: kv
+                    .get("status")
+                    .cloned()
+                    .unwrap_or_else(|| "UNKNOWN".into()),
                 begin_time: time("begin_time")?,
                 end_time: time("end_time")?,
                 begin_wal: kv.get("begin_wal").cloned(),
@@ -315,7 +329,11 @@ impl Catalog {
     }
 
     fn name_at(&self, tli: u32, pos: u64) -> String {
-        format!("{tli:08X}{:08X}{:08X}", pos / self.per_log(), pos % self.per_log())
+        format!(
+            "{tli:08X}{:08X}{:08X}",
+            pos / self.per_log(),
+            pos % self.per_log()
+        )
     }
 
     /// Every gap between the oldest and the newest archived segment.
@@ -334,7 +352,8 @@ impl Catalog {
 
     /// The recoverable windows, oldest first, overlapping ones merged.
     pub fn windows(&self) -> Vec<Window> {
-        let by_pos: BTreeMap<u64, &WalSegment> = self.segments.iter().map(|s| (s.position, s)).collect();
+        let by_pos: BTreeMap<u64, &WalSegment> =
+            self.segments.iter().map(|s| (s.position, s)).collect();
         let mut raw: Vec<Window> = Vec::new();
         for b in self.backups.iter().filter(|b| b.status == "DONE") {
             let (Some(end_time), Some(begin), Some(end)) = (
@@ -383,7 +402,10 @@ impl Catalog {
         let list = WindowList(windows.clone());
         let first = &windows[0];
         let last = &windows[windows.len() - 1];
-        let Some(window) = windows.iter().find(|w| w.start <= target && target <= w.end) else {
+        let Some(window) = windows
+            .iter()
+            .find(|w| w.start <= target && target <= w.end)
+        else {
             let err = if target < first.start {
                 TargetError::BeforeFirstBackup {
                     target,
@@ -400,8 +422,7 @@ impl Catalog {
                 let gap = self
                     .gaps()
                     .into_iter()
-                    .filter(|g| g.reach < target)
-                    .last()
+                    .rfind(|g| g.reach < target)
                     .unwrap_or(Gap {
                         after: "?".into(),
                         missing: 0,
@@ -419,7 +440,7 @@ impl Catalog {
             };
             return Err(CatalogError::Target {
                 location: self.location.clone(),
-                source: err,
+                source: Box::new(err),
             });
         };
         let backup = self
@@ -443,11 +464,20 @@ impl Catalog {
             detail,
         };
         if self.backups.is_empty() {
-            return Err(unusable("no base backups (no `base/<id>/backup.info`)".into()));
+            return Err(unusable(
+                "no base backups (no `base/<id>/backup.info`)".into(),
+            ));
         }
         if !self.backups.iter().any(|b| b.status == "DONE") {
-            let states: Vec<String> = self.backups.iter().map(|b| format!("{} {}", b.id, b.status)).collect();
-            return Err(unusable(format!("no base backup completed ({})", states.join(", "))));
+            let states: Vec<String> = self
+                .backups
+                .iter()
+                .map(|b| format!("{} {}", b.id, b.status))
+                .collect();
+            return Err(unusable(format!(
+                "no base backup completed ({})",
+                states.join(", ")
+            )));
         }
         if self.segments.is_empty() {
             return Err(unusable("no archived WAL segments under `wals/`".into()));
@@ -480,8 +510,14 @@ mod tests {
 
     #[test]
     fn segment_names() {
-        assert_eq!(parse_segment("00000002000000010000000A.gz"), Some((2, 1, 10)));
-        assert_eq!(parse_segment("000000010000000000000002.00000028.backup.gz"), None);
+        assert_eq!(
+            parse_segment("00000002000000010000000A.gz"),
+            Some((2, 1, 10))
+        );
+        assert_eq!(
+            parse_segment("000000010000000000000002.00000028.backup.gz"),
+            None
+        );
         assert_eq!(parse_segment("00000002.history"), None);
     }
 }

@@ -29,7 +29,12 @@ impl LocalStore {
         }
     }
 
-    fn walk(&self, dir: &Path, key_prefix: &str, out: &mut Vec<ObjectMeta>) -> Result<(), StoreError> {
+    fn walk(
+        &self,
+        dir: &Path,
+        key_prefix: &str,
+        out: &mut Vec<ObjectMeta>,
+    ) -> Result<(), StoreError> {
         let entries = std::fs::read_dir(dir).map_err(|e| self.io(dir, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| self.io(dir, e))?;

@@ -54,7 +54,11 @@ pub trait BackupStore {
 /// Opens the store a backup URL names (`base` resolves relative paths).
 pub fn open(url: &str, base: &Path) -> Result<Box<dyn BackupStore>, StoreError> {
     match parse_store_url(url, base)? {
-        StoreUrl::Local(dir) => Ok(Box::new(local::LocalStore::new(dir.canonicalize().unwrap_or(dir)))),
-        StoreUrl::S3 { .. } => Err(StoreError::S3NotSupported { url: url.to_string() }),
+        StoreUrl::Local(dir) => Ok(Box::new(local::LocalStore::new(
+            dir.canonicalize().unwrap_or(dir),
+        ))),
+        StoreUrl::S3 { .. } => Err(StoreError::S3NotSupported {
+            url: url.to_string(),
+        }),
     }
 }

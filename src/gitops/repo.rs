@@ -31,7 +31,10 @@ pub enum GitError {
     #[error("branch `{branch}` already exists; delete it or wait a second for a new timestamp")]
     BranchExists { branch: String },
     #[error("git: {context}: {source}")]
-    Git { context: String, source: git2::Error },
+    Git {
+        context: String,
+        source: git2::Error,
+    },
     #[error("cannot write {path}: {source}; the branch and HEAD were put back as they were")]
     Write {
         path: String,
@@ -102,10 +105,13 @@ impl WorkRepo {
             return Ok(());
         }
         let mut parts = Vec::new();
-        if status.intersects(Status::INDEX_MODIFIED | Status::INDEX_DELETED | Status::INDEX_RENAMED) {
+        if status.intersects(Status::INDEX_MODIFIED | Status::INDEX_DELETED | Status::INDEX_RENAMED)
+        {
             parts.push("staged");
         }
-        if status.intersects(Status::WT_MODIFIED | Status::WT_DELETED | Status::WT_RENAMED | Status::WT_TYPECHANGE) {
+        if status.intersects(
+            Status::WT_MODIFIED | Status::WT_DELETED | Status::WT_RENAMED | Status::WT_TYPECHANGE,
+        ) {
             parts.push("modified in the working tree");
         }
         if status.contains(Status::CONFLICTED) {
@@ -146,9 +152,13 @@ impl WorkRepo {
                 branch: branch.to_string(),
             });
         }
-        let head = self.repo.head().map_err(|_| GitError::Unborn { repo: self.top.clone() })?;
+        let head = self.repo.head().map_err(|_| GitError::Unborn {
+            repo: self.top.clone(),
+        })?;
         let head_name = head.name().ok().map(str::to_string);
-        let parent = head.peel_to_commit().map_err(|_| GitError::Unborn { repo: self.top.clone() })?;
+        let parent = head.peel_to_commit().map_err(|_| GitError::Unborn {
+            repo: self.top.clone(),
+        })?;
         let tree = parent.tree().map_err(git("read HEAD tree"))?;
         let mode = tree
             .get_path(rel_path)
@@ -157,14 +167,22 @@ impl WorkRepo {
         let blob = self.repo.blob(content).map_err(git("write blob"))?;
         let mut update = TreeUpdateBuilder::new();
         update.upsert(&rel, blob, file_mode(mode));
-        let new_tree_id = update.create_updated(&self.repo, &tree).map_err(git("build tree"))?;
-        let new_tree = self.repo.find_tree(new_tree_id).map_err(git("read new tree"))?;
+        let new_tree_id = update
+            .create_updated(&self.repo, &tree)
+            .map_err(git("build tree"))?;
+        let new_tree = self
+            .repo
+            .find_tree(new_tree_id)
+            .map_err(git("read new tree"))?;
         let sig = self.signature()?;
         let commit = self
             .repo
             .commit(None, &sig, &sig, message, &new_tree, &[&parent])
             .map_err(git("create commit"))?;
-        let commit_obj = self.repo.find_commit(commit).map_err(git("read new commit"))?;
+        let commit_obj = self
+            .repo
+            .find_commit(commit)
+            .map_err(git("read new commit"))?;
         self.repo
             .branch(branch, &commit_obj, false)
             .map_err(git(format!("create branch {branch}")))?;
@@ -188,7 +206,9 @@ impl WorkRepo {
             return Err(GitError::Write { path: rel, source });
         }
         let mut index = self.repo.index().map_err(git("open index"))?;
-        index.add_path(rel_path).map_err(git(format!("stage {rel}")))?;
+        index
+            .add_path(rel_path)
+            .map_err(git(format!("stage {rel}")))?;
         index.write().map_err(git("write index"))?;
         Ok(Committed {
             branch: branch.to_string(),
@@ -200,7 +220,9 @@ impl WorkRepo {
     /// (first parents), with the commit that introduced each.
     pub fn file_versions(&self, rel_path: &Path) -> Result<Vec<(Oid, Vec<u8>)>, GitError> {
         let mut walk = self.repo.revwalk().map_err(git("walk history"))?;
-        walk.push_head().map_err(|_| GitError::Unborn { repo: self.top.clone() })?;
+        walk.push_head().map_err(|_| GitError::Unborn {
+            repo: self.top.clone(),
+        })?;
         walk.simplify_first_parent().map_err(git("walk history"))?;
         let mut out: Vec<(Oid, Vec<u8>)> = Vec::new();
         let mut last_blob: Option<Oid> = None;

@@ -51,7 +51,9 @@ pub struct Cluster {
 impl Cluster {
     /// The lineage whose catalog a recovery reads.
     pub fn recovery_lineage(&self) -> &str {
-        self.source_server_name.as_deref().unwrap_or(&self.server_name)
+        self.source_server_name
+            .as_deref()
+            .unwrap_or(&self.server_name)
     }
 }
 
@@ -68,7 +70,10 @@ pub fn find_cluster(stream: &Stream, name: &str) -> Result<usize, ManifestError>
         if !is_cluster {
             continue;
         }
-        let n = v.path(&["metadata", "name"]).and_then(Value::as_str).unwrap_or("");
+        let n = v
+            .path(&["metadata", "name"])
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if n == name {
             matches.push(i);
         } else {
@@ -88,7 +93,11 @@ pub fn find_cluster(stream: &Stream, name: &str) -> Result<usize, ManifestError>
         count => Err(ManifestError::DuplicateCluster {
             name: name.to_string(),
             count,
-            docs: matches.iter().map(|i| (i + 1).to_string()).collect::<Vec<_>>().join(", "),
+            docs: matches
+                .iter()
+                .map(|i| (i + 1).to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
         }),
     }
 }
@@ -105,7 +114,9 @@ pub fn inspect(stream: &Stream, doc: usize) -> Result<Cluster, ManifestError> {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let spec = v.get("spec").ok_or_else(|| cnpg("the Cluster has no `spec`"))?;
+    let spec = v
+        .get("spec")
+        .ok_or_else(|| cnpg("the Cluster has no `spec`"))?;
 
     let boot = spec.get("bootstrap");
     // `initdb: null` beside `recovery` is a Kustomize patch deleting the
@@ -141,7 +152,10 @@ pub fn inspect(stream: &Stream, doc: usize) -> Result<Cluster, ManifestError> {
                 Some(Value::Map(m)) if m.is_empty() => "`spec.bootstrap: {}`".to_string(),
                 Some(Value::Map(m)) => format!(
                     "`spec.bootstrap` with {}",
-                    m.iter().map(|(k, _)| k.describe()).collect::<Vec<_>>().join(", ")
+                    m.iter()
+                        .map(|(k, _)| k.describe())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 Some(other) => format!("`spec.bootstrap: {}`", other.describe()),
             };
@@ -152,12 +166,15 @@ pub fn inspect(stream: &Stream, doc: usize) -> Result<Cluster, ManifestError> {
     };
 
     let in_tree = spec.path(&["backup", "barmanObjectStore"]).cloned();
-    let plugin = spec.get("plugins").and_then(Value::as_seq).and_then(|items| {
-        items
-            .iter()
-            .position(|p| p.get("name").and_then(Value::as_str) == Some(BARMAN_PLUGIN))
-            .map(|i| (i, items[i].clone()))
-    });
+    let plugin = spec
+        .get("plugins")
+        .and_then(Value::as_seq)
+        .and_then(|items| {
+            items
+                .iter()
+                .position(|p| p.get("name").and_then(Value::as_str) == Some(BARMAN_PLUGIN))
+                .map(|i| (i, items[i].clone()))
+        });
     let (backup, server_name, destination_path) = match (in_tree, plugin) {
         (Some(_), Some(_)) => {
             return Err(cnpg(format!(
@@ -165,15 +182,26 @@ pub fn inspect(stream: &Stream, doc: usize) -> Result<Cluster, ManifestError> {
             )));
         }
         (Some(store), None) => {
-            let sn = store.get("serverName").and_then(Value::as_str).unwrap_or(&name).to_string();
-            let dest = store.get("destinationPath").and_then(Value::as_str).map(str::to_string);
+            let sn = store
+                .get("serverName")
+                .and_then(Value::as_str)
+                .unwrap_or(&name)
+                .to_string();
+            let dest = store
+                .get("destinationPath")
+                .and_then(Value::as_str)
+                .map(str::to_string);
             (BackupKind::InTree { store }, sn, dest)
         }
         (None, Some((index, p))) => {
             let object_name = p
                 .path(&["parameters", "barmanObjectName"])
                 .and_then(Value::as_str)
-                .ok_or_else(|| cnpg(format!("`spec.plugins[{index}].parameters.barmanObjectName` is missing")))?
+                .ok_or_else(|| {
+                    cnpg(format!(
+                        "`spec.plugins[{index}].parameters.barmanObjectName` is missing"
+                    ))
+                })?
                 .to_string();
             let sn = p
                 .path(&["parameters", "serverName"])
@@ -230,7 +258,9 @@ fn is_empty_bootstrap(boot: Option<&Value>) -> bool {
 }
 
 fn external_clusters(spec: &Value) -> &[Value] {
-    spec.get("externalClusters").and_then(Value::as_seq).unwrap_or_default()
+    spec.get("externalClusters")
+        .and_then(Value::as_seq)
+        .unwrap_or_default()
 }
 
 /// The next lineage name: `shared-pg` → `shared-pg-2`, `pg-v7` → `pg-v8`,
@@ -239,7 +269,10 @@ pub fn next_server_name(current: &str) -> String {
     let digits = current.bytes().rev().take_while(u8::is_ascii_digit).count();
     let (stem, num) = current.split_at(current.len() - digits);
     match num.parse::<u64>() {
-        Ok(n) if digits > 0 && (stem.ends_with('-') || stem.ends_with("-v") || stem.ends_with('v')) => {
+        Ok(n)
+            if digits > 0
+                && (stem.ends_with('-') || stem.ends_with("-v") || stem.ends_with('v')) =>
+        {
             format!("{stem}{:0width$}", n + 1, width = digits)
         }
         _ => format!("{current}-2"),
@@ -279,27 +312,59 @@ pub fn rewrite_for_recovery(
     let boot = [Seg::key("spec"), Seg::key("bootstrap")];
     match &cluster.bootstrap {
         Bootstrap::Recovery { target_time, .. } => {
-            let rec = [Seg::key("spec"), Seg::key("bootstrap"), Seg::key("recovery")];
-            retarget(&mut ed, &rec, target_time.as_deref(), spec.target_time, &mut changes)?;
+            let rec = [
+                Seg::key("spec"),
+                Seg::key("bootstrap"),
+                Seg::key("recovery"),
+            ];
+            retarget(
+                &mut ed,
+                &rec,
+                target_time.as_deref(),
+                spec.target_time,
+                &mut changes,
+            )?;
         }
         Bootstrap::Initdb | Bootstrap::Default => {
             let mut recovery = vec![("source", Out::str(spec.source))];
             if let Some(t) = spec.target_time {
-                recovery.push(("recoveryTarget", Out::map(vec![("targetTime", Out::str(t))])));
+                recovery.push((
+                    "recoveryTarget",
+                    Out::map(vec![("targetTime", Out::str(t))]),
+                ));
             }
             let recovery = Out::map(recovery);
             if cluster.bootstrap == Bootstrap::Initdb {
                 ed.replace_entry(&boot, "initdb", "recovery", recovery)?;
-            } else if ed.root().entry("spec").and_then(|s| s.value.entry("bootstrap")).is_some() {
-                ed.replace_value(&specp, "bootstrap", Out::Map(vec![("recovery".into(), recovery)]))?;
+            } else if ed
+                .root()
+                .entry("spec")
+                .and_then(|s| s.value.entry("bootstrap"))
+                .is_some()
+            {
+                ed.replace_value(
+                    &specp,
+                    "bootstrap",
+                    Out::Map(vec![("recovery".into(), recovery)]),
+                )?;
             } else {
-                ed.insert_entry(&specp, "bootstrap", Out::Map(vec![("recovery".into(), recovery)]))?;
+                ed.insert_entry(
+                    &specp,
+                    "bootstrap",
+                    Out::Map(vec![("recovery".into(), recovery)]),
+                )?;
             }
             changes.push(format!(
                 "spec.bootstrap: {} → recovery from `{}`{}",
-                if cluster.bootstrap == Bootstrap::Initdb { "initdb" } else { "CNPG's default (initdb)" },
+                if cluster.bootstrap == Bootstrap::Initdb {
+                    "initdb"
+                } else {
+                    "CNPG's default (initdb)"
+                },
                 spec.source,
-                spec.target_time.map(|t| format!(" to {t}")).unwrap_or_else(|| " to the end of the archived WAL".into())
+                spec.target_time
+                    .map(|t| format!(" to {t}"))
+                    .unwrap_or_else(|| " to the end of the archived WAL".into())
             ));
 
             let old = &cluster.server_name;
@@ -312,7 +377,10 @@ pub fn rewrite_for_recovery(
                         store.remove(k);
                     }
                     store.set("serverName", Value::Str(old.clone()));
-                    Out::map(vec![("name", Out::str(spec.source)), ("barmanObjectStore", Out::from_value(&store))])
+                    Out::map(vec![
+                        ("name", Out::str(spec.source)),
+                        ("barmanObjectStore", Out::from_value(&store)),
+                    ])
                 }
                 BackupKind::Plugin { object_name, .. } => Out::map(vec![
                     ("name", Out::str(spec.source)),
@@ -322,15 +390,25 @@ pub fn rewrite_for_recovery(
                             ("name", Out::str(BARMAN_PLUGIN)),
                             (
                                 "parameters",
-                                Out::map(vec![("barmanObjectName", Out::str(object_name)), ("serverName", Out::str(old))]),
+                                Out::map(vec![
+                                    ("barmanObjectName", Out::str(object_name)),
+                                    ("serverName", Out::str(old)),
+                                ]),
                             ),
                         ]),
                     ),
                 ]),
             };
-            let existing = value_at(&ed.value(), &[Seg::key("spec"), Seg::key("externalClusters")])
-                .and_then(Value::as_seq)
-                .and_then(|items| items.iter().position(|e| e.get("name").and_then(Value::as_str) == Some(spec.source)));
+            let existing = value_at(
+                &ed.value(),
+                &[Seg::key("spec"), Seg::key("externalClusters")],
+            )
+            .and_then(Value::as_seq)
+            .and_then(|items| {
+                items
+                    .iter()
+                    .position(|e| e.get("name").and_then(Value::as_str) == Some(spec.source))
+            });
             let ext = [Seg::key("spec"), Seg::key("externalClusters")];
             match existing {
                 Some(i) => ed.replace_item(&ext, i, entry)?,
@@ -366,7 +444,11 @@ fn retarget(
     new: Option<&str>,
     changes: &mut Vec<String>,
 ) -> Result<(), ManifestError> {
-    let target_path: Vec<Seg> = rec.iter().cloned().chain([Seg::key("recoveryTarget")]).collect();
+    let target_path: Vec<Seg> = rec
+        .iter()
+        .cloned()
+        .chain([Seg::key("recoveryTarget")])
+        .collect();
     let target = value_at(&ed.value(), &target_path).cloned();
     match (new, target) {
         (Some(t), Some(Value::Map(m)))
@@ -382,10 +464,18 @@ fn retarget(
             ed.set_scalar(&target_path, "targetTime", t)?;
         }
         (Some(t), Some(_)) => {
-            ed.replace_value(rec, "recoveryTarget", Out::map(vec![("targetTime", Out::str(t))]))?;
+            ed.replace_value(
+                rec,
+                "recoveryTarget",
+                Out::map(vec![("targetTime", Out::str(t))]),
+            )?;
         }
         (Some(t), None) => {
-            ed.insert_entry(rec, "recoveryTarget", Out::map(vec![("targetTime", Out::str(t))]))?;
+            ed.insert_entry(
+                rec,
+                "recoveryTarget",
+                Out::map(vec![("targetTime", Out::str(t))]),
+            )?;
         }
         (None, Some(_)) => ed.remove_entry(rec, "recoveryTarget")?,
         (None, None) => {
@@ -406,23 +496,39 @@ fn retarget(
 /// Points the Cluster's own backups at a new serverName.
 fn move_lineage(ed: &mut DocEditor, cluster: &Cluster, new: &str) -> Result<(), ManifestError> {
     let (parent, key): (Vec<Seg>, &str) = match &cluster.backup {
-        BackupKind::InTree { .. } => (vec![Seg::key("spec"), Seg::key("backup")], "barmanObjectStore"),
-        BackupKind::Plugin { index, .. } => (vec![Seg::key("spec"), Seg::key("plugins"), Seg::Index(*index)], "parameters"),
+        BackupKind::InTree { .. } => (
+            vec![Seg::key("spec"), Seg::key("backup")],
+            "barmanObjectStore",
+        ),
+        BackupKind::Plugin { index, .. } => (
+            vec![Seg::key("spec"), Seg::key("plugins"), Seg::Index(*index)],
+            "parameters",
+        ),
     };
     let store_path: Vec<Seg> = parent.iter().cloned().chain([Seg::key(key)]).collect();
-    let node = ed.locate(&store_path)?.ok_or_else(|| ManifestError::Shape {
-        path: path_string(&store_path),
-        expected: "a mapping".into(),
-    })?;
+    let node = ed
+        .locate(&store_path)?
+        .ok_or_else(|| ManifestError::Shape {
+            path: path_string(&store_path),
+            expected: "a mapping".into(),
+        })?;
     if let NodeKind::Alias { name, .. } = &node.kind {
         // `barmanObjectStore: *barman`: keep the shared mapping, override one key.
-        let aliased = value_at(&ed.value(), &store_path).cloned().unwrap_or(Value::Null);
+        let aliased = value_at(&ed.value(), &store_path)
+            .cloned()
+            .unwrap_or(Value::Null);
         let name = name.clone();
         ed.replace_value(
             &parent,
             key,
             Out::map(vec![
-                ("<<", Out::Raw { text: format!("*{name}"), value: aliased }),
+                (
+                    "<<",
+                    Out::Raw {
+                        text: format!("*{name}"),
+                        value: aliased,
+                    },
+                ),
                 ("serverName", Out::str(new)),
             ]),
         )
@@ -463,8 +569,15 @@ pub struct RawEntry {
 fn raw_entry(text: &str, e: &super::yaml::Entry) -> RawEntry {
     let start = e.key.start;
     let end = e.value.end.max(e.key.end);
-    let end = text[end..].find('\n').map(|i| end + i).unwrap_or(text.len());
-    let end = if end > start && text.as_bytes()[end - 1] == b'\r' { end - 1 } else { end };
+    let end = text[end..]
+        .find('\n')
+        .map(|i| end + i)
+        .unwrap_or(text.len());
+    let end = if end > start && text.as_bytes()[end - 1] == b'\r' {
+        end - 1
+    } else {
+        end
+    };
     let line_start = text[..start].rfind('\n').map(|i| i + 1).unwrap_or(0);
     RawEntry {
         text: text[start..end].to_string(),
@@ -519,7 +632,11 @@ pub fn rewrite_for_revert(
         ));
     };
     let value = Resolver::document(&stream.docs[cluster.doc]);
-    if value.path(&["spec", "replica", "source"]).and_then(Value::as_str) == Some(source.as_str()) {
+    if value
+        .path(&["spec", "replica", "source"])
+        .and_then(Value::as_str)
+        == Some(source.as_str())
+    {
         return Err(cnpg(format!(
             "`spec.replica.source` still uses the external cluster `{source}`; drgit will not remove it"
         )));
@@ -529,19 +646,36 @@ pub fn rewrite_for_revert(
     let nl = if text.contains("\r\n") { "\r\n" } else { "\n" };
     let fix_nl = |raw: &RawEntry| raw.text.replace("\r\n", "\n").replace('\n', nl);
     match &origin.bootstrap {
-        BootOrigin::InitdbEntry(raw) => {
-            ed.replace_entry_raw(&boot, "recovery", &fix_nl(raw), raw.col, raw.value.clone(), "initdb")?
-        }
-        BootOrigin::BootstrapEntry(raw) => {
-            ed.replace_entry_raw(&boot[..1], "bootstrap", &fix_nl(raw), raw.col, raw.value.clone(), "bootstrap")?
-        }
+        BootOrigin::InitdbEntry(raw) => ed.replace_entry_raw(
+            &boot,
+            "recovery",
+            &fix_nl(raw),
+            raw.col,
+            raw.value.clone(),
+            "initdb",
+        )?,
+        BootOrigin::BootstrapEntry(raw) => ed.replace_entry_raw(
+            &boot[..1],
+            "bootstrap",
+            &fix_nl(raw),
+            raw.col,
+            raw.value.clone(),
+            "bootstrap",
+        )?,
         BootOrigin::NoBootstrap => ed.remove_entry(&boot[..1], "bootstrap")?,
     }
-    let mut changes = vec!["spec.bootstrap: recovery → initdb (as it was before the recovery)".to_string()];
+    let mut changes =
+        vec!["spec.bootstrap: recovery → initdb (as it was before the recovery)".to_string()];
 
     let ext = [Seg::key("spec"), Seg::key("externalClusters")];
-    let items = value.path(&["spec", "externalClusters"]).and_then(Value::as_seq).unwrap_or_default();
-    if let Some(i) = items.iter().position(|e| e.get("name").and_then(Value::as_str) == Some(source.as_str())) {
+    let items = value
+        .path(&["spec", "externalClusters"])
+        .and_then(Value::as_seq)
+        .unwrap_or_default();
+    if let Some(i) = items
+        .iter()
+        .position(|e| e.get("name").and_then(Value::as_str) == Some(source.as_str()))
+    {
         if items.len() == 1 {
             match &origin.empty_external_clusters {
                 Some(raw) => ed.replace_entry_raw(
@@ -557,7 +691,9 @@ pub fn rewrite_for_revert(
         } else {
             ed.remove_item(&ext, i)?;
         }
-        changes.push(format!("spec.externalClusters: `{source}` removed (only the recovery read it)"));
+        changes.push(format!(
+            "spec.externalClusters: `{source}` removed (only the recovery read it)"
+        ));
     }
     changes.push(format!(
         "backups stay on the new lineage `{}`",

@@ -52,7 +52,10 @@ pub enum Out {
     Str(String),
     /// Text written verbatim (an alias `*name`, or a slice of the original
     /// file) with the value it stands for.
-    Raw { text: String, value: Value },
+    Raw {
+        text: String,
+        value: Value,
+    },
     Map(Vec<(String, Out)>),
     Seq(Vec<Out>),
 }
@@ -219,7 +222,12 @@ impl<'t> DocEditor<'t> {
         }
     }
 
-    fn entry_of<'s>(&'s self, map: &'s Node, key: &str, path: &[Seg]) -> Result<&'s Entry, ManifestError> {
+    fn entry_of<'s>(
+        &'s self,
+        map: &'s Node,
+        key: &str,
+        path: &[Seg],
+    ) -> Result<&'s Entry, ManifestError> {
         map.entry(key).ok_or_else(|| ManifestError::Shape {
             path: path_string(&with(path, Seg::key(key))),
             expected: "an existing key".into(),
@@ -238,7 +246,11 @@ impl<'t> DocEditor<'t> {
         let (start, end) = match &node.kind {
             NodeKind::Scalar { .. } | NodeKind::Alias { .. } => {
                 self.check_anchor_unused(node, &with(path, Seg::key(key)))?;
-                if node.is_alias() { (node.start, node.end) } else { (node.value_start, node.end) }
+                if node.is_alias() {
+                    (node.start, node.end)
+                } else {
+                    (node.value_start, node.end)
+                }
             }
             _ => {
                 return Err(ManifestError::Shape {
@@ -254,14 +266,28 @@ impl<'t> DocEditor<'t> {
         } else {
             text
         };
-        self.splices.push(Splice { start, end, text, depth: 0 });
-        self.ops.push(Op::Set(with(path, Seg::key(key)), Value::Str(new.to_string())));
+        self.splices.push(Splice {
+            start,
+            end,
+            text,
+            depth: 0,
+        });
+        self.ops.push(Op::Set(
+            with(path, Seg::key(key)),
+            Value::Str(new.to_string()),
+        ));
         Ok(())
     }
 
     /// Replaces the entry `path.old_key` (key and value) with `new_key: out`,
     /// at the same place.
-    pub fn replace_entry(&mut self, path: &[Seg], old_key: &str, new_key: &str, out: Out) -> Result<(), ManifestError> {
+    pub fn replace_entry(
+        &mut self,
+        path: &[Seg],
+        old_key: &str,
+        new_key: &str,
+        out: Out,
+    ) -> Result<(), ManifestError> {
         let map = self.locate_mapping(path)?;
         let entry = self.entry_of(map, old_key, path)?;
         self.check_anchor_unused(&entry.value, &with(path, Seg::key(old_key)))?;
@@ -274,9 +300,15 @@ impl<'t> DocEditor<'t> {
             end = self.line_end(end);
             self.render_entry(new_key, &out, col)
         };
-        self.splices.push(Splice { start, end, text, depth: 0 });
+        self.splices.push(Splice {
+            start,
+            end,
+            text,
+            depth: 0,
+        });
         self.ops.push(Op::Remove(with(path, Seg::key(old_key))));
-        self.ops.push(Op::Set(with(path, Seg::key(new_key)), out.value()));
+        self.ops
+            .push(Op::Set(with(path, Seg::key(new_key)), out.value()));
         Ok(())
     }
 
@@ -316,14 +348,24 @@ impl<'t> DocEditor<'t> {
                 text.push_str(line);
             }
         }
-        self.splices.push(Splice { start, end, text, depth: 0 });
+        self.splices.push(Splice {
+            start,
+            end,
+            text,
+            depth: 0,
+        });
         self.ops.push(Op::Remove(with(path, Seg::key(old_key))));
         self.ops.push(Op::Set(with(path, Seg::key(new_key)), value));
         Ok(())
     }
 
     /// Replaces the value of `path.key` with `out`, keeping the key.
-    pub fn replace_value(&mut self, path: &[Seg], key: &str, out: Out) -> Result<(), ManifestError> {
+    pub fn replace_value(
+        &mut self,
+        path: &[Seg],
+        key: &str,
+        out: Out,
+    ) -> Result<(), ManifestError> {
         let map = self.locate_mapping(path)?;
         let entry = self.entry_of(map, key, path)?;
         let value = &entry.value;
@@ -339,14 +381,25 @@ impl<'t> DocEditor<'t> {
         let (end, text) = if map.flow {
             (value.end.max(start), format!(" {}", render_flow(&out)))
         } else {
-            let end = if value.start == value.end { start } else { value.end };
+            let end = if value.start == value.end {
+                start
+            } else {
+                value.end
+            };
             // A value that becomes a block takes its end-of-line comment with it.
-            let block = matches!(&out, Out::Map(e) if !e.is_empty()) || matches!(&out, Out::Seq(i) if !i.is_empty());
+            let block = matches!(&out, Out::Map(e) if !e.is_empty())
+                || matches!(&out, Out::Seq(i) if !i.is_empty());
             let end = if block { self.line_end(end) } else { end };
             (end, self.render_block_value(&out, col))
         };
-        self.splices.push(Splice { start, end, text, depth: 0 });
-        self.ops.push(Op::Set(with(path, Seg::key(key)), out.value()));
+        self.splices.push(Splice {
+            start,
+            end,
+            text,
+            depth: 0,
+        });
+        self.ops
+            .push(Op::Set(with(path, Seg::key(key)), out.value()));
         Ok(())
     }
 
@@ -373,7 +426,10 @@ impl<'t> DocEditor<'t> {
             let col = self.col(first.key.start);
             let at = self.line_end(map.end);
             // Where the mapping's entries are set apart by blank lines, so is the new one.
-            let last = entries.last().map(|e| e.key.start).unwrap_or(first.key.start);
+            let last = entries
+                .last()
+                .map(|e| e.key.start)
+                .unwrap_or(first.key.start);
             let spaced = entries.len() > 1 && self.blank_line_before(last);
             Splice {
                 start: at,
@@ -389,7 +445,8 @@ impl<'t> DocEditor<'t> {
             }
         };
         self.splices.push(splice);
-        self.ops.push(Op::Set(with(path, Seg::key(key)), out.value()));
+        self.ops
+            .push(Op::Set(with(path, Seg::key(key)), out.value()));
         Ok(())
     }
 
@@ -409,12 +466,24 @@ impl<'t> DocEditor<'t> {
         let end = self.after_line(entry.value.end.max(entry.key.end));
         // A blank line that set the entry apart goes with it when what
         // follows is the mapping's end or another blank line.
-        let is_last = map.entries().and_then(|e| e.last()).is_some_and(|l| l.key.start == entry.key.start);
-        let next_blank = self.text[end..].split('\n').next().is_some_and(|l| l.trim().is_empty()) && end < self.text.len();
+        let is_last = map
+            .entries()
+            .and_then(|e| e.last())
+            .is_some_and(|l| l.key.start == entry.key.start);
+        let next_blank = self.text[end..]
+            .split('\n')
+            .next()
+            .is_some_and(|l| l.trim().is_empty())
+            && end < self.text.len();
         if self.blank_line_before(entry.key.start) && (is_last || next_blank) {
             start = self.line_start(start - 1);
         }
-        self.splices.push(Splice { start, end, text: String::new(), depth: 0 });
+        self.splices.push(Splice {
+            start,
+            end,
+            text: String::new(),
+            depth: 0,
+        });
         self.ops.push(Op::Remove(full));
         Ok(())
     }
@@ -464,7 +533,12 @@ impl<'t> DocEditor<'t> {
                 start: at,
                 end: at,
                 // The item's content sits at dash + 2, deeper than its key.
-                text: format!("{}{}{}", self.nl, " ".repeat(dash), self.render_item(&out, dash)),
+                text: format!(
+                    "{}{}{}",
+                    self.nl,
+                    " ".repeat(dash),
+                    self.render_item(&out, dash)
+                ),
                 depth: dash + 2,
             }
         };
@@ -474,7 +548,12 @@ impl<'t> DocEditor<'t> {
     }
 
     /// Replaces item `index` of the block sequence at `path` (item and its lines).
-    pub fn replace_item(&mut self, path: &[Seg], index: usize, out: Out) -> Result<(), ManifestError> {
+    pub fn replace_item(
+        &mut self,
+        path: &[Seg],
+        index: usize,
+        out: Out,
+    ) -> Result<(), ManifestError> {
         let (item, flow) = self.item(path, index)?;
         let full = with(path, Seg::Index(index));
         self.check_anchor_unused(item, &full)?;
@@ -486,7 +565,12 @@ impl<'t> DocEditor<'t> {
             let text = self.render_item(&out, dash);
             (item.start, end, text.trim_start_matches("- ").to_string())
         };
-        self.splices.push(Splice { start, end, text, depth: 0 });
+        self.splices.push(Splice {
+            start,
+            end,
+            text,
+            depth: 0,
+        });
         self.ops.push(Op::Set(full, out.value()));
         Ok(())
     }
@@ -504,7 +588,12 @@ impl<'t> DocEditor<'t> {
         }
         let start = self.line_start(item.start);
         let end = self.after_line(item.end);
-        self.splices.push(Splice { start, end, text: String::new(), depth: 0 });
+        self.splices.push(Splice {
+            start,
+            end,
+            text: String::new(),
+            depth: 0,
+        });
         self.ops.push(Op::Remove(full));
         Ok(())
     }
@@ -514,16 +603,20 @@ impl<'t> DocEditor<'t> {
             path: path_string(path),
             expected: "a sequence (it is missing)".into(),
         })?;
-        let item = seq.items().and_then(|i| i.get(index)).ok_or_else(|| ManifestError::Shape {
-            path: path_string(&with(path, Seg::Index(index))),
-            expected: "an existing sequence item".into(),
-        })?;
+        let item = seq
+            .items()
+            .and_then(|i| i.get(index))
+            .ok_or_else(|| ManifestError::Shape {
+                path: path_string(&with(path, Seg::Index(index))),
+                expected: "an existing sequence item".into(),
+            })?;
         Ok((item, seq.flow))
     }
 
     /// Applies the splices, re-parses and verifies. Returns the new text.
     pub fn finish(mut self) -> Result<String, ManifestError> {
-        self.splices.sort_by_key(|s| (s.start, s.end, std::cmp::Reverse(s.depth)));
+        self.splices
+            .sort_by_key(|s| (s.start, s.end, std::cmp::Reverse(s.depth)));
         for pair in self.splices.windows(2) {
             if pair[0].end > pair[1].start {
                 return Err(ManifestError::Internal("overlapping edits".into()));
@@ -571,7 +664,11 @@ impl<'t> DocEditor<'t> {
     fn check_anchor_unused(&self, node: &Node, path: &[Seg]) -> Result<(), ManifestError> {
         let mut inside = Vec::new();
         node.walk(&mut inside);
-        let defined: Vec<usize> = inside.iter().filter(|n| n.anchor_id != 0).map(|n| n.anchor_id).collect();
+        let defined: Vec<usize> = inside
+            .iter()
+            .filter(|n| n.anchor_id != 0)
+            .map(|n| n.anchor_id)
+            .collect();
         if defined.is_empty() {
             return Ok(());
         }
@@ -603,13 +700,23 @@ impl<'t> DocEditor<'t> {
 
     /// The end of the line holding `at`, before its line break.
     fn line_end(&self, at: usize) -> usize {
-        let end = self.text[at..].find('\n').map(|i| at + i).unwrap_or(self.text.len());
-        if end > at && self.text.as_bytes()[end - 1] == b'\r' { end - 1 } else { end }
+        let end = self.text[at..]
+            .find('\n')
+            .map(|i| at + i)
+            .unwrap_or(self.text.len());
+        if end > at && self.text.as_bytes()[end - 1] == b'\r' {
+            end - 1
+        } else {
+            end
+        }
     }
 
     /// The start of the line after the one holding `at` (or the text's end).
     fn after_line(&self, at: usize) -> usize {
-        self.text[at..].find('\n').map(|i| at + i + 1).unwrap_or(self.text.len())
+        self.text[at..]
+            .find('\n')
+            .map(|i| at + i + 1)
+            .unwrap_or(self.text.len())
     }
 
     /// Whether the line before the one holding `at` is empty.
@@ -623,7 +730,9 @@ impl<'t> DocEditor<'t> {
     }
 
     fn starts_line(&self, at: usize) -> bool {
-        self.text[self.line_start(at)..at].bytes().all(|b| b == b' ')
+        self.text[self.line_start(at)..at]
+            .bytes()
+            .all(|b| b == b' ')
     }
 
     fn col(&self, at: usize) -> usize {
@@ -654,7 +763,9 @@ impl<'t> DocEditor<'t> {
                 let c = col + self.step;
                 entries
                     .iter()
-                    .map(|(k, v)| format!("{}{}{}", self.nl, " ".repeat(c), self.render_entry(k, v, c)))
+                    .map(|(k, v)| {
+                        format!("{}{}{}", self.nl, " ".repeat(c), self.render_entry(k, v, c))
+                    })
                     .collect()
             }
             Out::Seq(items) => {
@@ -743,10 +854,8 @@ fn apply(root: &mut Value, op: &Op) {
             }
         }
         (Op::Remove(_), Seg::Key(k), map @ Value::Map(_)) => map.remove(k),
-        (Op::Remove(_), Seg::Index(i), Value::Seq(items)) => {
-            if *i < items.len() {
-                items.remove(*i);
-            }
+        (Op::Remove(_), Seg::Index(i), Value::Seq(items)) if *i < items.len() => {
+            items.remove(*i);
         }
         _ => {}
     }
@@ -809,7 +918,9 @@ fn detect_style(text: &str, root: &Node) -> (usize, usize) {
                     NodeKind::Mapping(child) if step.is_none() => {
                         if let Some(c) = child.first() {
                             let cc = col(c.key.start);
-                            if cc > kc && text[..c.key.start].ends_with(&" ".repeat(cc - kc).to_string()) {
+                            if cc > kc
+                                && text[..c.key.start].ends_with(&" ".repeat(cc - kc).to_string())
+                            {
                                 step = Some(cc - kc);
                             }
                         }
@@ -885,7 +996,10 @@ pub fn render_flow(out: &Out) -> String {
         Out::Str(s) => scalar_text(s, true),
         Out::Raw { text, .. } => text.clone(),
         Out::Map(entries) => {
-            let inner: Vec<String> = entries.iter().map(|(k, v)| format!("{k}: {}", render_flow(v))).collect();
+            let inner: Vec<String> = entries
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", render_flow(v)))
+                .collect();
             format!("{{{}}}", inner.join(", "))
         }
         Out::Seq(items) => {
@@ -899,7 +1013,10 @@ pub fn render_flow(out: &Out) -> String {
 mod tests {
     use super::*;
 
-    fn edit(text: &str, f: impl FnOnce(&mut DocEditor) -> Result<(), ManifestError>) -> Result<String, ManifestError> {
+    fn edit(
+        text: &str,
+        f: impl FnOnce(&mut DocEditor) -> Result<(), ManifestError>,
+    ) -> Result<String, ManifestError> {
         let stream = yaml::parse(text)?;
         let mut ed = DocEditor::new(text, stream, 0);
         f(&mut ed)?;
@@ -908,20 +1025,31 @@ mod tests {
 
     #[test]
     fn replaces_scalar_keeping_comment() {
-        let out = edit("a:\n  b: old # keep\n", |e| e.set_scalar(&[Seg::key("a")], "b", "new")).unwrap();
+        let out = edit("a:\n  b: old # keep\n", |e| {
+            e.set_scalar(&[Seg::key("a")], "b", "new")
+        })
+        .unwrap();
         assert_eq!(out, "a:\n  b: new # keep\n");
     }
 
     #[test]
     fn inserts_after_last_entry_and_its_comment() {
-        let out = edit("a:\n    b: 1 # c\n# after\nz: 2\n", |e| e.insert_entry(&[Seg::key("a")], "n", Out::str("v"))).unwrap();
+        let out = edit("a:\n    b: 1 # c\n# after\nz: 2\n", |e| {
+            e.insert_entry(&[Seg::key("a")], "n", Out::str("v"))
+        })
+        .unwrap();
         assert_eq!(out, "a:\n    b: 1 # c\n    n: v\n# after\nz: 2\n");
     }
 
     #[test]
     fn flow_mapping_gets_flow_text() {
         let out = edit("a: {b: {x: 1}}\n", |e| {
-            e.replace_entry(&[Seg::key("a")], "b", "c", Out::map(vec![("d", Out::str("e f"))]))
+            e.replace_entry(
+                &[Seg::key("a")],
+                "b",
+                "c",
+                Out::map(vec![("d", Out::str("e f"))]),
+            )
         })
         .unwrap();
         assert_eq!(out, "a: {c: {d: e f}}\n");
@@ -929,14 +1057,25 @@ mod tests {
 
     #[test]
     fn empty_flow_seq_becomes_block() {
-        let out = edit("s:\n  l: []\n", |e| e.append_item(&[Seg::key("s")], "l", Out::map(vec![("name", Out::str("x"))]))).unwrap();
+        let out = edit("s:\n  l: []\n", |e| {
+            e.append_item(
+                &[Seg::key("s")],
+                "l",
+                Out::map(vec![("name", Out::str("x"))]),
+            )
+        })
+        .unwrap();
         assert_eq!(out, "s:\n  l:\n    - name: x\n");
     }
 
     #[test]
     fn unindented_sequence_style_is_kept() {
         let out = edit("l:\n- a: 1\n  b: 2\n", |e| {
-            e.append_item(&[], "l", Out::map(vec![("a", Out::str("x")), ("b", Out::str("z"))]))
+            e.append_item(
+                &[],
+                "l",
+                Out::map(vec![("a", Out::str("x")), ("b", Out::str("z"))]),
+            )
         })
         .unwrap();
         assert_eq!(out, "l:\n- a: 1\n  b: 2\n- a: x\n  b: z\n");
@@ -944,25 +1083,37 @@ mod tests {
 
     #[test]
     fn refuses_alias_in_path() {
-        let err = edit("a: &x {b: 1}\nc: *x\n", |e| e.set_scalar(&[Seg::key("c")], "b", "2")).unwrap_err();
+        let err = edit("a: &x {b: 1}\nc: *x\n", |e| {
+            e.set_scalar(&[Seg::key("c")], "b", "2")
+        })
+        .unwrap_err();
         assert!(matches!(err, ManifestError::ThroughAlias { .. }), "{err}");
     }
 
     #[test]
     fn refuses_removing_used_anchor() {
-        let err = edit("a:\n  b: &x 1\nc: *x\n", |e| e.remove_entry(&[Seg::key("a")], "b")).unwrap_err();
+        let err = edit("a:\n  b: &x 1\nc: *x\n", |e| {
+            e.remove_entry(&[Seg::key("a")], "b")
+        })
+        .unwrap_err();
         assert!(matches!(err, ManifestError::AnchorUsed { .. }), "{err}");
     }
 
     #[test]
     fn verification_catches_change_through_anchor() {
-        let err = edit("a: &x\n  b: 1\nc:\n  <<: *x\n", |e| e.set_scalar(&[Seg::key("a")], "b", "2")).unwrap_err();
+        let err = edit("a: &x\n  b: 1\nc:\n  <<: *x\n", |e| {
+            e.set_scalar(&[Seg::key("a")], "b", "2")
+        })
+        .unwrap_err();
         assert!(matches!(err, ManifestError::Verify { .. }), "{err}");
     }
 
     #[test]
     fn quoting() {
-        assert_eq!(scalar_text("2026-11-24T09:00:00Z", false), "\"2026-11-24T09:00:00Z\"");
+        assert_eq!(
+            scalar_text("2026-11-24T09:00:00Z", false),
+            "\"2026-11-24T09:00:00Z\""
+        );
         assert_eq!(scalar_text("shared-pg-2", false), "shared-pg-2");
         assert_eq!(scalar_text("${APP}-pg", false), "${APP}-pg");
         assert_eq!(scalar_text("${APP}-pg", true), "\"${APP}-pg\"");

@@ -56,7 +56,10 @@ pub enum ManifestError {
 /// Writes `contents` to `path` atomically: a temporary file in the same
 /// directory, synced, given the old file's permissions, then renamed over it.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(".drgit-")
         .suffix(".tmp")

@@ -291,7 +291,9 @@ struct Builder<'a> {
 impl<'a> Builder<'a> {
     fn node(&mut self) -> Result<Node, ManifestError> {
         let Some((event, span)) = self.events.get(self.pos).cloned() else {
-            return Err(ManifestError::Internal("unexpected end of YAML events".into()));
+            return Err(ManifestError::Internal(
+                "unexpected end of YAML events".into(),
+            ));
         };
         self.pos += 1;
         let start = self.offsets.byte(span.start.index());
@@ -510,9 +512,7 @@ impl Node {
 
     /// The own (not merged) entry of a mapping under a string key.
     pub fn entry(&self, key: &str) -> Option<&Entry> {
-        self.entries()?
-            .iter()
-            .find(|e| e.key.scalar() == Some(key))
+        self.entries()?.iter().find(|e| e.key.scalar() == Some(key))
     }
 
     pub fn is_alias(&self) -> bool {
@@ -675,7 +675,10 @@ mod tests {
         assert_eq!(v.path(&["c", "s"]), Some(&Value::Str("new".into())));
         assert_eq!(v.path(&["c", "k"]), Some(&Value::Int(1)));
         let s = parse(text).unwrap();
-        assert_eq!(s.anchor_names.values().next().map(String::as_str), Some("x"));
+        assert_eq!(
+            s.anchor_names.values().next().map(String::as_str),
+            Some("x")
+        );
     }
 
     #[test]
@@ -690,6 +693,9 @@ mod tests {
     #[test]
     fn syntax_error_has_line_and_column() {
         let err = parse("a: [1\nb: 2\n").unwrap_err();
-        assert!(matches!(err, ManifestError::Syntax { line: 2, .. }), "{err:?}");
+        assert!(
+            matches!(err, ManifestError::Syntax { line: 2, .. }),
+            "{err:?}"
+        );
     }
 }

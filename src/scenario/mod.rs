@@ -32,11 +32,19 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(repo_dir: &Path, config_file: Option<&Path>, backup_url: Option<&str>, now: Timestamp) -> Result<Context, Error> {
+    pub fn new(
+        repo_dir: &Path,
+        config_file: Option<&Path>,
+        backup_url: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Context, Error> {
         let (config, config_base) = Config::load(config_file, repo_dir)?;
         // A --backup-url relative path is relative to where the user stands.
         let (backup_url, config_base) = match backup_url {
-            Some(u) => (u.to_string(), std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))),
+            Some(u) => (
+                u.to_string(),
+                std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+            ),
             None => (config.backup.url.clone(), config_base),
         };
         Ok(Context {
@@ -50,7 +58,11 @@ impl Context {
 
     /// `drgit/<scenario>-<UTC timestamp>`.
     pub fn branch_name(&self, scenario: &str) -> String {
-        format!("{}{scenario}-{}", self.config.git.branch_prefix, crate::timearg::compact(self.now))
+        format!(
+            "{}{scenario}-{}",
+            self.config.git.branch_prefix,
+            crate::timearg::compact(self.now)
+        )
     }
 }
 
@@ -112,10 +124,11 @@ pub fn unified_diff(path: &str, old: &str, new: &str) -> String {
 /// Renders a commit-message template from `templates/`.
 pub fn render_template(name: &str, source: &str, ctx: impl Serialize) -> Result<String, Error> {
     let mut env = minijinja::Environment::new();
-    env.add_template(name, source).map_err(|e| Error::Template {
-        name: name.into(),
-        detail: e.to_string(),
-    })?;
+    env.add_template(name, source)
+        .map_err(|e| Error::Template {
+            name: name.into(),
+            detail: e.to_string(),
+        })?;
     let mut text = env
         .get_template(name)
         .and_then(|t| t.render(minijinja::value::Serde(&ctx)))
@@ -171,7 +184,8 @@ pub fn commit_change(
     branch: &str,
     message: &str,
 ) -> Result<String, Error> {
-    let committed = repo.commit_on_new_branch(branch, &manifest.rel_path, new_text.as_bytes(), message)?;
+    let committed =
+        repo.commit_on_new_branch(branch, &manifest.rel_path, new_text.as_bytes(), message)?;
     tracing::info!(branch = %committed.branch, commit = %committed.commit, "committed");
     Ok(committed.commit.to_string())
 }

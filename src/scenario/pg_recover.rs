@@ -12,7 +12,10 @@
 
 use serde::Serialize;
 
-use super::{CatalogSummary, Context, Outcome, commit_change, preflight, read_cluster_manifest, render_template, unified_diff};
+use super::{
+    CatalogSummary, Context, Outcome, commit_change, preflight, read_cluster_manifest,
+    render_template, unified_diff,
+};
 use crate::backup::{self, BackupStore, barman::Catalog};
 use crate::error::Error;
 use crate::manifest::cnpg::{self, Bootstrap, RecoverySpec};
@@ -46,7 +49,11 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     // The target is checked against the lineage the recovery reads.
     let store = backup::open(&ctx.backup_url, &ctx.config_base)?;
     let lineage = cluster.recovery_lineage().to_string();
-    let catalog = Catalog::read(store.as_ref(), &format!("{}{lineage}/", pg.catalog_prefix), &lineage)?;
+    let catalog = Catalog::read(
+        store.as_ref(),
+        &format!("{}{lineage}/", pg.catalog_prefix),
+        &lineage,
+    )?;
     let windows = catalog.usable_windows()?;
     let (target, base_backup) = match &args.target_time {
         Some(t) => {
@@ -67,7 +74,11 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
 
     // Runbook step 3 [fix]: a new, empty lineage for the recovered Cluster.
     let new_lineage = match cluster.bootstrap {
-        Bootstrap::Initdb | Bootstrap::Default => Some(fresh_lineage(store.as_ref(), &pg.catalog_prefix, &cluster.server_name)?),
+        Bootstrap::Initdb | Bootstrap::Default => Some(fresh_lineage(
+            store.as_ref(),
+            &pg.catalog_prefix,
+            &cluster.server_name,
+        )?),
         Bootstrap::Recovery { .. } => None,
     };
 
@@ -81,8 +92,9 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
         target_time: target.as_deref(),
         new_server_name: new_lineage.as_deref().unwrap_or(&cluster.server_name),
     };
-    let rewrite = cnpg::rewrite_for_recovery(&manifest.text, manifest.stream.clone(), cluster, &spec)
-        .map_err(|e| manifest.error(e))?;
+    let rewrite =
+        cnpg::rewrite_for_recovery(&manifest.text, manifest.stream.clone(), cluster, &spec)
+            .map_err(|e| manifest.error(e))?;
     let diff = unified_diff(&manifest.display(), &manifest.text, &rewrite.text);
 
     let plan = next_steps(ctx, &manifest.display(), &branch);

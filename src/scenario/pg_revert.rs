@@ -9,7 +9,10 @@
 
 use serde::Serialize;
 
-use super::{Context, Outcome, commit_change, preflight, read_cluster_manifest, render_template, unified_diff};
+use super::{
+    Context, Outcome, commit_change, preflight, read_cluster_manifest, render_template,
+    unified_diff,
+};
 use crate::error::Error;
 use crate::gitops::WorkRepo;
 use crate::manifest::cnpg;
@@ -37,13 +40,16 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     let initdb = repo
         .file_versions(&manifest.rel_path)?
         .iter()
-        .find_map(|(_, bytes)| cnpg::bootstrap_origin(&String::from_utf8_lossy(bytes), &cluster.name))
+        .find_map(|(_, bytes)| {
+            cnpg::bootstrap_origin(&String::from_utf8_lossy(bytes), &cluster.name)
+        })
         .ok_or_else(|| Error::NoInitdbHistory {
             file: manifest.display(),
         })?;
 
-    let rewrite = cnpg::rewrite_for_revert(&manifest.text, manifest.stream.clone(), cluster, &initdb)
-        .map_err(|e| manifest.error(e))?;
+    let rewrite =
+        cnpg::rewrite_for_revert(&manifest.text, manifest.stream.clone(), cluster, &initdb)
+            .map_err(|e| manifest.error(e))?;
     let diff = unified_diff(&manifest.display(), &manifest.text, &rewrite.text);
     let mut outcome = Outcome {
         scenario: "pg-revert",
@@ -58,7 +64,9 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
         diff,
         plan: vec![
             format!("Commit the change on branch `{branch}` (nothing leaves this machine)."),
-            format!("Push `{branch}` and merge it; Argo CD applies it without touching the running database."),
+            format!(
+                "Push `{branch}` and merge it; Argo CD applies it without touching the running database."
+            ),
         ],
         branch: None,
         commit: None,

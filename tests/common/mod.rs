@@ -27,8 +27,14 @@ impl Fixture {
     /// and `<tmp>/backup-store` with the recorded S3 LastModified times.
     pub fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        copy_dir(&project().join("fixtures/home-cluster"), &dir.path().join("repo"));
-        copy_dir(&project().join("fixtures/backup-store"), &dir.path().join("backup-store"));
+        copy_dir(
+            &project().join("fixtures/home-cluster"),
+            &dir.path().join("repo"),
+        );
+        copy_dir(
+            &project().join("fixtures/backup-store"),
+            &dir.path().join("backup-store"),
+        );
         apply_lastmodified(&dir.path().join("backup-store"));
         let f = Fixture { dir };
         f.git(&["init", "-q", "-b", "main"]);
@@ -69,7 +75,11 @@ impl Fixture {
             .env("GIT_COMMITTER_EMAIL", "test@example.com")
             .output()
             .unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -115,7 +125,10 @@ fn collect(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
         if p.is_dir() {
             collect(root, &p, out);
         } else {
-            out.insert(p.strip_prefix(root).unwrap().display().to_string(), std::fs::read(&p).unwrap());
+            out.insert(
+                p.strip_prefix(root).unwrap().display().to_string(),
+                std::fs::read(&p).unwrap(),
+            );
         }
     }
 }
@@ -128,17 +141,26 @@ pub struct Run {
 
 impl Run {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.stdout, self.stderr))
     }
 }
 
 pub fn drgit_in(repo: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_drgit"));
-    cmd.arg("--repo").arg(repo).args(args).env("DRGIT_NOW", NOW).env_remove("NO_COLOR");
+    cmd.arg("--repo")
+        .arg(repo)
+        .args(args)
+        .env("DRGIT_NOW", NOW)
+        .env_remove("NO_COLOR");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let Output { status, stdout, stderr } = cmd.output().unwrap();
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().unwrap();
     Run {
         code: status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -163,11 +185,18 @@ pub fn copy_dir(from: &Path, to: &Path) {
 /// Sets each object's mtime to its recorded S3 LastModified (git keeps no
 /// file times, so a fresh clone would otherwise say "now").
 pub fn apply_lastmodified(store: &Path) {
-    let index = std::fs::read_to_string(project().join("fixtures/backup-store.lastmodified")).unwrap();
-    for line in index.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    let index =
+        std::fs::read_to_string(project().join("fixtures/backup-store.lastmodified")).unwrap();
+    for line in index
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let (key, time) = line.split_once('\t').unwrap();
         let ts: jiff::Timestamp = time.parse().unwrap();
-        let f = std::fs::File::options().write(true).open(store.join(key)).unwrap();
+        let f = std::fs::File::options()
+            .write(true)
+            .open(store.join(key))
+            .unwrap();
         let secs = std::time::Duration::from_nanos(ts.as_nanosecond() as u64);
         f.set_modified(std::time::UNIX_EPOCH + secs).unwrap();
     }
