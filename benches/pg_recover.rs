@@ -54,11 +54,15 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn time<F: FnMut()>(runs: usize, mut f: F) -> Duration {
     f();
-    median((0..runs).map(|_| {
-        let t = Instant::now();
-        f();
-        t.elapsed()
-    }).collect())
+    median(
+        (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed()
+            })
+            .collect(),
+    )
 }
 
 fn main() {
@@ -68,7 +72,10 @@ fn main() {
     let big = tmp.path().join("big");
     for dir in [&small, &big] {
         copy_dir(&root.join("fixtures/home-cluster"), &dir.join("repo"));
-        copy_dir(&root.join("fixtures/backup-store"), &dir.join("backup-store"));
+        copy_dir(
+            &root.join("fixtures/backup-store"),
+            &dir.join("backup-store"),
+        );
     }
     let manifest = "manifests/database/shared-pg.yaml";
     let cluster = std::fs::read_to_string(small.join("repo").join(manifest)).unwrap();
@@ -78,14 +85,22 @@ fn main() {
 
     let bin = root.join("target/release/drgit");
     let has_bin = bin.exists();
-    let has_pyyaml = Command::new("python3").args(["-c", "import yaml"]).status().is_ok_and(|s| s.success());
+    let has_pyyaml = Command::new("python3")
+        .args(["-c", "import yaml"])
+        .status()
+        .is_ok_and(|s| s.success());
     let now: jiff::Timestamp = "2026-11-26T04:00:00Z".parse().unwrap();
 
-    println!("| manifest | lines | drgit in process | drgit binary | PyYAML safe_load_all | in-process / PyYAML |");
+    println!(
+        "| manifest | lines | drgit in process | drgit binary | PyYAML safe_load_all | in-process / PyYAML |"
+    );
     println!("|---|---|---|---|---|---|");
     for (label, dir) in [("fixture", &small), ("5,000-line multi-document", &big)] {
         let repo = dir.join("repo");
-        let lines = std::fs::read_to_string(repo.join(manifest)).unwrap().lines().count();
+        let lines = std::fs::read_to_string(repo.join(manifest))
+            .unwrap()
+            .lines()
+            .count();
         let ctx = Context::new(&repo, None, None, now).unwrap();
         let args = pg_recover::Args {
             target_time: Some(TARGET.into()),
@@ -98,7 +113,15 @@ fn main() {
         let binary = if has_bin {
             Some(time(20, || {
                 let s = Command::new(&bin)
-                    .args(["--repo", repo.to_str().unwrap(), "--json", "pg-recover", "--target-time", TARGET, "--dry-run"])
+                    .args([
+                        "--repo",
+                        repo.to_str().unwrap(),
+                        "--json",
+                        "pg-recover",
+                        "--target-time",
+                        TARGET,
+                        "--dry-run",
+                    ])
                     .env("DRGIT_NOW", "2026-11-26T04:00:00Z")
                     .output()
                     .unwrap();
@@ -113,14 +136,31 @@ fn main() {
                 "import time, yaml\nL = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)\ntext = open({:?}).read()\nts = []\nfor _ in range(50):\n    t = time.perf_counter(); list(yaml.load_all(text, Loader=L)); ts.append(time.perf_counter() - t)\nts.sort(); print(ts[len(ts)//2])",
                 repo.join(manifest).display().to_string()
             );
-            let out = Command::new("python3").args(["-c", &script]).output().unwrap();
-            String::from_utf8_lossy(&out.stdout).trim().parse::<f64>().ok().map(Duration::from_secs_f64)
+            let out = Command::new("python3")
+                .args(["-c", &script])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .map(Duration::from_secs_f64)
         } else {
             None
         };
-        let fmt = |d: Option<Duration>| d.map(|d| format!("{:.2} ms", d.as_secs_f64() * 1e3)).unwrap_or_else(|| "n/a".into());
-        let ratio = py.map(|p| format!("{:.2}×", lib.as_secs_f64() / p.as_secs_f64())).unwrap_or_else(|| "n/a".into());
-        println!("| {label} | {lines} | {} | {} | {} | {ratio} |", fmt(Some(lib)), fmt(binary), fmt(py));
+        let fmt = |d: Option<Duration>| {
+            d.map(|d| format!("{:.2} ms", d.as_secs_f64() * 1e3))
+                .unwrap_or_else(|| "n/a".into())
+        };
+        let ratio = py
+            .map(|p| format!("{:.2}×", lib.as_secs_f64() / p.as_secs_f64()))
+            .unwrap_or_else(|| "n/a".into());
+        println!(
+            "| {label} | {lines} | {} | {} | {} | {ratio} |",
+            fmt(Some(lib)),
+            fmt(binary),
+            fmt(py)
+        );
     }
     if !has_bin {
         println!("\n(build the release binary first for the binary column: cargo build --release)");

@@ -34,6 +34,10 @@ pub enum Error {
         "{file}: no earlier version of the Cluster in this branch's Git history has `spec.bootstrap.initdb`, so drgit cannot restore the original settings; write the `initdb` block by hand"
     )]
     NoInitdbHistory { file: String },
+    #[error(
+        "{location}: the next 100 serverNames after `{after}` all hold objects already; set `serverName` in the manifest to a new lineage by hand"
+    )]
+    NoFreeLineage { after: String, location: String },
     #[error("cannot write the output: {0}")]
     Output(String),
     #[error("cannot render the template {name}: {detail}")]

@@ -116,3 +116,36 @@ pub fn print(o: &Outcome, json: bool) -> std::io::Result<()> {
         out.write_all(human(o, use_colour()).as_bytes())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_colours_by_line_kind() {
+        let d = "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-old\r\n+new\r\n ctx\n";
+        let c = colour_diff(d);
+        assert!(c.contains("\x1b[31m-old\x1b[0m\r\n"), "{c:?}");
+        assert!(c.contains("\x1b[32m+new\x1b[0m\r\n"), "{c:?}");
+        assert!(c.contains("\x1b[36m@@ -1 +1 @@\x1b[0m\n"), "{c:?}");
+        assert!(c.contains("\n ctx\n"), "{c:?}");
+        assert_eq!(strip(&c), d);
+    }
+
+    fn strip(s: &str) -> String {
+        let mut out = String::new();
+        let mut chars = s.chars();
+        while let Some(c) = chars.next() {
+            if c == '\x1b' {
+                for c in chars.by_ref() {
+                    if c == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+}

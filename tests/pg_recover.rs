@@ -247,3 +247,19 @@ fn lineage_already_in_the_bucket_is_skipped() {
         .json();
     assert_eq!(out["new_lineage"], "shared-pg-3");
 }
+
+#[test]
+fn write_keeps_the_file_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    std::fs::set_permissions(f.manifest(), std::fs::Permissions::from_mode(0o640)).unwrap();
+    let run = f.drgit(&["pg-recover", "--target-time", TARGET]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mode = std::fs::metadata(f.manifest())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o640);
+    assert!(f.read_manifest().contains("recovery:"));
+}

@@ -161,7 +161,10 @@ fn fresh_lineage(store: &dyn BackupStore, prefix: &str, current: &str) -> Result
         tracing::info!(lineage = %name, "already has objects; trying the next name");
         name = cnpg::next_server_name(&name);
     }
-    Ok(name)
+    Err(Error::NoFreeLineage {
+        after: current.to_string(),
+        location: format!("{}{prefix}", store.describe()),
+    })
 }
 
 /// What happens after the commit, in the runbook's corrected order.
