@@ -36,6 +36,42 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// How a change is published (shared by every scenario that edits Git).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PublishFlags {
+    /// Push drgit's branch for this change (`drgit/<scenario>-<cluster>`).
+    #[arg(long, conflicts_with = "pr")]
+    pub push: bool,
+    /// With --push: commit on the branch Argo CD tracks instead (no review).
+    #[arg(long, requires = "push")]
+    pub direct: bool,
+    /// Push drgit's branch and open its pull request, or update the open one.
+    #[arg(long)]
+    pub pr: bool,
+    /// Open the pull request as a draft.
+    #[arg(long, requires = "pr")]
+    pub draft: bool,
+    /// After opening the pull request, wait until it is merged and report the merge commit.
+    #[arg(long, requires = "pr")]
+    pub wait_merge: bool,
+}
+
+impl PublishFlags {
+    fn options(&self) -> scenario::publish::Options {
+        use scenario::publish::Mode;
+        scenario::publish::Options {
+            mode: match (self.push, self.direct, self.pr) {
+                (_, _, true) => Mode::PullRequest,
+                (true, true, _) => Mode::Direct,
+                (true, false, _) => Mode::Push,
+                _ => Mode::Local,
+            },
+            draft: self.draft,
+            wait_merge: self.wait_merge,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Rewrite the CNPG Cluster to recover from its backups, after checking the target against the recoverable window.
@@ -49,12 +85,19 @@ pub enum Command {
         /// Show the check, the diff and the plan; change nothing.
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        publish: PublishFlags,
+        /// With --pr: record that the revert pull request follows once the Cluster is healthy.
+        #[arg(long, requires = "pr")]
+        auto_revert: bool,
     },
     /// Put the recovered Cluster's bootstrap back to initdb, keeping the new backup lineage.
     PgRevert {
         /// Show the diff and the plan; change nothing.
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        publish: PublishFlags,
     },
 }
 
@@ -72,16 +115,26 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
             target_time,
             timezone,
             dry_run,
+            publish,
+            auto_revert,
         } => scenario::pg_recover::run(
             &ctx,
             &scenario::pg_recover::Args {
                 target_time: target_time.clone(),
                 timezone: timezone.clone(),
                 dry_run: *dry_run,
+                publish: publish.options(),
+                auto_revert: *auto_revert,
             },
         )?,
-        Command::PgRevert { dry_run } => {
-            scenario::pg_revert::run(&ctx, &scenario::pg_revert::Args { dry_run: *dry_run })?
+        Command::PgRevert { dry_run, publish } => {
+            scenario::pg_revert::run(
+                &ctx,
+                &scenario::pg_revert::Args {
+                    dry_run: *dry_run,
+                    publish: publish.options(),
+                },
+            )?
         }
     };
     crate::output::print(&outcome, cli.json).map_err(|e| Error::Output(e.to_string()))

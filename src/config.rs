@@ -33,6 +33,7 @@ pub struct Config {
     pub kanidm: Kanidm,
     pub talos: Talos,
     pub git: Git,
+    pub forge: Forge,
 }
 
 /// The backup store (one bucket for every backup kind).
@@ -143,14 +144,63 @@ impl Default for Talos {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Git {
-    /// Branches drgit creates are `<branch_prefix><scenario>-<UTC timestamp>`.
+    /// Local-only branches are `<branch_prefix><scenario>-<UTC timestamp>`;
+    /// published ones `<branch_prefix><scenario>-<cluster>`, one per intent.
     pub branch_prefix: String,
+    /// The remote drgit pushes to.
+    pub remote: String,
+    /// The branch Argo CD tracks (`--direct` commits there, pull requests
+    /// target it); default: the forge's default branch, else the remote's HEAD.
+    pub tracked_branch: Option<String>,
 }
 
 impl Default for Git {
     fn default() -> Self {
         Git {
             branch_prefix: "drgit/".into(),
+            remote: "origin".into(),
+            tracked_branch: None,
+        }
+    }
+}
+
+/// The forge pull requests are opened on (GitHub or GitHub Enterprise).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Forge {
+    /// REST API root: `https://api.github.com`, or `https://HOST/api/v3`.
+    pub api_url: String,
+    /// `owner/name`; default: read from the remote URL.
+    pub repo: Option<String>,
+    /// Labels for every drgit pull request; the scenario's own is added.
+    pub labels: Vec<String>,
+    pub reviewers: Vec<String>,
+    pub assignees: Vec<String>,
+    pub draft: bool,
+    /// GitHub App authentication (all three), instead of a token.
+    pub app_id: Option<u64>,
+    pub app_key_file: Option<PathBuf>,
+    pub installation_id: Option<u64>,
+    /// How long `--wait-merge` waits, in seconds.
+    pub merge_timeout_secs: u64,
+    /// `--wait-merge`'s first poll interval in milliseconds (it backs off to 30 s).
+    pub merge_poll_ms: u64,
+}
+
+impl Default for Forge {
+    fn default() -> Self {
+        Forge {
+            api_url: "https://api.github.com".into(),
+            repo: None,
+            labels: vec!["disaster-recovery".into()],
+            reviewers: Vec::new(),
+            assignees: Vec::new(),
+            draft: false,
+            app_id: None,
+            app_key_file: None,
+            installation_id: None,
+            merge_timeout_secs: 24 * 3600,
+            merge_poll_ms: 2000,
         }
     }
 }

@@ -6,6 +6,7 @@ use crate::backup::StoreError;
 use crate::backup::barman::CatalogError;
 use crate::config::ConfigError;
 use crate::gitops::GitError;
+use crate::gitops::forge::ForgeError;
 use crate::manifest::ManifestError;
 use crate::timearg::TimeError;
 
@@ -38,6 +39,18 @@ pub enum Error {
         "{location}: the next 100 serverNames after `{after}` all hold objects already; set `serverName` in the manifest to a new lineage by hand"
     )]
     NoFreeLineage { after: String, location: String },
+    #[error(transparent)]
+    Forge(#[from] ForgeError),
+    #[error(
+        "branch `{branch}` exists and its last commit was not made by drgit; drgit will not move someone else's branch. Rename or delete it, or set `[git] branch_prefix`"
+    )]
+    NotOurBranch { branch: String },
+    #[error(
+        "--direct commits on the branch Argo CD tracks (`{tracked}`), but HEAD is on `{branch}`; switch to `{tracked}` or set `[git] tracked_branch`"
+    )]
+    NotTrackedBranch { branch: String, tracked: String },
+    #[error("cannot write drgit's state file {path}: {detail}")]
+    State { path: String, detail: String },
     #[error("cannot write the output: {0}")]
     Output(String),
     #[error("cannot render the template {name}: {detail}")]

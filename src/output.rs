@@ -96,12 +96,27 @@ pub fn human(o: &Outcome, colour: bool) -> String {
         s.push_str(&format!("  {}. {p}\n", i + 1));
     }
     s.push('\n');
+    let published = o.published.as_ref();
     match (&o.branch, &o.commit) {
-        (Some(b), Some(c)) => s.push_str(&format!(
-            "Committed {} on branch `{b}` and switched to it; nothing left this machine.\n",
-            &c[..c.len().min(12)]
-        )),
+        (Some(b), Some(c)) => {
+            s.push_str(&format!("Committed {} on branch `{b}` and switched to it", &c[..c.len().min(12)]));
+            match published.and_then(|p| p.pushed.as_ref()) {
+                Some(to) => s.push_str(&format!("; pushed to {to}.\n")),
+                None => s.push_str("; nothing left this machine.\n"),
+            }
+        }
         _ => s.push_str("Dry run: nothing was changed.\n"),
+    }
+    if let Some(pr) = published.and_then(|p| p.pull_request.as_ref()) {
+        let verb = match pr.action {
+            "created" => "Opened",
+            "updated" => "Updated",
+            _ => "Unchanged:",
+        };
+        s.push_str(&format!("{verb} pull request #{}: {}\n", pr.number, pr.url));
+    }
+    if let Some(m) = published.and_then(|p| p.merge_commit.as_ref()) {
+        s.push_str(&format!("Merged as {m}.\n"));
     }
     s
 }

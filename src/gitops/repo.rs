@@ -30,6 +30,41 @@ pub enum GitError {
     Untracked { path: String },
     #[error("branch `{branch}` already exists; delete it or wait a second for a new timestamp")]
     BranchExists { branch: String },
+    #[error("the Git remote `{remote}` is not configured; add it (`git remote add {remote} URL`) or set `[git] remote`")]
+    NoRemote { remote: String },
+    #[error("{url}: cannot {what}: {detail}")]
+    Remote {
+        url: String,
+        what: String,
+        detail: String,
+    },
+    #[error(
+        "{url}: `{refname}` moved (expected {expected}, found {found}); someone else pushed there, and drgit never overwrites work it did not write. Look at that branch, then delete it or run again"
+    )]
+    LeaseBroken {
+        url: String,
+        refname: String,
+        expected: String,
+        found: String,
+    },
+    #[error("{url} rejected the push to `{refname}`: {reason}{}", if messages.is_empty() { String::new() } else { format!("\nthe remote said:\n{messages}") })]
+    PushRejected {
+        url: String,
+        refname: String,
+        reason: String,
+        messages: String,
+    },
+    #[error(
+        "`{branch}` is not up to date with {remote}/{branch} (local {local}, remote {found}); pull first, then run again"
+    )]
+    NotUpToDate {
+        branch: String,
+        remote: String,
+        local: String,
+        found: String,
+    },
+    #[error("HEAD is not on a branch; check out the branch to commit on (`git switch main`)")]
+    Detached,
     #[error("git: {context}: {source}")]
     Git {
         context: String,
@@ -50,6 +85,18 @@ fn git(context: impl Into<String>) -> impl FnOnce(git2::Error) -> GitError {
 pub struct WorkRepo {
     repo: Repository,
     top: PathBuf,
+}
+
+/// Where a commit goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// A branch that must not exist yet, from HEAD.
+    NewBranch(&'a str),
+    /// drgit's own branch for an intent: created, or moved to a new commit
+    /// on top of HEAD (the push that follows is leased).
+    OwnBranch(&'a str),
+    /// The branch HEAD is on (`--direct`).
+    Head,
 }
 
 /// A commit drgit made.
@@ -85,6 +132,44 @@ impl WorkRepo {
 
     pub fn top(&self) -> &Path {
         &self.top
+    }
+
+    pub(crate) fn git2(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// The branch HEAD is on, if any.
+    pub fn current_branch(&self) -> Option<String> {
+        let head = self.repo.head().ok()?;
+        if !head.is_branch() {
+            return None;
+        }
+        head.shorthand().ok().map(str::to_string)
+    }
+
+    /// Where `refs/remotes/<remote>/<branch>` points: what was last pushed or fetched.
+    pub fn git2_tracking(&self, remote: &str, branch: &str) -> Option<Oid> {
+        self.repo
+            .refname_to_id(&format!("refs/remotes/{remote}/{branch}"))
+            .ok()
+    }
+
+    /// A commit's message.
+    pub fn commit_message(&self, oid: Oid) -> Option<String> {
+        self.repo
+            .find_commit(oid)
+            .ok()
+            .and_then(|c| c.message().ok().map(str::to_string))
+    }
+
+    /// The `.git` directory.
+    pub fn git_dir(&self) -> PathBuf {
+        self.repo.path().to_path_buf()
+    }
+
+    /// The commit a local branch points at.
+    pub fn branch_commit(&self, branch: &str) -> Option<Oid> {
+        self.repo.refname_to_id(&format!("refs/heads/{branch}")).ok()
     }
 
     fn rel(path: &Path) -> String {
@@ -146,12 +231,33 @@ impl WorkRepo {
         content: &[u8],
         message: &str,
     ) -> Result<Committed, GitError> {
+        self.commit_file(Target::NewBranch(branch), rel_path, content, message)
+    }
+
+    /// Commits `content` as `rel_path` on top of HEAD, on the branch `target`
+    /// names, switches to that branch, writes the file in the working tree
+    /// and stages it. If the write fails, the branch and HEAD are put back.
+    pub fn commit_file(
+        &self,
+        target: Target<'_>,
+        rel_path: &Path,
+        content: &[u8],
+        message: &str,
+    ) -> Result<Committed, GitError> {
         let rel = Self::rel(rel_path);
-        if self.branch_exists(branch) {
-            return Err(GitError::BranchExists {
-                branch: branch.to_string(),
-            });
-        }
+        let branch = match target {
+            Target::NewBranch(b) => {
+                if self.branch_exists(b) {
+                    return Err(GitError::BranchExists {
+                        branch: b.to_string(),
+                    });
+                }
+                b.to_string()
+            }
+            Target::OwnBranch(b) => b.to_string(),
+            Target::Head => self.current_branch().ok_or(GitError::Detached)?,
+        };
+        let old_branch_oid = self.branch_commit(&branch);
         let head = self.repo.head().map_err(|_| GitError::Unborn {
             repo: self.top.clone(),
         })?;
@@ -179,26 +285,29 @@ impl WorkRepo {
             .repo
             .commit(None, &sig, &sig, message, &new_tree, &[&parent])
             .map_err(git("create commit"))?;
-        let commit_obj = self
-            .repo
-            .find_commit(commit)
-            .map_err(git("read new commit"))?;
-        self.repo
-            .branch(branch, &commit_obj, false)
-            .map_err(git(format!("create branch {branch}")))?;
         let refname = format!("refs/heads/{branch}");
+        self.repo
+            .reference(&refname, commit, true, "drgit: commit")
+            .map_err(git(format!("update branch {branch}")))?;
         let undo = |this: &WorkRepo| {
             let _ = match &head_name {
                 Some(n) if n != "HEAD" => this.repo.set_head(n),
                 _ => this.repo.set_head_detached(parent.id()),
             };
-            if let Ok(mut b) = this.repo.find_branch(branch, BranchType::Local) {
-                let _ = b.delete();
+            match old_branch_oid {
+                Some(old) => {
+                    let _ = this.repo.reference(&refname, old, true, "drgit: undo");
+                }
+                None => {
+                    if let Ok(mut b) = this.repo.find_branch(&branch, BranchType::Local) {
+                        let _ = b.delete();
+                    }
+                }
             }
         };
         if let Err(e) = self.repo.set_head(&refname) {
             undo(self);
-            return Err(git("switch to the new branch")(e));
+            return Err(git("switch to the branch")(e));
         }
         let abs = self.top.join(rel_path);
         if let Err(source) = crate::manifest::write_atomic(&abs, content) {
@@ -210,10 +319,7 @@ impl WorkRepo {
             .add_path(rel_path)
             .map_err(git(format!("stage {rel}")))?;
         index.write().map_err(git("write index"))?;
-        Ok(Committed {
-            branch: branch.to_string(),
-            commit,
-        })
+        Ok(Committed { branch, commit })
     }
 
     /// The distinct versions of a file, newest first, along HEAD's history

@@ -6,6 +6,7 @@
 
 pub mod pg_recover;
 pub mod pg_revert;
+pub mod publish;
 
 use std::path::{Path, PathBuf};
 
@@ -174,32 +175,28 @@ pub struct Outcome {
     pub plan: Vec<String>,
     pub branch: Option<String>,
     pub commit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub published: Option<publish::Published>,
 }
 
-/// Commits a rewritten manifest on a new branch and switches to it.
-pub fn commit_change(
-    repo: &WorkRepo,
-    manifest: &Manifest,
-    new_text: &str,
-    branch: &str,
-    message: &str,
-) -> Result<String, Error> {
-    let committed =
-        repo.commit_on_new_branch(branch, &manifest.rel_path, new_text.as_bytes(), message)?;
-    tracing::info!(branch = %committed.branch, commit = %committed.commit, "committed");
-    Ok(committed.commit.to_string())
-}
-
-/// Opens the working copy and runs the checks a commit needs, before any
-/// other work: the manifest is committed and clean, the branch is new.
-pub fn preflight(ctx: &Context, rel_path: &Path, branch: &str) -> Result<WorkRepo, Error> {
+/// Opens the working copy and checks that the manifest is committed and
+/// clean, before any other work.
+pub fn preflight(ctx: &Context, rel_path: &Path) -> Result<WorkRepo, Error> {
     let repo = WorkRepo::open(&ctx.repo_dir)?;
     repo.check_file_clean(rel_path)?;
-    if repo.branch_exists(branch) {
-        return Err(crate::gitops::GitError::BranchExists {
-            branch: branch.to_string(),
-        }
-        .into());
-    }
     Ok(repo)
+}
+
+/// `+12 -7 lines`, for pull-request bodies.
+pub fn diffstat(old: &str, new: &str) -> String {
+    let diff = similar::TextDiff::from_lines(old, new);
+    let (mut add, mut del) = (0, 0);
+    for c in diff.iter_all_changes() {
+        match c.tag() {
+            similar::ChangeTag::Insert => add += 1,
+            similar::ChangeTag::Delete => del += 1,
+            similar::ChangeTag::Equal => {}
+        }
+    }
+    format!("+{add} -{del} lines")
 }

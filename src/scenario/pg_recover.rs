@@ -8,20 +8,25 @@
 //!    missing step — the Cluster's own backups moved to a new, empty
 //!    lineage so CNPG does not stop archiving with "Expected empty archive".
 //! 4. Show the diff and the plan; a dry run ends here.
-//! 5. Commit on a new branch `drgit/pg-recover-<UTC timestamp>`.
+//! 5. Commit: on a local branch `drgit/pg-recover-<UTC timestamp>`, or on
+//!    drgit's branch for this Cluster and push it (`--push`), open its pull
+//!    request (`--pr`), or commit on the tracked branch (`--push --direct`).
 
 use serde::Serialize;
 
+use super::publish::{self, AutoRevert, Mode, Options};
 use super::{
-    CatalogSummary, Context, Outcome, commit_change, preflight, read_cluster_manifest,
-    render_template, unified_diff,
+    CatalogSummary, Context, Outcome, diffstat, preflight, read_cluster_manifest, render_template,
+    unified_diff,
 };
+use crate::backup::barman::Window;
 use crate::backup::{self, BackupStore, barman::Catalog};
 use crate::error::Error;
 use crate::manifest::cnpg::{self, Bootstrap, RecoverySpec};
 use crate::timearg;
 
 const COMMIT_TEMPLATE: &str = include_str!("../../templates/pg-recover.commit.j2");
+const PR_TEMPLATE: &str = include_str!("../../templates/pg-recover.pr.md.j2");
 
 #[derive(Debug, Clone, Default)]
 pub struct Args {
@@ -29,18 +34,43 @@ pub struct Args {
     pub target_time: Option<String>,
     pub timezone: Option<String>,
     pub dry_run: bool,
+    pub publish: Options,
+    /// Record that the revert PR should follow once the Cluster is healthy.
+    pub auto_revert: bool,
+}
+
+/// What the templates see.
+#[derive(Serialize)]
+struct Texts<'a> {
+    cluster: &'a str,
+    namespace: &'a str,
+    manifest: &'a str,
+    target: Option<&'a str>,
+    base_backup: Option<&'a str>,
+    location: &'a str,
+    lineage: &'a str,
+    windows: &'a [Window],
+    changes: &'a [String],
+    next_steps: &'a [String],
+    diffstat: &'a str,
+    auto_revert: bool,
 }
 
 pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
-    let branch = ctx.branch_name("pg-recover");
     let pg = &ctx.config.postgres;
+    let mode = args.publish.mode;
 
-    // A commit needs a clean manifest and a new branch: check before any work.
+    // A commit needs a clean manifest, a usable branch and remote: check
+    // before any other work.
     let repo = if args.dry_run {
         None
     } else {
-        Some(preflight(ctx, &pg.manifest, &branch)?)
+        Some(preflight(ctx, &pg.manifest)?)
     };
+    let branch = publish::branch_for(ctx, "pg-recover", mode, repo.as_ref())?;
+    if let Some(repo) = &repo {
+        publish::preflight(ctx, repo, mode, &branch)?;
+    }
 
     // Runbook step 1: the Cluster manifest.
     let manifest = read_cluster_manifest(ctx)?;
@@ -49,11 +79,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     // The target is checked against the lineage the recovery reads.
     let store = backup::open(&ctx.backup_url, &ctx.config_base)?;
     let lineage = cluster.recovery_lineage().to_string();
-    let catalog = Catalog::read(
-        store.as_ref(),
-        &format!("{}{lineage}/", pg.catalog_prefix),
-        &lineage,
-    )?;
+    let catalog = Catalog::read(store.as_ref(), &format!("{}{lineage}/", pg.catalog_prefix), &lineage)?;
     let windows = catalog.usable_windows()?;
     let (target, base_backup) = match &args.target_time {
         Some(t) => {
@@ -74,11 +100,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
 
     // Runbook step 3 [fix]: a new, empty lineage for the recovered Cluster.
     let new_lineage = match cluster.bootstrap {
-        Bootstrap::Initdb | Bootstrap::Default => Some(fresh_lineage(
-            store.as_ref(),
-            &pg.catalog_prefix,
-            &cluster.server_name,
-        )?),
+        Bootstrap::Initdb | Bootstrap::Default => Some(fresh_lineage(store.as_ref(), &pg.catalog_prefix, &cluster.server_name)?),
         Bootstrap::Recovery { .. } => None,
     };
 
@@ -92,12 +114,11 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
         target_time: target.as_deref(),
         new_server_name: new_lineage.as_deref().unwrap_or(&cluster.server_name),
     };
-    let rewrite =
-        cnpg::rewrite_for_recovery(&manifest.text, manifest.stream.clone(), cluster, &spec)
-            .map_err(|e| manifest.error(e))?;
+    let rewrite = cnpg::rewrite_for_recovery(&manifest.text, manifest.stream.clone(), cluster, &spec)
+        .map_err(|e| manifest.error(e))?;
     let diff = unified_diff(&manifest.display(), &manifest.text, &rewrite.text);
 
-    let plan = next_steps(ctx, &manifest.display(), &branch);
+    let plan = next_steps(ctx, &manifest.display(), &branch, mode);
     let mut outcome = Outcome {
         scenario: "pg-recover",
         manifest: manifest.display(),
@@ -105,7 +126,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
         dry_run: args.dry_run,
         catalog: Some(CatalogSummary {
             location: catalog.location.clone(),
-            lineage,
+            lineage: lineage.clone(),
             base_backups: catalog.backups.len(),
             wal_segments: catalog.segments.len(),
             windows: windows.clone(),
@@ -116,38 +137,56 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
         new_lineage,
         changes: rewrite.changes.clone(),
         diff,
-        plan,
+        plan: plan.clone(),
         branch: None,
         commit: None,
+        published: None,
     };
     let Some(repo) = repo else {
         return Ok(outcome);
     };
 
-    #[derive(Serialize)]
-    struct Msg<'a> {
-        cluster: &'a str,
-        target: Option<&'a str>,
-        changes: &'a [String],
-        location: &'a str,
-        base_backup: Option<&'a str>,
-        windows: &'a [crate::backup::barman::Window],
-    }
-    let message = render_template(
-        "pg-recover.commit.j2",
-        COMMIT_TEMPLATE,
-        Msg {
-            cluster: &cluster.name,
-            target: target.as_deref(),
-            changes: &rewrite.changes,
-            location: &catalog.location,
-            base_backup: base_backup.as_deref(),
-            windows: &windows,
-        },
+    let stat = diffstat(&manifest.text, &rewrite.text);
+    let texts = Texts {
+        cluster: &cluster.name,
+        namespace: &pg.namespace,
+        manifest: &manifest.display(),
+        target: target.as_deref(),
+        base_backup: base_backup.as_deref(),
+        location: &catalog.location,
+        lineage: &lineage,
+        windows: &windows,
+        changes: &rewrite.changes,
+        next_steps: &plan[1..],
+        diffstat: &stat,
+        auto_revert: args.auto_revert,
+    };
+    let message = render_template("pg-recover.commit.j2", COMMIT_TEMPLATE, &texts)?;
+    let committed = repo.commit_file(
+        publish::target(mode, &branch),
+        &manifest.rel_path,
+        rewrite.text.as_bytes(),
+        &message,
     )?;
-    let commit = commit_change(&repo, &manifest, &rewrite.text, &branch, &message)?;
-    outcome.branch = Some(branch);
-    outcome.commit = Some(commit);
+    outcome.branch = Some(committed.branch.clone());
+    outcome.commit = Some(committed.commit.to_string());
+
+    let pr_source = publish::template(&ctx.repo_dir, "pg-recover.pr.md.j2", PR_TEMPLATE)?;
+    let (title, body) = publish::title_and_body(&render_template("pg-recover.pr.md.j2", &pr_source, &texts)?);
+    let (published, pr) = publish::publish(ctx, &repo, &args.publish, &branch, &title, &body, "pg-recover")?;
+    if args.auto_revert
+        && let Some((_, pr)) = &pr
+    {
+        AutoRevert {
+            cluster: cluster.name.clone(),
+            recovery_pr: pr.number,
+            recovery_url: pr.html_url.clone(),
+            branch: branch.clone(),
+            recorded_at: ctx.now.to_string(),
+        }
+        .save(&repo)?;
+    }
+    outcome.published = Some(published);
     Ok(outcome)
 }
 
@@ -168,14 +207,24 @@ fn fresh_lineage(store: &dyn BackupStore, prefix: &str, current: &str) -> Result
 }
 
 /// What happens after the commit, in the runbook's corrected order.
-fn next_steps(ctx: &Context, manifest: &str, branch: &str) -> Vec<String> {
+fn next_steps(ctx: &Context, manifest: &str, branch: &str, mode: Mode) -> Vec<String> {
     let pg = &ctx.config.postgres;
+    let first = match mode {
+        Mode::Local => format!("Commit the change on branch `{branch}` (nothing leaves this machine)."),
+        Mode::Push => format!("Commit the change on branch `{branch}` and push it."),
+        Mode::PullRequest => format!("Commit the change on branch `{branch}`, push it and open its pull request."),
+        Mode::Direct => format!("Commit the change on `{branch}` and push it: Argo CD applies it without review."),
+    };
+    let merge = match mode {
+        Mode::Local => format!("Push `{branch}` and merge it into the branch Argo CD tracks, after review."),
+        Mode::Push => format!("Open a pull request for `{branch}` and merge it, after review."),
+        Mode::PullRequest => "Review and merge the pull request.".to_string(),
+        Mode::Direct => "Nothing to merge: the commit is on the branch Argo CD tracks.".to_string(),
+    };
     vec![
-        format!("Commit the change on branch `{branch}` (nothing leaves this machine)."),
-        format!("Push `{branch}` and merge it into the branch Argo CD tracks, after review."),
-        format!(
-            "Wait until the Argo CD Application that owns {manifest} reports Synced at the merge commit."
-        ),
+        first,
+        merge,
+        format!("Wait until the Argo CD Application that owns {manifest} reports Synced at that commit."),
         format!(
             "Only then delete the Cluster (`kubectl delete cluster {} -n {}`): Argo CD re-creates it in recovery mode. Deleting before the sync lets auto-sync re-apply initdb and bring up an empty database.",
             pg.cluster, pg.namespace

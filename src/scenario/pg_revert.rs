@@ -1,56 +1,74 @@
 //! `drgit pg-revert`: after a healthy recovery, `bootstrap` back to `initdb`.
 //!
 //! 1. Read the Cluster manifest; it must be in recovery.
-//! 2. Find the `initdb` block it had before, in the file's Git history, and
-//!    put it back byte for byte (comments included).
+//! 2. Find how it bootstrapped before, in the file's Git history, and put
+//!    that back byte for byte (comments included).
 //! 3. Remove the external cluster only the recovery read. The backups stay
 //!    on the new lineage: the old one belongs to the lost cluster.
-//! 4. Show the diff; a dry run ends here, else commit on a new branch.
+//! 4. Show the diff; a dry run ends here. Commit, and publish as asked; a
+//!    pull request links back to the recovery's when auto-revert recorded it.
 
 use serde::Serialize;
 
-use super::{
-    Context, Outcome, commit_change, preflight, read_cluster_manifest, render_template,
-    unified_diff,
-};
+use super::publish::{self, AutoRevert, Mode, Options};
+use super::{Context, Outcome, diffstat, preflight, read_cluster_manifest, render_template, unified_diff};
 use crate::error::Error;
 use crate::gitops::WorkRepo;
 use crate::manifest::cnpg;
 
 const COMMIT_TEMPLATE: &str = include_str!("../../templates/pg-revert.commit.j2");
+const PR_TEMPLATE: &str = include_str!("../../templates/pg-revert.pr.md.j2");
 
 #[derive(Debug, Clone, Default)]
 pub struct Args {
     pub dry_run: bool,
+    pub publish: Options,
+}
+
+#[derive(Serialize)]
+struct Texts<'a> {
+    cluster: &'a str,
+    namespace: &'a str,
+    manifest: &'a str,
+    changes: &'a [String],
+    diffstat: &'a str,
+    recovery_pr: Option<u64>,
 }
 
 pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
-    let branch = ctx.branch_name("pg-revert");
     let pg = &ctx.config.postgres;
+    let mode = args.publish.mode;
     let repo = if args.dry_run {
         WorkRepo::open(&ctx.repo_dir)?
     } else {
-        preflight(ctx, &pg.manifest, &branch)?
+        preflight(ctx, &pg.manifest)?
     };
+    let branch = publish::branch_for(ctx, "pg-revert", mode, Some(&repo))?;
+    if !args.dry_run {
+        publish::preflight(ctx, &repo, mode, &branch)?;
+    }
 
     let manifest = read_cluster_manifest(ctx)?;
     let cluster = &manifest.cluster;
 
-    // The initdb settings the Cluster had before the recovery.
-    let initdb = repo
+    // How the Cluster bootstrapped before the recovery.
+    let origin = repo
         .file_versions(&manifest.rel_path)?
         .iter()
-        .find_map(|(_, bytes)| {
-            cnpg::bootstrap_origin(&String::from_utf8_lossy(bytes), &cluster.name)
-        })
+        .find_map(|(_, bytes)| cnpg::bootstrap_origin(&String::from_utf8_lossy(bytes), &cluster.name))
         .ok_or_else(|| Error::NoInitdbHistory {
             file: manifest.display(),
         })?;
 
-    let rewrite =
-        cnpg::rewrite_for_revert(&manifest.text, manifest.stream.clone(), cluster, &initdb)
-            .map_err(|e| manifest.error(e))?;
+    let rewrite = cnpg::rewrite_for_revert(&manifest.text, manifest.stream.clone(), cluster, &origin)
+        .map_err(|e| manifest.error(e))?;
     let diff = unified_diff(&manifest.display(), &manifest.text, &rewrite.text);
+    let first = match mode {
+        Mode::Local => format!("Commit the change on branch `{branch}` (nothing leaves this machine)."),
+        Mode::Push => format!("Commit the change on branch `{branch}` and push it."),
+        Mode::PullRequest => format!("Commit the change on branch `{branch}`, push it and open its pull request."),
+        Mode::Direct => format!("Commit the change on `{branch}` and push it."),
+    };
     let mut outcome = Outcome {
         scenario: "pg-revert",
         manifest: manifest.display(),
@@ -63,33 +81,50 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
         changes: rewrite.changes.clone(),
         diff,
         plan: vec![
-            format!("Commit the change on branch `{branch}` (nothing leaves this machine)."),
-            format!(
-                "Push `{branch}` and merge it; Argo CD applies it without touching the running database."
-            ),
+            first,
+            "Merge it; Argo CD applies it without touching the running database.".into(),
         ],
         branch: None,
         commit: None,
+        published: None,
     };
     if args.dry_run {
         return Ok(outcome);
     }
 
-    #[derive(Serialize)]
-    struct Msg<'a> {
-        cluster: &'a str,
-        changes: &'a [String],
-    }
-    let message = render_template(
-        "pg-revert.commit.j2",
-        COMMIT_TEMPLATE,
-        Msg {
-            cluster: &cluster.name,
-            changes: &rewrite.changes,
-        },
+    let intent = AutoRevert::load(&repo).filter(|i| i.cluster == cluster.name);
+    let stat = diffstat(&manifest.text, &rewrite.text);
+    let texts = Texts {
+        cluster: &cluster.name,
+        namespace: &pg.namespace,
+        manifest: &manifest.display(),
+        changes: &rewrite.changes,
+        diffstat: &stat,
+        recovery_pr: intent.as_ref().map(|i| i.recovery_pr),
+    };
+    let message = render_template("pg-revert.commit.j2", COMMIT_TEMPLATE, &texts)?;
+    let committed = repo.commit_file(
+        publish::target(mode, &branch),
+        &manifest.rel_path,
+        rewrite.text.as_bytes(),
+        &message,
     )?;
-    let commit = commit_change(&repo, &manifest, &rewrite.text, &branch, &message)?;
-    outcome.branch = Some(branch);
-    outcome.commit = Some(commit);
+    outcome.branch = Some(committed.branch.clone());
+    outcome.commit = Some(committed.commit.to_string());
+
+    let pr_source = publish::template(&ctx.repo_dir, "pg-revert.pr.md.j2", PR_TEMPLATE)?;
+    let (title, body) = publish::title_and_body(&render_template("pg-revert.pr.md.j2", &pr_source, &texts)?);
+    let (published, pr) = publish::publish(ctx, &repo, &args.publish, &branch, &title, &body, "pg-revert")?;
+    if let (Some(intent), Some((gh, pr))) = (&intent, &pr) {
+        gh.comment(
+            intent.recovery_pr,
+            &format!(
+                "The recovery is done: #{} puts `bootstrap` back to `initdb` ({}).",
+                pr.number, pr.html_url
+            ),
+        )?;
+        AutoRevert::clear(&repo);
+    }
+    outcome.published = Some(published);
     Ok(outcome)
 }

@@ -1,0 +1,293 @@
+//! Publishing a scenario's commit: push, open or update the pull request,
+//! wait for the merge, and the auto-revert intent.
+//!
+//! Like the best-loved Git bots: one branch per intent
+//! (`drgit/<scenario>-<cluster>`), never a second pull request for it (an
+//! open one is updated, title and body only when they changed), our own
+//! branch re-pushed only over the commit we pushed last (a lease), never
+//! over someone else's.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::Context;
+use crate::error::Error;
+use crate::gitops::forge::{GitHub, NewPr, PullRequest};
+use crate::gitops::{GitError, Lease, Target, WorkRepo};
+
+/// How far a change goes.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Mode {
+    /// A local branch `drgit/<scenario>-<timestamp>`; nothing leaves the machine.
+    #[default]
+    Local,
+    /// Push drgit's branch for this intent.
+    Push,
+    /// Commit on the branch Argo CD tracks and push it (no review).
+    Direct,
+    /// Push drgit's branch and open (or update) its pull request.
+    PullRequest,
+}
+
+/// Publishing options of a scenario run.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub mode: Mode,
+    pub draft: bool,
+    pub wait_merge: bool,
+}
+
+/// The trailer every drgit commit carries: how drgit knows a branch is its own.
+pub const TRAILER: &str = "Drgit-Scenario";
+
+/// The pull request part of an outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct PrSummary {
+    pub number: u64,
+    pub url: String,
+    /// `created`, `updated` or `unchanged`.
+    pub action: &'static str,
+}
+
+/// What publishing did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Published {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pushed: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PrSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merge_commit: Option<String>,
+}
+
+/// The branch a scenario commits on, and how.
+pub fn branch_for(ctx: &Context, scenario: &str, mode: Mode, repo: Option<&WorkRepo>) -> Result<String, Error> {
+    Ok(match mode {
+        Mode::Local => ctx.branch_name(scenario),
+        Mode::Push | Mode::PullRequest => format!("{}{scenario}-{}", ctx.config.git.branch_prefix, ctx.config.postgres.cluster),
+        Mode::Direct => repo.and_then(WorkRepo::current_branch).ok_or(GitError::Detached)?,
+    })
+}
+
+/// The commit target for a mode.
+pub fn target(mode: Mode, branch: &str) -> Target<'_> {
+    match mode {
+        Mode::Local => Target::NewBranch(branch),
+        Mode::Push | Mode::PullRequest => Target::OwnBranch(branch),
+        Mode::Direct => Target::Head,
+    }
+}
+
+/// Checks before any work that the commit and the push can happen.
+pub fn preflight(ctx: &Context, repo: &WorkRepo, mode: Mode, branch: &str) -> Result<(), Error> {
+    let remote = &ctx.config.git.remote;
+    match mode {
+        Mode::Local => {
+            if repo.branch_exists(branch) {
+                return Err(GitError::BranchExists { branch: branch.into() }.into());
+            }
+        }
+        Mode::Push | Mode::PullRequest => {
+            repo.remote_url(remote)?;
+            // drgit's own branch may be moved; anyone else's may not.
+            if let Some(tip) = repo.branch_commit(branch)
+                && repo.current_branch().as_deref() != Some(branch)
+                && !repo.commit_message(tip).is_some_and(|m| m.contains(&format!("{TRAILER}:")))
+            {
+                return Err(Error::NotOurBranch { branch: branch.into() });
+            }
+        }
+        Mode::Direct => {
+            let tracked = tracked_branch(ctx, repo)?;
+            if branch != tracked {
+                return Err(Error::NotTrackedBranch {
+                    branch: branch.into(),
+                    tracked,
+                });
+            }
+            let local = repo.branch_commit(branch);
+            let found = repo.fetch_branch(remote, branch)?;
+            if found != local {
+                return Err(GitError::NotUpToDate {
+                    branch: branch.into(),
+                    remote: remote.clone(),
+                    local: local.map(|o| o.to_string()).unwrap_or_default(),
+                    found: found.map(|o| o.to_string()).unwrap_or_else(|| "no branch".into()),
+                }
+                .into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The branch Argo CD tracks: configured, else the remote's HEAD.
+fn tracked_branch(ctx: &Context, repo: &WorkRepo) -> Result<String, Error> {
+    if let Some(b) = &ctx.config.git.tracked_branch {
+        return Ok(b.clone());
+    }
+    Ok(repo
+        .remote_default_branch(&ctx.config.git.remote)?
+        .unwrap_or_else(|| "main".into()))
+}
+
+/// Pushes the committed branch and, for a pull request, opens or updates it.
+pub fn publish(
+    ctx: &Context,
+    repo: &WorkRepo,
+    opts: &Options,
+    branch: &str,
+    title: &str,
+    body: &str,
+    scenario_label: &str,
+) -> Result<(Published, Option<(GitHub, PullRequest)>), Error> {
+    let remote = &ctx.config.git.remote;
+    let mut out = Published::default();
+    match opts.mode {
+        Mode::Local => return Ok((out, None)),
+        Mode::Direct => {
+            let old = repo.git2_tracking(remote, branch);
+            let lease = old.map(Lease::At).unwrap_or(Lease::Absent);
+            let pushed = repo.push(remote, branch, branch, lease)?;
+            out.pushed = Some(format!("{remote} {}", pushed.remote_ref));
+            return Ok((out, None));
+        }
+        Mode::Push | Mode::PullRequest => {}
+    }
+    let lease = repo
+        .git2_tracking(remote, branch)
+        .map(Lease::At)
+        .unwrap_or(Lease::Absent);
+    let pushed = repo.push(remote, branch, branch, lease)?;
+    out.pushed = Some(format!("{remote} {}", pushed.remote_ref));
+    if opts.mode == Mode::Push {
+        return Ok((out, None));
+    }
+
+    let gh = GitHub::connect(&ctx.config.forge, &repo.remote_url(remote)?)?;
+    let base = match &ctx.config.git.tracked_branch {
+        Some(b) => b.clone(),
+        None => gh.default_branch()?,
+    };
+    let mut labels = ctx.config.forge.labels.clone();
+    if !labels.iter().any(|l| l == scenario_label) {
+        labels.push(scenario_label.to_string());
+    }
+    let pr = match gh.find_open_pr(branch)? {
+        Some(existing) => {
+            let new_title = (existing.title != title).then_some(title);
+            let new_body = (existing.body.as_deref().unwrap_or("") != body).then_some(body);
+            let (pr, action) = if new_title.is_some() || new_body.is_some() {
+                (gh.update_pr(existing.number, new_title, new_body)?, "updated")
+            } else {
+                (existing, "unchanged")
+            };
+            let missing: Vec<String> = labels
+                .iter()
+                .filter(|l| !pr.labels.iter().any(|have| have.name == **l))
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                gh.add_labels(pr.number, &missing)?;
+            }
+            out.pull_request = Some(PrSummary {
+                number: pr.number,
+                url: pr.html_url.clone(),
+                action,
+            });
+            pr
+        }
+        None => {
+            let pr = gh.create_pr(&NewPr {
+                title,
+                body,
+                head: branch,
+                base: &base,
+                draft: opts.draft || ctx.config.forge.draft,
+            })?;
+            gh.add_labels(pr.number, &labels)?;
+            if !ctx.config.forge.reviewers.is_empty() {
+                gh.request_reviewers(pr.number, &ctx.config.forge.reviewers)?;
+            }
+            if !ctx.config.forge.assignees.is_empty() {
+                gh.add_assignees(pr.number, &ctx.config.forge.assignees)?;
+            }
+            out.pull_request = Some(PrSummary {
+                number: pr.number,
+                url: pr.html_url.clone(),
+                action: "created",
+            });
+            pr
+        }
+    };
+    if opts.wait_merge {
+        let timeout = Duration::from_secs(ctx.config.forge.merge_timeout_secs);
+        let first = Duration::from_millis(ctx.config.forge.merge_poll_ms);
+        out.merge_commit = Some(gh.wait_merged(pr.number, timeout, first)?);
+    }
+    Ok((out, Some((gh, pr))))
+}
+
+/// Reads a template: the repository's `.drgit/templates/<name>` when it
+/// exists, else the built-in one.
+pub fn template(repo_dir: &Path, name: &str, builtin: &'static str) -> Result<String, Error> {
+    let own = repo_dir.join(".drgit/templates").join(name);
+    match std::fs::read_to_string(&own) {
+        Ok(text) => Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(builtin.to_string()),
+        Err(e) => Err(Error::Template {
+            name: own.display().to_string(),
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// Splits a rendered pull-request template: first line the title, the rest the body.
+pub fn title_and_body(rendered: &str) -> (String, String) {
+    let (title, body) = rendered.split_once('\n').unwrap_or((rendered, ""));
+    (
+        title.trim_start_matches("# ").trim().to_string(),
+        body.trim_start_matches('\n').trim_end().to_string() + "\n",
+    )
+}
+
+/// "Once healthy, open the revert PR": recorded by `pg-recover --pr
+/// --auto-revert`, used by `pg-revert --pr`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AutoRevert {
+    pub cluster: String,
+    pub recovery_pr: u64,
+    pub recovery_url: String,
+    pub branch: String,
+    pub recorded_at: String,
+}
+
+fn intent_path(repo: &WorkRepo) -> PathBuf {
+    repo.git_dir().join("drgit/auto-revert.json")
+}
+
+impl AutoRevert {
+    pub fn save(&self, repo: &WorkRepo) -> Result<(), Error> {
+        let path = intent_path(repo);
+        let io = |e: std::io::Error| Error::State {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let text = serde_json::to_string_pretty(self).unwrap_or_default();
+        crate::manifest::write_atomic(&path, text.as_bytes()).map_err(io)
+    }
+
+    pub fn load(repo: &WorkRepo) -> Option<AutoRevert> {
+        let text = std::fs::read_to_string(intent_path(repo)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    pub fn clear(repo: &WorkRepo) {
+        let _ = std::fs::remove_file(intent_path(repo));
+    }
+}
