@@ -106,6 +106,7 @@ fn main() {
             target_time: Some(TARGET.into()),
             timezone: None,
             dry_run: true,
+            ..Default::default()
         };
         let lib = time(50, || {
             pg_recover::run(&ctx, &args).unwrap();

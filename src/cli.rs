@@ -127,15 +127,13 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
                 auto_revert: *auto_revert,
             },
         )?,
-        Command::PgRevert { dry_run, publish } => {
-            scenario::pg_revert::run(
-                &ctx,
-                &scenario::pg_revert::Args {
-                    dry_run: *dry_run,
-                    publish: publish.options(),
-                },
-            )?
-        }
+        Command::PgRevert { dry_run, publish } => scenario::pg_revert::run(
+            &ctx,
+            &scenario::pg_revert::Args {
+                dry_run: *dry_run,
+                publish: publish.options(),
+            },
+        )?,
     };
     crate::output::print(&outcome, cli.json).map_err(|e| Error::Output(e.to_string()))
 }

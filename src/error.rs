@@ -49,6 +49,8 @@ pub enum Error {
         "--direct commits on the branch Argo CD tracks (`{tracked}`), but HEAD is on `{branch}`; switch to `{tracked}` or set `[git] tracked_branch`"
     )]
     NotTrackedBranch { branch: String, tracked: String },
+    #[error("{source}{}", if *undone { "\nThe local commit was undone; the working copy is as it was before." } else { "\nThe local commit could NOT be undone; see the log above." })]
+    PublishFailed { source: Box<Error>, undone: bool },
     #[error("cannot write drgit's state file {path}: {detail}")]
     State { path: String, detail: String },
     #[error("cannot write the output: {0}")]
@@ -67,6 +69,7 @@ impl Error {
             | Error::Time(_) => 2,
             Error::Catalog(CatalogError::Target { .. }) => 2,
             Error::NoInitdbHistory { .. } => 2,
+            Error::PublishFailed { source, .. } => source.exit_code(),
             _ => 1,
         }
     }

@@ -99,7 +99,10 @@ pub fn human(o: &Outcome, colour: bool) -> String {
     let published = o.published.as_ref();
     match (&o.branch, &o.commit) {
         (Some(b), Some(c)) => {
-            s.push_str(&format!("Committed {} on branch `{b}` and switched to it", &c[..c.len().min(12)]));
+            s.push_str(&format!(
+                "Committed {} on branch `{b}` and switched to it",
+                &c[..c.len().min(12)]
+            ));
             match published.and_then(|p| p.pushed.as_ref()) {
                 Some(to) => s.push_str(&format!("; pushed to {to}.\n")),
                 None => s.push_str("; nothing left this machine.\n"),

@@ -25,19 +25,32 @@ pub enum ForgeError {
         "no GitHub credentials: set GITHUB_TOKEN (or GH_TOKEN), or `[forge] app_id`, `app_key_file` and `installation_id` for a GitHub App"
     )]
     NoCredentials,
-    #[error("cannot tell the GitHub repository from the remote URL `{url}`; set `[forge] repo = \"owner/name\"`")]
+    #[error(
+        "cannot tell the GitHub repository from the remote URL `{url}`; set `[forge] repo = \"owner/name\"`"
+    )]
     UnknownRepo { url: String },
-    #[error("GitHub refused the credentials (401 on {what}): {message}. Check that the token is valid and not expired")]
+    #[error(
+        "GitHub refused the credentials (401 on {what}): {message}. Check that the token is valid and not expired"
+    )]
     Unauthorized { what: String, message: String },
     #[error("GitHub rate limit reached on {what}{}; wait, or use a GitHub App installation token", reset.map(|r| format!(" (resets at {r})")).unwrap_or_default())]
-    RateLimited { what: String, reset: Option<Timestamp> },
-    #[error("GitHub forbids {what} (403): {message}. The token needs `contents: write` and `pull_requests: write` on the repository")]
+    RateLimited {
+        what: String,
+        reset: Option<Timestamp>,
+    },
+    #[error(
+        "GitHub forbids {what} (403): {message}. The token needs `contents: write` and `pull_requests: write` on the repository"
+    )]
     Forbidden { what: String, message: String },
-    #[error("GitHub has no {what} (404): check `[forge] repo` and that the token can see the repository")]
+    #[error(
+        "GitHub has no {what} (404): check `[forge] repo` and that the token can see the repository"
+    )]
     NotFound { what: String },
     #[error("GitHub rejected {what} (422): {message}")]
     Unprocessable { what: String, message: String },
-    #[error("GitHub failed on {what} ({status}) {tries} times in a row: {message}; try again later")]
+    #[error(
+        "GitHub failed on {what} ({status}) {tries} times in a row: {message}; try again later"
+    )]
     Server {
         what: String,
         status: u16,
@@ -45,13 +58,21 @@ pub enum ForgeError {
         message: String,
     },
     #[error("cannot reach GitHub at {api} for {what}: {detail}")]
-    Transport { api: String, what: String, detail: String },
+    Transport {
+        api: String,
+        what: String,
+        detail: String,
+    },
     #[error("cannot read the GitHub App key {path}: {detail}")]
     AppKey { path: String, detail: String },
     #[error("pull request #{number} was closed without being merged ({url})")]
     ClosedUnmerged { number: u64, url: String },
     #[error("pull request #{number} was not merged within {waited:?} ({url})")]
-    MergeTimeout { number: u64, url: String, waited: Duration },
+    MergeTimeout {
+        number: u64,
+        url: String,
+        waited: Duration,
+    },
 }
 
 /// The fields of a pull request drgit reads.
@@ -156,9 +177,11 @@ impl GitHub {
                         path: key_file.display().to_string(),
                         detail: e.to_string(),
                     })?;
-                    let key = octocrab::EncodingKey::from_rsa_pem(&pem).map_err(|e| ForgeError::AppKey {
-                        path: key_file.display().to_string(),
-                        detail: e.to_string(),
+                    let key = octocrab::EncodingKey::from_rsa_pem(&pem).map_err(|e| {
+                        ForgeError::AppKey {
+                            path: key_file.display().to_string(),
+                            detail: e.to_string(),
+                        }
                     })?;
                     let app_client = builder
                         .app(octocrab::models::AppId(*app), key)
@@ -168,7 +191,10 @@ impl GitHub {
                         .installation(octocrab::models::InstallationId(*inst))
                         .map_err(|e| transport(e.to_string()))
                 }
-                (_, _, _, Some(token)) => builder.personal_token(token).build().map_err(|e| transport(e.to_string())),
+                (_, _, _, Some(token)) => builder
+                    .personal_token(token)
+                    .build()
+                    .map_err(|e| transport(e.to_string())),
                 _ => Err(ForgeError::NoCredentials),
             }
         })?;
@@ -188,7 +214,13 @@ impl GitHub {
     }
 
     /// One API call; JSON in, JSON out, errors mapped, 5xx retried.
-    fn call(&self, method: &str, path: &str, body: Option<Value>, what: &str) -> Result<Value, ForgeError> {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        what: &str,
+    ) -> Result<Value, ForgeError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -202,7 +234,11 @@ impl GitHub {
                 let resp = resp.map_err(|e| (0u16, e.to_string(), None))?;
                 let status = resp.status().as_u16();
                 let headers = resp.headers().clone();
-                let text = self.client.body_to_string(resp).await.map_err(|e| (status, e.to_string(), None))?;
+                let text = self
+                    .client
+                    .body_to_string(resp)
+                    .await
+                    .map_err(|e| (status, e.to_string(), None))?;
                 Ok::<_, (u16, String, Option<http::HeaderMap>)>((status, text, headers))
             });
             let (status, text, headers) = match result {
@@ -243,7 +279,10 @@ impl GitHub {
                 401 => ForgeError::Unauthorized { what, message },
                 403 | 429
                     if status == 429
-                        || headers.get("x-ratelimit-remaining").and_then(|v| v.to_str().ok()) == Some("0")
+                        || headers
+                            .get("x-ratelimit-remaining")
+                            .and_then(|v| v.to_str().ok())
+                            == Some("0")
                         || message.to_lowercase().contains("rate limit") =>
                 {
                     let reset = headers
@@ -283,13 +322,23 @@ impl GitHub {
     }
 
     pub fn default_branch(&self) -> Result<String, ForgeError> {
-        let v = self.call("GET", &self.repo_path(), None, &format!("the repository {}", self.full_name()))?;
+        let v = self.call(
+            "GET",
+            &self.repo_path(),
+            None,
+            &format!("the repository {}", self.full_name()),
+        )?;
         Ok(v["default_branch"].as_str().unwrap_or("main").to_string())
     }
 
     /// The open pull request from `head` (a branch of this repository).
     pub fn find_open_pr(&self, head: &str) -> Result<Option<PullRequest>, ForgeError> {
-        let path = format!("{}/pulls?state=open&head={}:{}", self.repo_path(), self.owner, head);
+        let path = format!(
+            "{}/pulls?state=open&head={}:{}",
+            self.repo_path(),
+            self.owner,
+            head
+        );
         let v = self.call("GET", &path, None, "the list of pull requests")?;
         let list: Vec<PullRequest> = serde_json::from_value(v).unwrap_or_default();
         Ok(list.into_iter().next())
@@ -298,10 +347,23 @@ impl GitHub {
     pub fn create_pr(&self, pr: &NewPr) -> Result<PullRequest, ForgeError> {
         let body = json!({"title": pr.title, "body": pr.body, "head": pr.head, "base": pr.base, "draft": pr.draft});
         let what = format!("opening a pull request from {} into {}", pr.head, pr.base);
-        Self::pr_from(self.call("POST", &format!("{}/pulls", self.repo_path()), Some(body), &what)?, &what)
+        Self::pr_from(
+            self.call(
+                "POST",
+                &format!("{}/pulls", self.repo_path()),
+                Some(body),
+                &what,
+            )?,
+            &what,
+        )
     }
 
-    pub fn update_pr(&self, number: u64, title: Option<&str>, body: Option<&str>) -> Result<PullRequest, ForgeError> {
+    pub fn update_pr(
+        &self,
+        number: u64,
+        title: Option<&str>,
+        body: Option<&str>,
+    ) -> Result<PullRequest, ForgeError> {
         let mut patch = serde_json::Map::new();
         if let Some(t) = title {
             patch.insert("title".into(), json!(t));
@@ -311,14 +373,27 @@ impl GitHub {
         }
         let what = format!("updating pull request #{number}");
         Self::pr_from(
-            self.call("PATCH", &format!("{}/pulls/{number}", self.repo_path()), Some(Value::Object(patch)), &what)?,
+            self.call(
+                "PATCH",
+                &format!("{}/pulls/{number}", self.repo_path()),
+                Some(Value::Object(patch)),
+                &what,
+            )?,
             &what,
         )
     }
 
     pub fn get_pr(&self, number: u64) -> Result<PullRequest, ForgeError> {
         let what = format!("pull request #{number}");
-        Self::pr_from(self.call("GET", &format!("{}/pulls/{number}", self.repo_path()), None, &what)?, &what)
+        Self::pr_from(
+            self.call(
+                "GET",
+                &format!("{}/pulls/{number}", self.repo_path()),
+                None,
+                &what,
+            )?,
+            &what,
+        )
     }
 
     pub fn add_labels(&self, number: u64, labels: &[String]) -> Result<(), ForgeError> {
@@ -362,7 +437,12 @@ impl GitHub {
     }
 
     /// Polls until the pull request is merged (its merge commit) or closed.
-    pub fn wait_merged(&self, number: u64, timeout: Duration, first_poll: Duration) -> Result<String, ForgeError> {
+    pub fn wait_merged(
+        &self,
+        number: u64,
+        timeout: Duration,
+        first_poll: Duration,
+    ) -> Result<String, ForgeError> {
         let start = std::time::Instant::now();
         let mut delay = first_poll;
         loop {
@@ -371,7 +451,10 @@ impl GitHub {
                 return Ok(pr.merge_commit_sha.unwrap_or_default());
             }
             if pr.state == "closed" {
-                return Err(ForgeError::ClosedUnmerged { number, url: pr.html_url });
+                return Err(ForgeError::ClosedUnmerged {
+                    number,
+                    url: pr.html_url,
+                });
             }
             if start.elapsed() + delay > timeout {
                 return Err(ForgeError::MergeTimeout {
@@ -394,9 +477,18 @@ mod tests {
     #[test]
     fn repository_from_remote_urls() {
         let r = |u| repo_from_url(u).map(|(o, n)| format!("{o}/{n}"));
-        assert_eq!(r("https://github.com/home/home-cluster.git").as_deref(), Some("home/home-cluster"));
-        assert_eq!(r("git@github.com:home/home-cluster.git").as_deref(), Some("home/home-cluster"));
-        assert_eq!(r("ssh://git@github.example.com/home/home-cluster").as_deref(), Some("home/home-cluster"));
+        assert_eq!(
+            r("https://github.com/home/home-cluster.git").as_deref(),
+            Some("home/home-cluster")
+        );
+        assert_eq!(
+            r("git@github.com:home/home-cluster.git").as_deref(),
+            Some("home/home-cluster")
+        );
+        assert_eq!(
+            r("ssh://git@github.example.com/home/home-cluster").as_deref(),
+            Some("home/home-cluster")
+        );
         assert_eq!(r("https://github.com/").as_deref(), None);
     }
 }

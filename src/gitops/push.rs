@@ -65,7 +65,9 @@ fn callbacks<'a>(config: &'a git2::Config, attempts: &'a Cell<u32>) -> RemoteCal
     cb.credentials(move |url, username, allowed| {
         attempts.set(attempts.get() + 1);
         if attempts.get() > 4 {
-            return Err(git2::Error::from_str("authentication failed (credentials were refused)"));
+            return Err(git2::Error::from_str(
+                "authentication failed (credentials were refused)",
+            ));
         }
         if allowed.contains(CredentialType::SSH_KEY) {
             return Cred::ssh_key_from_agent(username.unwrap_or("git"));
@@ -85,9 +87,11 @@ fn callbacks<'a>(config: &'a git2::Config, attempts: &'a Cell<u32>) -> RemoteCal
 
 impl WorkRepo {
     fn remote(&self, name: &str) -> Result<git2::Remote<'_>, GitError> {
-        self.git2().find_remote(name).map_err(|_| GitError::NoRemote {
-            remote: name.to_string(),
-        })
+        self.git2()
+            .find_remote(name)
+            .map_err(|_| GitError::NoRemote {
+                remote: name.to_string(),
+            })
     }
 
     /// The remote's URL, without credentials.
@@ -98,7 +102,9 @@ impl WorkRepo {
 
     fn remote_error(&self, remote: &str, what: &str, e: git2::Error) -> GitError {
         GitError::Remote {
-            url: self.remote_url(remote).unwrap_or_else(|_| remote.to_string()),
+            url: self
+                .remote_url(remote)
+                .unwrap_or_else(|_| remote.to_string()),
             what: what.to_string(),
             detail: e.message().to_string(),
         }
@@ -106,34 +112,46 @@ impl WorkRepo {
 
     /// Where `refname` (e.g. `refs/heads/main`) points on the remote now.
     pub fn ls_remote(&self, remote: &str, refname: &str) -> Result<Option<Oid>, GitError> {
-        let config = self.git2().config().map_err(|e| self.remote_error(remote, "read git config", e))?;
+        let config = self
+            .git2()
+            .config()
+            .map_err(|e| self.remote_error(remote, "read git config", e))?;
         let attempts = Cell::new(0);
         let mut r = self.remote(remote)?;
         let conn = r
             .connect_auth(Direction::Fetch, Some(callbacks(&config, &attempts)), None)
             .map_err(|e| self.remote_error(remote, "connect", e))?;
-        let heads = conn.list().map_err(|e| self.remote_error(remote, "list refs", e))?;
+        let heads = conn
+            .list()
+            .map_err(|e| self.remote_error(remote, "list refs", e))?;
         Ok(heads.iter().find(|h| h.name() == refname).map(|h| h.oid()))
     }
 
     /// The remote's default branch (what its HEAD points at), if it says.
     pub fn remote_default_branch(&self, remote: &str) -> Result<Option<String>, GitError> {
-        let config = self.git2().config().map_err(|e| self.remote_error(remote, "read git config", e))?;
+        let config = self
+            .git2()
+            .config()
+            .map_err(|e| self.remote_error(remote, "read git config", e))?;
         let attempts = Cell::new(0);
         let mut r = self.remote(remote)?;
         let conn = r
             .connect_auth(Direction::Fetch, Some(callbacks(&config, &attempts)), None)
             .map_err(|e| self.remote_error(remote, "connect", e))?;
-        let branch = conn
-            .default_branch()
-            .ok()
-            .and_then(|b| b.as_str().ok().map(|s| s.trim_start_matches("refs/heads/").to_string()));
+        let branch = conn.default_branch().ok().and_then(|b| {
+            b.as_str()
+                .ok()
+                .map(|s| s.trim_start_matches("refs/heads/").to_string())
+        });
         Ok(branch)
     }
 
     /// Fetches `branch` into `refs/remotes/<remote>/<branch>`; returns its commit.
     pub fn fetch_branch(&self, remote: &str, branch: &str) -> Result<Option<Oid>, GitError> {
-        let config = self.git2().config().map_err(|e| self.remote_error(remote, "read git config", e))?;
+        let config = self
+            .git2()
+            .config()
+            .map_err(|e| self.remote_error(remote, "read git config", e))?;
         let attempts = Cell::new(0);
         let mut opts = FetchOptions::new();
         opts.remote_callbacks(callbacks(&config, &attempts));
@@ -149,7 +167,13 @@ impl WorkRepo {
 
     /// Pushes `local_branch` to `remote_branch` if the remote ref is where
     /// `lease` says. Forces only over drgit's own leased commit.
-    pub fn push(&self, remote: &str, local_branch: &str, remote_branch: &str, lease: Lease) -> Result<Pushed, GitError> {
+    pub fn push(
+        &self,
+        remote: &str,
+        local_branch: &str,
+        remote_branch: &str,
+        lease: Lease,
+    ) -> Result<Pushed, GitError> {
         let remote_ref = format!("refs/heads/{remote_branch}");
         let local = self
             .git2()
@@ -171,27 +195,41 @@ impl WorkRepo {
             return Err(GitError::LeaseBroken {
                 url: self.remote_url(remote)?,
                 refname: remote_ref,
-                expected: expected.map(|o| o.to_string()).unwrap_or_else(|| "no branch".into()),
-                found: found.map(|o| o.to_string()).unwrap_or_else(|| "no branch".into()),
+                expected: expected
+                    .map(|o| o.to_string())
+                    .unwrap_or_else(|| "no branch".into()),
+                found: found
+                    .map(|o| o.to_string())
+                    .unwrap_or_else(|| "no branch".into()),
             });
         }
         let forced = match found {
             Some(old) => !self.git2().graph_descendant_of(local, old).unwrap_or(false),
             None => false,
         };
-        let spec = format!("{}refs/heads/{local_branch}:{remote_ref}", if forced { "+" } else { "" });
+        let spec = format!(
+            "{}refs/heads/{local_branch}:{remote_ref}",
+            if forced { "+" } else { "" }
+        );
 
-        let config = self.git2().config().map_err(|e| self.remote_error(remote, "read git config", e))?;
+        let config = self
+            .git2()
+            .config()
+            .map_err(|e| self.remote_error(remote, "read git config", e))?;
         let attempts = Cell::new(0);
         let statuses: RefCell<Vec<(String, Option<String>)>> = RefCell::new(Vec::new());
         let messages: RefCell<String> = RefCell::new(String::new());
         let mut cb = callbacks(&config, &attempts);
         cb.push_update_reference(|refname, status| {
-            statuses.borrow_mut().push((refname.to_string(), status.map(str::to_string)));
+            statuses
+                .borrow_mut()
+                .push((refname.to_string(), status.map(str::to_string)));
             Ok(())
         });
         cb.sideband_progress(|data| {
-            messages.borrow_mut().push_str(&String::from_utf8_lossy(data));
+            messages
+                .borrow_mut()
+                .push_str(&String::from_utf8_lossy(data));
             true
         });
         let mut opts = PushOptions::new();
@@ -208,7 +246,11 @@ impl WorkRepo {
                 messages: remote_messages,
             });
         }
-        if let Some((_, Some(reason))) = statuses.into_inner().into_iter().find(|(r, s)| *r == remote_ref && s.is_some()) {
+        if let Some((_, Some(reason))) = statuses
+            .into_inner()
+            .into_iter()
+            .find(|(r, s)| *r == remote_ref && s.is_some())
+        {
             return Err(GitError::PushRejected {
                 url: self.remote_url(remote)?,
                 refname: remote_ref,
@@ -237,9 +279,21 @@ mod tests {
 
     #[test]
     fn urls_lose_their_secrets() {
-        assert_eq!(redact_url("https://x-access-token:ghp_secret@github.com/a/b.git"), "https://github.com/a/b.git");
-        assert_eq!(redact_url("https://github.com/a/b.git"), "https://github.com/a/b.git");
-        assert_eq!(redact_url("git@github.com:a/b.git"), "git@github.com:a/b.git");
-        assert_eq!(redact_url("file:///tmp/remote.git"), "file:///tmp/remote.git");
+        assert_eq!(
+            redact_url("https://x-access-token:ghp_secret@github.com/a/b.git"),
+            "https://github.com/a/b.git"
+        );
+        assert_eq!(
+            redact_url("https://github.com/a/b.git"),
+            "https://github.com/a/b.git"
+        );
+        assert_eq!(
+            redact_url("git@github.com:a/b.git"),
+            "git@github.com:a/b.git"
+        );
+        assert_eq!(
+            redact_url("file:///tmp/remote.git"),
+            "file:///tmp/remote.git"
+        );
     }
 }

@@ -30,7 +30,9 @@ pub enum GitError {
     Untracked { path: String },
     #[error("branch `{branch}` already exists; delete it or wait a second for a new timestamp")]
     BranchExists { branch: String },
-    #[error("the Git remote `{remote}` is not configured; add it (`git remote add {remote} URL`) or set `[git] remote`")]
+    #[error(
+        "the Git remote `{remote}` is not configured; add it (`git remote add {remote} URL`) or set `[git] remote`"
+    )]
     NoRemote { remote: String },
     #[error("{url}: cannot {what}: {detail}")]
     Remote {
@@ -99,11 +101,14 @@ pub enum Target<'a> {
     Head,
 }
 
-/// A commit drgit made.
+/// A commit drgit made, with what it takes to undo it.
 #[derive(Debug, Clone)]
 pub struct Committed {
     pub branch: String,
     pub commit: Oid,
+    prev_head: Option<String>,
+    prev_commit: Oid,
+    prev_branch: Option<Oid>,
 }
 
 impl WorkRepo {
@@ -169,7 +174,9 @@ impl WorkRepo {
 
     /// The commit a local branch points at.
     pub fn branch_commit(&self, branch: &str) -> Option<Oid> {
-        self.repo.refname_to_id(&format!("refs/heads/{branch}")).ok()
+        self.repo
+            .refname_to_id(&format!("refs/heads/{branch}"))
+            .ok()
     }
 
     fn rel(path: &Path) -> String {
@@ -319,7 +326,55 @@ impl WorkRepo {
             .add_path(rel_path)
             .map_err(git(format!("stage {rel}")))?;
         index.write().map_err(git("write index"))?;
-        Ok(Committed { branch, commit })
+        Ok(Committed {
+            branch,
+            commit,
+            prev_head: head_name.filter(|n| n != "HEAD"),
+            prev_commit: parent.id(),
+            prev_branch: old_branch_oid,
+        })
+    }
+
+    /// Puts everything `commit_file` changed back: HEAD, the branch, the
+    /// file (`old_content`) and its index entry. The commit object stays
+    /// unreferenced.
+    pub fn undo_commit(
+        &self,
+        c: &Committed,
+        rel_path: &Path,
+        old_content: &[u8],
+    ) -> Result<(), GitError> {
+        let refname = format!("refs/heads/{}", c.branch);
+        match &c.prev_head {
+            Some(n) => self.repo.set_head(n),
+            None => self.repo.set_head_detached(c.prev_commit),
+        }
+        .map_err(git("put HEAD back"))?;
+        match c.prev_branch {
+            Some(old) => {
+                self.repo
+                    .reference(&refname, old, true, "drgit: undo")
+                    .map_err(git("put the branch back"))?;
+            }
+            None => {
+                if let Ok(mut b) = self.repo.find_branch(&c.branch, BranchType::Local) {
+                    b.delete().map_err(git("delete the branch"))?;
+                }
+            }
+        }
+        let rel = Self::rel(rel_path);
+        crate::manifest::write_atomic(&self.top.join(rel_path), old_content).map_err(|source| {
+            GitError::Write {
+                path: rel.clone(),
+                source,
+            }
+        })?;
+        let mut index = self.repo.index().map_err(git("open index"))?;
+        index
+            .add_path(rel_path)
+            .map_err(git(format!("stage {rel}")))?;
+        index.write().map_err(git("write index"))?;
+        Ok(())
     }
 
     /// The distinct versions of a file, newest first, along HEAD's history

@@ -79,7 +79,11 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     // The target is checked against the lineage the recovery reads.
     let store = backup::open(&ctx.backup_url, &ctx.config_base)?;
     let lineage = cluster.recovery_lineage().to_string();
-    let catalog = Catalog::read(store.as_ref(), &format!("{}{lineage}/", pg.catalog_prefix), &lineage)?;
+    let catalog = Catalog::read(
+        store.as_ref(),
+        &format!("{}{lineage}/", pg.catalog_prefix),
+        &lineage,
+    )?;
     let windows = catalog.usable_windows()?;
     let (target, base_backup) = match &args.target_time {
         Some(t) => {
@@ -100,7 +104,11 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
 
     // Runbook step 3 [fix]: a new, empty lineage for the recovered Cluster.
     let new_lineage = match cluster.bootstrap {
-        Bootstrap::Initdb | Bootstrap::Default => Some(fresh_lineage(store.as_ref(), &pg.catalog_prefix, &cluster.server_name)?),
+        Bootstrap::Initdb | Bootstrap::Default => Some(fresh_lineage(
+            store.as_ref(),
+            &pg.catalog_prefix,
+            &cluster.server_name,
+        )?),
         Bootstrap::Recovery { .. } => None,
     };
 
@@ -114,8 +122,9 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
         target_time: target.as_deref(),
         new_server_name: new_lineage.as_deref().unwrap_or(&cluster.server_name),
     };
-    let rewrite = cnpg::rewrite_for_recovery(&manifest.text, manifest.stream.clone(), cluster, &spec)
-        .map_err(|e| manifest.error(e))?;
+    let rewrite =
+        cnpg::rewrite_for_recovery(&manifest.text, manifest.stream.clone(), cluster, &spec)
+            .map_err(|e| manifest.error(e))?;
     let diff = unified_diff(&manifest.display(), &manifest.text, &rewrite.text);
 
     let plan = next_steps(ctx, &manifest.display(), &branch, mode);
@@ -146,6 +155,9 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
         return Ok(outcome);
     };
 
+    // Auto-revert, once asked for this Cluster, stays on for its later runs.
+    let auto_revert =
+        args.auto_revert || AutoRevert::load(&repo).is_some_and(|i| i.cluster == cluster.name);
     let stat = diffstat(&manifest.text, &rewrite.text);
     let texts = Texts {
         cluster: &cluster.name,
@@ -159,7 +171,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
         changes: &rewrite.changes,
         next_steps: &plan[1..],
         diffstat: &stat,
-        auto_revert: args.auto_revert,
+        auto_revert,
     };
     let message = render_template("pg-recover.commit.j2", COMMIT_TEMPLATE, &texts)?;
     let committed = repo.commit_file(
@@ -172,11 +184,19 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     outcome.commit = Some(committed.commit.to_string());
 
     let pr_source = publish::template(&ctx.repo_dir, "pg-recover.pr.md.j2", PR_TEMPLATE)?;
-    let (title, body) = publish::title_and_body(&render_template("pg-recover.pr.md.j2", &pr_source, &texts)?);
-    let (published, pr) = publish::publish(ctx, &repo, &args.publish, &branch, &title, &body, "pg-recover")?;
-    if args.auto_revert
-        && let Some((_, pr)) = &pr
-    {
+    let (title, body) =
+        publish::title_and_body(&render_template("pg-recover.pr.md.j2", &pr_source, &texts)?);
+    let (published, pr) = publish::publish(
+        ctx,
+        &repo,
+        &args.publish,
+        &branch,
+        &title,
+        &body,
+        "pg-recover",
+    )
+    .map_err(|e| publish::undo_after(&repo, &committed, &manifest.rel_path, &manifest.text, e))?;
+    if auto_revert && let Some((_, pr)) = &pr {
         AutoRevert {
             cluster: cluster.name.clone(),
             recovery_pr: pr.number,
@@ -210,13 +230,21 @@ fn fresh_lineage(store: &dyn BackupStore, prefix: &str, current: &str) -> Result
 fn next_steps(ctx: &Context, manifest: &str, branch: &str, mode: Mode) -> Vec<String> {
     let pg = &ctx.config.postgres;
     let first = match mode {
-        Mode::Local => format!("Commit the change on branch `{branch}` (nothing leaves this machine)."),
+        Mode::Local => {
+            format!("Commit the change on branch `{branch}` (nothing leaves this machine).")
+        }
         Mode::Push => format!("Commit the change on branch `{branch}` and push it."),
-        Mode::PullRequest => format!("Commit the change on branch `{branch}`, push it and open its pull request."),
-        Mode::Direct => format!("Commit the change on `{branch}` and push it: Argo CD applies it without review."),
+        Mode::PullRequest => {
+            format!("Commit the change on branch `{branch}`, push it and open its pull request.")
+        }
+        Mode::Direct => format!(
+            "Commit the change on `{branch}` and push it: Argo CD applies it without review."
+        ),
     };
     let merge = match mode {
-        Mode::Local => format!("Push `{branch}` and merge it into the branch Argo CD tracks, after review."),
+        Mode::Local => {
+            format!("Push `{branch}` and merge it into the branch Argo CD tracks, after review.")
+        }
         Mode::Push => format!("Open a pull request for `{branch}` and merge it, after review."),
         Mode::PullRequest => "Review and merge the pull request.".to_string(),
         Mode::Direct => "Nothing to merge: the commit is on the branch Argo CD tracks.".to_string(),

@@ -11,7 +11,9 @@
 use serde::Serialize;
 
 use super::publish::{self, AutoRevert, Mode, Options};
-use super::{Context, Outcome, diffstat, preflight, read_cluster_manifest, render_template, unified_diff};
+use super::{
+    Context, Outcome, diffstat, preflight, read_cluster_manifest, render_template, unified_diff,
+};
 use crate::error::Error;
 use crate::gitops::WorkRepo;
 use crate::manifest::cnpg;
@@ -55,18 +57,25 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     let origin = repo
         .file_versions(&manifest.rel_path)?
         .iter()
-        .find_map(|(_, bytes)| cnpg::bootstrap_origin(&String::from_utf8_lossy(bytes), &cluster.name))
+        .find_map(|(_, bytes)| {
+            cnpg::bootstrap_origin(&String::from_utf8_lossy(bytes), &cluster.name)
+        })
         .ok_or_else(|| Error::NoInitdbHistory {
             file: manifest.display(),
         })?;
 
-    let rewrite = cnpg::rewrite_for_revert(&manifest.text, manifest.stream.clone(), cluster, &origin)
-        .map_err(|e| manifest.error(e))?;
+    let rewrite =
+        cnpg::rewrite_for_revert(&manifest.text, manifest.stream.clone(), cluster, &origin)
+            .map_err(|e| manifest.error(e))?;
     let diff = unified_diff(&manifest.display(), &manifest.text, &rewrite.text);
     let first = match mode {
-        Mode::Local => format!("Commit the change on branch `{branch}` (nothing leaves this machine)."),
+        Mode::Local => {
+            format!("Commit the change on branch `{branch}` (nothing leaves this machine).")
+        }
         Mode::Push => format!("Commit the change on branch `{branch}` and push it."),
-        Mode::PullRequest => format!("Commit the change on branch `{branch}`, push it and open its pull request."),
+        Mode::PullRequest => {
+            format!("Commit the change on branch `{branch}`, push it and open its pull request.")
+        }
         Mode::Direct => format!("Commit the change on `{branch}` and push it."),
     };
     let mut outcome = Outcome {
@@ -113,8 +122,18 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     outcome.commit = Some(committed.commit.to_string());
 
     let pr_source = publish::template(&ctx.repo_dir, "pg-revert.pr.md.j2", PR_TEMPLATE)?;
-    let (title, body) = publish::title_and_body(&render_template("pg-revert.pr.md.j2", &pr_source, &texts)?);
-    let (published, pr) = publish::publish(ctx, &repo, &args.publish, &branch, &title, &body, "pg-revert")?;
+    let (title, body) =
+        publish::title_and_body(&render_template("pg-revert.pr.md.j2", &pr_source, &texts)?);
+    let (published, pr) = publish::publish(
+        ctx,
+        &repo,
+        &args.publish,
+        &branch,
+        &title,
+        &body,
+        "pg-revert",
+    )
+    .map_err(|e| publish::undo_after(&repo, &committed, &manifest.rel_path, &manifest.text, e))?;
     if let (Some(intent), Some((gh, pr))) = (&intent, &pr) {
         gh.comment(
             intent.recovery_pr,

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::Context;
 use crate::error::Error;
-use crate::gitops::forge::{GitHub, NewPr, PullRequest};
-use crate::gitops::{GitError, Lease, Target, WorkRepo};
+use crate::gitops::forge::{ForgeError, GitHub, NewPr, PullRequest};
+use crate::gitops::{Committed, GitError, Lease, Target, WorkRepo};
 
 /// How far a change goes.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -63,11 +63,21 @@ pub struct Published {
 }
 
 /// The branch a scenario commits on, and how.
-pub fn branch_for(ctx: &Context, scenario: &str, mode: Mode, repo: Option<&WorkRepo>) -> Result<String, Error> {
+pub fn branch_for(
+    ctx: &Context,
+    scenario: &str,
+    mode: Mode,
+    repo: Option<&WorkRepo>,
+) -> Result<String, Error> {
     Ok(match mode {
         Mode::Local => ctx.branch_name(scenario),
-        Mode::Push | Mode::PullRequest => format!("{}{scenario}-{}", ctx.config.git.branch_prefix, ctx.config.postgres.cluster),
-        Mode::Direct => repo.and_then(WorkRepo::current_branch).ok_or(GitError::Detached)?,
+        Mode::Push | Mode::PullRequest => format!(
+            "{}{scenario}-{}",
+            ctx.config.git.branch_prefix, ctx.config.postgres.cluster
+        ),
+        Mode::Direct => repo
+            .and_then(WorkRepo::current_branch)
+            .ok_or(GitError::Detached)?,
     })
 }
 
@@ -86,7 +96,10 @@ pub fn preflight(ctx: &Context, repo: &WorkRepo, mode: Mode, branch: &str) -> Re
     match mode {
         Mode::Local => {
             if repo.branch_exists(branch) {
-                return Err(GitError::BranchExists { branch: branch.into() }.into());
+                return Err(GitError::BranchExists {
+                    branch: branch.into(),
+                }
+                .into());
             }
         }
         Mode::Push | Mode::PullRequest => {
@@ -94,9 +107,13 @@ pub fn preflight(ctx: &Context, repo: &WorkRepo, mode: Mode, branch: &str) -> Re
             // drgit's own branch may be moved; anyone else's may not.
             if let Some(tip) = repo.branch_commit(branch)
                 && repo.current_branch().as_deref() != Some(branch)
-                && !repo.commit_message(tip).is_some_and(|m| m.contains(&format!("{TRAILER}:")))
+                && !repo
+                    .commit_message(tip)
+                    .is_some_and(|m| m.contains(&format!("{TRAILER}:")))
             {
-                return Err(Error::NotOurBranch { branch: branch.into() });
+                return Err(Error::NotOurBranch {
+                    branch: branch.into(),
+                });
             }
         }
         Mode::Direct => {
@@ -114,7 +131,9 @@ pub fn preflight(ctx: &Context, repo: &WorkRepo, mode: Mode, branch: &str) -> Re
                     branch: branch.into(),
                     remote: remote.clone(),
                     local: local.map(|o| o.to_string()).unwrap_or_default(),
-                    found: found.map(|o| o.to_string()).unwrap_or_else(|| "no branch".into()),
+                    found: found
+                        .map(|o| o.to_string())
+                        .unwrap_or_else(|| "no branch".into()),
                 }
                 .into());
             }
@@ -142,7 +161,7 @@ pub fn publish(
     title: &str,
     body: &str,
     scenario_label: &str,
-) -> Result<(Published, Option<(GitHub, PullRequest)>), Error> {
+) -> PublishResult {
     let remote = &ctx.config.git.remote;
     let mut out = Published::default();
     match opts.mode {
@@ -180,7 +199,10 @@ pub fn publish(
             let new_title = (existing.title != title).then_some(title);
             let new_body = (existing.body.as_deref().unwrap_or("") != body).then_some(body);
             let (pr, action) = if new_title.is_some() || new_body.is_some() {
-                (gh.update_pr(existing.number, new_title, new_body)?, "updated")
+                (
+                    gh.update_pr(existing.number, new_title, new_body)?,
+                    "updated",
+                )
             } else {
                 (existing, "unchanged")
             };
@@ -200,13 +222,33 @@ pub fn publish(
             pr
         }
         None => {
-            let pr = gh.create_pr(&NewPr {
+            let new = NewPr {
                 title,
                 body,
                 head: branch,
                 base: &base,
                 draft: opts.draft || ctx.config.forge.draft,
-            })?;
+            };
+            let pr = match gh.create_pr(&new) {
+                // Opened meanwhile (GitHub's 422 "A pull request already
+                // exists"): update that one instead of failing.
+                Err(ForgeError::Unprocessable { message, .. })
+                    if message.contains("already exists") =>
+                {
+                    let existing = gh.find_open_pr(branch)?.ok_or(ForgeError::Unprocessable {
+                        what: format!("opening a pull request from {branch}"),
+                        message,
+                    })?;
+                    let pr = gh.update_pr(existing.number, Some(title), Some(body))?;
+                    out.pull_request = Some(PrSummary {
+                        number: pr.number,
+                        url: pr.html_url.clone(),
+                        action: "updated",
+                    });
+                    return finish(ctx, gh, pr, out, opts);
+                }
+                other => other?,
+            };
             gh.add_labels(pr.number, &labels)?;
             if !ctx.config.forge.reviewers.is_empty() {
                 gh.request_reviewers(pr.number, &ctx.config.forge.reviewers)?;
@@ -222,12 +264,58 @@ pub fn publish(
             pr
         }
     };
+    finish(ctx, gh, pr, out, opts)
+}
+
+type PublishResult = Result<(Published, Option<(GitHub, PullRequest)>), Error>;
+
+/// Waits for the merge when asked.
+fn finish(
+    ctx: &Context,
+    gh: GitHub,
+    pr: PullRequest,
+    mut out: Published,
+    opts: &Options,
+) -> PublishResult {
     if opts.wait_merge {
         let timeout = Duration::from_secs(ctx.config.forge.merge_timeout_secs);
         let first = Duration::from_millis(ctx.config.forge.merge_poll_ms);
         out.merge_commit = Some(gh.wait_merged(pr.number, timeout, first)?);
     }
     Ok((out, Some((gh, pr))))
+}
+
+/// After a failed publish, undoes the local commit (HEAD, branch, file,
+/// index) so that nothing is left half-done; a branch already pushed stays
+/// on the remote and is re-used, under its lease, by the next run.
+pub fn undo_after(
+    repo: &WorkRepo,
+    committed: &Committed,
+    rel_path: &Path,
+    old_text: &str,
+    e: Error,
+) -> Error {
+    // Waiting for a merge that did not come: the pull request stands, and
+    // so does the commit it was opened from.
+    if matches!(
+        e,
+        Error::Forge(ForgeError::MergeTimeout { .. } | ForgeError::ClosedUnmerged { .. })
+    ) {
+        return e;
+    }
+    match repo.undo_commit(committed, rel_path, old_text.as_bytes()) {
+        Ok(()) => Error::PublishFailed {
+            source: Box::new(e),
+            undone: true,
+        },
+        Err(undo) => {
+            tracing::error!(%undo, "could not undo the local commit");
+            Error::PublishFailed {
+                source: Box::new(e),
+                undone: false,
+            }
+        }
+    }
 }
 
 /// Reads a template: the repository's `.drgit/templates/<name>` when it

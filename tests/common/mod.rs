@@ -5,6 +5,9 @@
 
 #![allow(dead_code)]
 
+pub mod fake_github;
+pub mod git_http;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -59,6 +62,59 @@ impl Fixture {
         std::fs::read_to_string(self.manifest()).unwrap()
     }
 
+    /// A bare repository `<tmp>/srv/home-cluster.git` holding `main`, as
+    /// the `origin` remote at `url` (file:// when None).
+    pub fn add_remote(&self, url: Option<&str>) -> PathBuf {
+        let bare = self.dir.path().join("srv/home-cluster.git");
+        std::fs::create_dir_all(&bare).unwrap();
+        let run = |args: &[&str], dir: &Path| {
+            let out = Command::new("git")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "git {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&["init", "-q", "--bare", "-b", "main"], &bare);
+        run(&["config", "http.receivepack", "true"], &bare);
+        let file_url = format!("file://{}", bare.display());
+        self.git(&["remote", "add", "origin", url.unwrap_or(&file_url)]);
+        self.git(&["push", "-q", "origin", "main:main", "--set-upstream"]);
+        bare
+    }
+
+    /// Writes drgit.toml (backup store of the fixture plus `extra`), uncommitted.
+    pub fn config(&self, extra: &str) {
+        std::fs::write(
+            self.repo().join("drgit.toml"),
+            format!("[backup]\nurl = \"../backup-store\"\n\n{extra}"),
+        )
+        .unwrap();
+    }
+
+    /// Runs git in another directory.
+    pub fn git_in(&self, dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "Other")
+            .env("GIT_AUTHOR_EMAIL", "other@example.com")
+            .env("GIT_COMMITTER_NAME", "Other")
+            .env("GIT_COMMITTER_EMAIL", "other@example.com")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Replaces the manifest and commits it.
     pub fn set_manifest(&self, text: &str) {
         std::fs::write(self.manifest(), text).unwrap();
@@ -109,11 +165,19 @@ impl Fixture {
 
 #[derive(Debug, PartialEq)]
 pub struct State {
-    files: BTreeMap<String, Vec<u8>>,
-    head: String,
-    refs: String,
-    index: String,
-    status: String,
+    pub files: BTreeMap<String, Vec<u8>>,
+    pub head: String,
+    pub refs: String,
+    pub index: String,
+    pub status: String,
+}
+
+impl State {
+    /// Everything but the refs (a push that went through may leave its
+    /// remote-tracking ref behind).
+    pub fn files_and_head(&self) -> (&BTreeMap<String, Vec<u8>>, &str, &str, &str) {
+        (&self.files, &self.head, &self.index, &self.status)
+    }
 }
 
 fn collect(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
@@ -148,11 +212,20 @@ impl Run {
 
 pub fn drgit_in(repo: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_drgit"));
+    // No credentials or git config of the machine's user leak into a test.
+    let home = std::env::temp_dir().join("drgit-test-home");
+    std::fs::create_dir_all(&home).unwrap();
     cmd.arg("--repo")
         .arg(repo)
         .args(args)
         .env("DRGIT_NOW", NOW)
-        .env_remove("NO_COLOR");
+        .env("HOME", &home)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env_remove("NO_COLOR")
+        .env_remove("GITHUB_TOKEN")
+        .env_remove("GH_TOKEN")
+        .env_remove("DRGIT_GIT_TOKEN")
+        .env_remove("SSH_AUTH_SOCK");
     for (k, v) in env {
         cmd.env(k, v);
     }
