@@ -26,7 +26,11 @@ fn git(dir: &Path, args: &[&str]) {
         .env("GIT_COMMITTER_EMAIL", "bench@example.com")
         .output()
         .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -48,7 +52,10 @@ fn setup(root: &Path, api: &str) -> (tempfile::TempDir, std::path::PathBuf, std:
     let repo = tmp.path().join("repo");
     let bare = tmp.path().join("remote.git");
     copy_dir(&root.join("fixtures/home-cluster"), &repo);
-    copy_dir(&root.join("fixtures/backup-store"), &tmp.path().join("backup-store"));
+    copy_dir(
+        &root.join("fixtures/backup-store"),
+        &tmp.path().join("backup-store"),
+    );
     std::fs::write(
         repo.join("drgit.toml"),
         format!("[backup]\nurl = \"../backup-store\"\n\n[forge]\napi_url = \"{api}\"\nrepo = \"home/home-cluster\"\n"),
@@ -72,7 +79,10 @@ fn median(mut v: Vec<Duration>) -> Duration {
 fn main() {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let bin = root.join("target/release/drgit");
-    assert!(bin.exists(), "build the release binary first: cargo build --release");
+    assert!(
+        bin.exists(),
+        "build the release binary first: cargo build --release"
+    );
     let runs = 10;
     let mut drgit = Vec::new();
     let mut push = Vec::new();
@@ -81,13 +91,24 @@ fn main() {
         let (_tmp, repo, _bare) = setup(&root, &gh.url);
         let t = Instant::now();
         let out = Command::new(&bin)
-            .args(["--repo", repo.to_str().unwrap(), "pg-recover", "--target-time", "2026-11-26T03:02:38Z", "--pr"])
+            .args([
+                "--repo",
+                repo.to_str().unwrap(),
+                "pg-recover",
+                "--target-time",
+                "2026-11-26T03:02:38Z",
+                "--pr",
+            ])
             .env("GITHUB_TOKEN", TOKEN)
             .env("DRGIT_NOW", "2026-11-26T04:00:00Z")
             .output()
             .unwrap();
         let elapsed = t.elapsed();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(gh.prs().len(), 1, "the pull request exists");
         drgit.push(elapsed);
 
@@ -96,14 +117,38 @@ fn main() {
         std::fs::create_dir_all(&second).unwrap();
         git(&second, &["init", "-q", "--bare", "-b", "main"]);
         let t = Instant::now();
-        git(&repo, &["push", "-q", second.to_str().unwrap(), "drgit/pg-recover-shared-pg"]);
+        git(
+            &repo,
+            &[
+                "push",
+                "-q",
+                second.to_str().unwrap(),
+                "drgit/pg-recover-shared-pg",
+            ],
+        );
         push.push(t.elapsed());
     }
     let (d, p) = (median(drgit), median(push));
     println!("| step | median of {runs} |");
     println!("|---|---|");
-    println!("| drgit pg-recover --pr (catalog, edit, commit, push, PR on the fake GitHub) | {:.1} ms |", d.as_secs_f64() * 1e3);
-    println!("| git push of the same branch (git CLI) | {:.1} ms |", p.as_secs_f64() * 1e3);
-    println!("| ratio drgit / git push | {:.2}× |", d.as_secs_f64() / p.as_secs_f64());
-    println!("\ngoal: time to PR under 1 s: {}", if d < Duration::from_secs(1) { "met" } else { "NOT met" });
+    println!(
+        "| drgit pg-recover --pr (catalog, edit, commit, push, PR on the fake GitHub) | {:.1} ms |",
+        d.as_secs_f64() * 1e3
+    );
+    println!(
+        "| git push of the same branch (git CLI) | {:.1} ms |",
+        p.as_secs_f64() * 1e3
+    );
+    println!(
+        "| ratio drgit / git push | {:.2}× |",
+        d.as_secs_f64() / p.as_secs_f64()
+    );
+    println!(
+        "\ngoal: time to PR under 1 s: {}",
+        if d < Duration::from_secs(1) {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
 }

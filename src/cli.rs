@@ -32,6 +32,12 @@ pub struct Cli {
     /// Only errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context (default: the current one).
+    #[arg(long, global = true)]
+    pub context: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -98,18 +104,23 @@ pub enum Command {
         dry_run: bool,
         #[command(flatten)]
         publish: PublishFlags,
+        /// First wait until the recovered Cluster is healthy (phase, Ready, all instances); refuse if it is unrecoverable or was never re-created.
+        #[arg(long)]
+        when_healthy: bool,
     },
 }
 
 /// Runs the parsed command line and prints its outcome.
 pub fn run(cli: &Cli) -> Result<(), Error> {
     let now = crate::timearg::now()?;
-    let ctx = Context::new(
+    let mut ctx = Context::new(
         &cli.repo,
         cli.config.as_deref(),
         cli.backup_url.as_deref(),
         now,
     )?;
+    ctx.kubeconfig = cli.kubeconfig.clone();
+    ctx.kube_context = cli.context.clone();
     let outcome = match &cli.command {
         Command::PgRecover {
             target_time,
@@ -127,11 +138,16 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
                 auto_revert: *auto_revert,
             },
         )?,
-        Command::PgRevert { dry_run, publish } => scenario::pg_revert::run(
+        Command::PgRevert {
+            dry_run,
+            publish,
+            when_healthy,
+        } => scenario::pg_revert::run(
             &ctx,
             &scenario::pg_revert::Args {
                 dry_run: *dry_run,
                 publish: publish.options(),
+                when_healthy: *when_healthy,
             },
         )?,
     };

@@ -72,6 +72,10 @@ pub struct Postgres {
     pub credentials_secret: String,
     pub access_key_id_key: String,
     pub secret_access_key_key: String,
+    /// How long `pg-revert --when-healthy` waits for the recovered Cluster, in seconds.
+    pub recovery_timeout_secs: u64,
+    /// Its first poll interval in milliseconds (it backs off to 30 s).
+    pub health_poll_ms: u64,
 }
 
 impl Default for Postgres {
@@ -85,6 +89,8 @@ impl Default for Postgres {
             credentials_secret: "r2-backup-credentials".into(),
             access_key_id_key: "credential".into(),
             secret_access_key_key: "password".into(),
+            recovery_timeout_secs: 6 * 3600,
+            health_poll_ms: 5000,
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::backup::StoreError;
 use crate::backup::barman::CatalogError;
+use crate::cluster::ClusterError;
 use crate::config::ConfigError;
 use crate::gitops::GitError;
 use crate::gitops::forge::ForgeError;
@@ -41,6 +42,8 @@ pub enum Error {
     NoFreeLineage { after: String, location: String },
     #[error(transparent)]
     Forge(#[from] ForgeError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     #[error(
         "branch `{branch}` exists and its last commit was not made by drgit; drgit will not move someone else's branch. Rename or delete it, or set `[git] branch_prefix`"
     )]

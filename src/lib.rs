@@ -4,11 +4,13 @@
 //!
 //! Modules, top to bottom: `cli` parses the command line, `scenario` holds
 //! the runbook procedures, which use `manifest` (format-preserving YAML
-//! edits), `gitops` (the working copy), `backup` (the backup store and its
+//! edits), `gitops` (the working copy and the forge), `cluster` (the Kubernetes
+//! API), `backup` (the backup store and its
 //! catalogs) and `config`.
 
 pub mod backup;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod gitops;

@@ -7,6 +7,7 @@
 mod common;
 
 use common::fake_github::FakeGitHub;
+use common::fake_kube::{FakeKube, cluster};
 use common::git_http::GitHttp;
 use common::{Fixture, TARGET};
 
@@ -621,4 +622,111 @@ fn github_app_authentication() {
         "{reqs:?}"
     );
     assert_eq!(gh.prs().len(), 1);
+}
+
+/// A recovered Cluster in the repo's main branch, its recovery PR merged.
+fn recovered(f: &Fixture, extra: &str) -> FakeGitHub {
+    let gh = github(
+        f,
+        &format!("[postgres]\nrecovery_timeout_secs = 2\nhealth_poll_ms = 10\n{extra}"),
+    );
+    ok(&with_token(
+        f,
+        &[
+            "pg-recover",
+            "--target-time",
+            TARGET,
+            "--pr",
+            "--auto-revert",
+        ],
+        "2026-11-26T04:00:00Z",
+    ));
+    gh.merge(1);
+    f.git(&["push", "-q", "origin", &format!("{BRANCH}:main")]);
+    f.git(&["checkout", "-q", "main"]);
+    f.git(&["pull", "-q", "--ff-only"]);
+    gh
+}
+
+#[test]
+fn revert_waits_for_a_healthy_cluster() {
+    let f = Fixture::new();
+    let gh = recovered(&f, "");
+    let kube = FakeKube::start(vec![
+        None,
+        Some(cluster("Setting up primary", false, 0, true)),
+        Some(cluster(
+            "Waiting for the instances to become active",
+            false,
+            1,
+            true,
+        )),
+        Some(cluster("Cluster in healthy state", true, 2, true)),
+    ]);
+    let kc = kube.kubeconfig(f.dir.path());
+    let run = with_token(
+        &f,
+        &[
+            "--json",
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+            "pg-revert",
+            "--pr",
+            "--when-healthy",
+        ],
+        "2026-11-26T06:00:00Z",
+    );
+    ok(&run);
+    assert_eq!(kube.gets(), 4, "polled until healthy");
+    assert_eq!(
+        run.json()["cluster_state"]["phase"],
+        "Cluster in healthy state"
+    );
+    assert_eq!(gh.prs().len(), 2, "the revert pull request exists");
+    assert!(gh.prs()[0].comments[0].contains("#2"));
+}
+
+#[test]
+fn revert_is_refused_while_recovery_is_not_done() {
+    for (state, expect) in [
+        (
+            Some(cluster(
+                "Cluster is unrecoverable and needs manual intervention",
+                false,
+                0,
+                true,
+            )),
+            "is unrecoverable",
+        ),
+        (
+            Some(cluster("Cluster in healthy state", true, 2, false)),
+            "runs with `bootstrap.initdb`",
+        ),
+        (
+            Some(cluster("Setting up primary", false, 0, true)),
+            "was not healthy within",
+        ),
+        (None, "last seen: no Cluster"),
+    ] {
+        let f = Fixture::new();
+        let gh = recovered(&f, "");
+        let kube = FakeKube::start(vec![state]);
+        let kc = kube.kubeconfig(f.dir.path());
+        let before = f.state();
+        let run = with_token(
+            &f,
+            &[
+                "--kubeconfig",
+                kc.to_str().unwrap(),
+                "pg-revert",
+                "--pr",
+                "--when-healthy",
+            ],
+            "2026-11-26T06:00:00Z",
+        );
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert!(run.stderr.contains(expect), "{expect}: {}", run.stderr);
+        assert_eq!(gh.prs().len(), 1, "no revert pull request");
+        assert_eq!(f.state(), before);
+    }
 }

@@ -30,6 +30,9 @@ pub struct Context {
     /// `--backup-url`, else `[backup] url`.
     pub backup_url: String,
     pub now: Timestamp,
+    /// `--kubeconfig` and `--context`, for the steps that talk to the cluster.
+    pub kubeconfig: Option<PathBuf>,
+    pub kube_context: Option<String>,
 }
 
 impl Context {
@@ -54,6 +57,8 @@ impl Context {
             config_base,
             backup_url,
             now,
+            kubeconfig: None,
+            kube_context: None,
         })
     }
 
@@ -177,6 +182,9 @@ pub struct Outcome {
     pub commit: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub published: Option<publish::Published>,
+    /// The live Cluster's state when it was checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_state: Option<crate::cluster::ClusterState>,
 }
 
 /// Opens the working copy and checks that the manifest is committed and

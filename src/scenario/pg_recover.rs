@@ -150,6 +150,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
         branch: None,
         commit: None,
         published: None,
+        cluster_state: None,
     };
     let Some(repo) = repo else {
         return Ok(outcome);

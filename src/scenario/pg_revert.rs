@@ -14,6 +14,9 @@ use super::publish::{self, AutoRevert, Mode, Options};
 use super::{
     Context, Outcome, diffstat, preflight, read_cluster_manifest, render_template, unified_diff,
 };
+use std::time::Duration;
+
+use crate::cluster::Kube;
 use crate::error::Error;
 use crate::gitops::WorkRepo;
 use crate::manifest::cnpg;
@@ -25,6 +28,8 @@ const PR_TEMPLATE: &str = include_str!("../../templates/pg-revert.pr.md.j2");
 pub struct Args {
     pub dry_run: bool,
     pub publish: Options,
+    /// Wait until the recovered Cluster is healthy before anything else.
+    pub when_healthy: bool,
 }
 
 #[derive(Serialize)]
@@ -40,6 +45,21 @@ struct Texts<'a> {
 pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     let pg = &ctx.config.postgres;
     let mode = args.publish.mode;
+
+    // Never revert while the recovery runs: merged before the re-creation,
+    // the revert would have Argo CD bring the Cluster back empty (initdb).
+    let cluster_state = if args.when_healthy {
+        let kube = Kube::connect(ctx.kubeconfig.as_deref(), ctx.kube_context.as_deref())?;
+        Some(kube.wait_recovered(
+            &pg.namespace,
+            &pg.cluster,
+            Duration::from_secs(pg.recovery_timeout_secs),
+            Duration::from_millis(pg.health_poll_ms),
+        )?)
+    } else {
+        None
+    };
+
     let repo = if args.dry_run {
         WorkRepo::open(&ctx.repo_dir)?
     } else {
@@ -91,11 +111,16 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
         diff,
         plan: vec![
             first,
-            "Merge it; Argo CD applies it without touching the running database.".into(),
+            if args.when_healthy {
+                "Merge it; Argo CD applies it without touching the running database.".into()
+            } else {
+                "Merge it only once the recovered Cluster is healthy (`--when-healthy` checks): merged before the re-creation, it would bring the Cluster back empty.".into()
+            },
         ],
         branch: None,
         commit: None,
         published: None,
+        cluster_state,
     };
     if args.dry_run {
         return Ok(outcome);

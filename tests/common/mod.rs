@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod fake_github;
+pub mod fake_kube;
 pub mod git_http;
 
 use std::collections::BTreeMap;
