@@ -43,8 +43,11 @@ pub struct Backup {
     /// `s3://bucket/prefix/`, `file:///abs/dir`, or a directory relative to
     /// the config file. The PostgreSQL catalog is `<url>cnpg/<serverName>/`.
     pub url: String,
+    /// The S3 endpoint (empty: AWS itself).
     pub endpoint: String,
     pub region: String,
+    /// Path-style addressing; default: on for IP-address and localhost endpoints.
+    pub path_style: Option<bool>,
 }
 
 impl Default for Backup {
@@ -53,6 +56,7 @@ impl Default for Backup {
             url: "s3://home-cluster-backup/".into(),
             endpoint: "https://b0832b1c20a7cada26af0ac45862ce80.r2.cloudflarestorage.com".into(),
             region: "auto".into(),
+            path_style: None,
         }
     }
 }

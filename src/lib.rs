@@ -18,3 +18,13 @@ pub mod manifest;
 pub mod output;
 pub mod scenario;
 pub mod timearg;
+
+/// Picks rustls' process-wide crypto provider (ring) once: the HTTP
+/// clients drgit links (kube, octocrab, aws-sdk-s3) enable more than one,
+/// and rustls then refuses to guess.
+pub(crate) fn init_tls() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}

@@ -209,17 +209,6 @@ fn catalog_without_done_backups() {
 }
 
 #[test]
-fn s3_store_is_named_as_unsupported() {
-    let f = Fixture::new();
-    let err = refused(
-        &f,
-        &["--backup-url", "s3://home-cluster-backup/", "pg-recover"],
-        1,
-    );
-    assert!(err.contains("s3://home-cluster-backup/ is on S3"), "{err}");
-}
-
-#[test]
 fn alias_in_the_edit_path() {
     let f = Fixture::new();
     let text = f.read_manifest();

@@ -210,7 +210,12 @@ impl Catalog {
         server: &str,
     ) -> Result<Catalog, CatalogError> {
         let location = format!("{}{prefix}", store.describe());
-        let objects = store.list(prefix)?;
+        // Base backups are few; WAL folders (one per timeline and 4 GiB of
+        // WAL) are listed concurrently where the store can.
+        let mut objects = store.list(&format!("{prefix}base/"))?;
+        let (wal_dirs, wal_root) = store.list_level(&format!("{prefix}wals/"))?;
+        objects.extend(wal_root);
+        objects.extend(store.list_many(&wal_dirs)?);
         if objects.is_empty() {
             return Err(CatalogError::Empty {
                 location,

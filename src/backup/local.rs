@@ -81,6 +81,33 @@ impl BackupStore for LocalStore {
         Ok(out)
     }
 
+    fn list_level(&self, prefix: &str) -> Result<(Vec<String>, Vec<ObjectMeta>), StoreError> {
+        let dir = self.root.join(prefix);
+        let mut dirs = Vec::new();
+        let mut files = Vec::new();
+        if !dir.is_dir() {
+            return Ok((dirs, files));
+        }
+        for entry in std::fs::read_dir(&dir).map_err(|e| self.io(&dir, e))? {
+            let entry = entry.map_err(|e| self.io(&dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let meta = entry.metadata().map_err(|e| self.io(&entry.path(), e))?;
+            if meta.is_dir() {
+                dirs.push(format!("{prefix}{name}/"));
+            } else if meta.is_file() {
+                let modified = meta.modified().map_err(|e| self.io(&entry.path(), e))?;
+                files.push(ObjectMeta {
+                    key: format!("{prefix}{name}"),
+                    size: meta.len(),
+                    last_modified: Timestamp::try_from(modified).unwrap_or(Timestamp::UNIX_EPOCH),
+                });
+            }
+        }
+        dirs.sort();
+        files.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok((dirs, files))
+    }
+
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         let path = self.root.join(key);
         std::fs::read(&path).map_err(|e| self.io(&path, e))

@@ -7,6 +7,7 @@
 
 pub mod barman;
 pub mod local;
+pub mod s3;
 
 use std::path::Path;
 
@@ -34,9 +35,25 @@ pub enum StoreError {
         source: std::io::Error,
     },
     #[error(
-        "the backup store {url} is on S3, which this build of drgit cannot read yet; mirror the bucket to a directory (for example `rclone sync` or `aws s3 sync`) and pass `--backup-url file:///that/dir`"
+        "{location}: access denied ({code}); check the access key and secret (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) and that they may list and read the bucket"
     )]
-    S3NotSupported { url: String },
+    AccessDenied { location: String, code: String },
+    #[error(
+        "bucket `{bucket}` does not exist at {endpoint}; check `[backup] url` and `[backup] endpoint`"
+    )]
+    NoSuchBucket { bucket: String, endpoint: String },
+    #[error(
+        "cannot reach the S3 endpoint {endpoint} ({detail}); check `[backup] endpoint` and the network"
+    )]
+    Unreachable { endpoint: String, detail: String },
+    #[error("{location}: {detail}")]
+    S3 { location: String, detail: String },
+    #[error("{location}: the object was cut short ({got} of {expected} bytes)")]
+    Truncated {
+        location: String,
+        expected: u64,
+        got: u64,
+    },
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
 }
@@ -47,18 +64,37 @@ pub trait BackupStore {
     fn describe(&self) -> String;
     /// Every object whose key starts with `prefix`, sorted by key.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
+    /// One level below `prefix` (ending in `/`): the "folders" (as keys
+    /// ending in `/`) and the objects directly in it.
+    fn list_level(&self, prefix: &str) -> Result<(Vec<String>, Vec<ObjectMeta>), StoreError>;
+    /// Every object under each prefix; a store may list them concurrently.
+    fn list_many(&self, prefixes: &[String]) -> Result<Vec<ObjectMeta>, StoreError> {
+        let mut out = Vec::new();
+        for p in prefixes {
+            out.extend(self.list(p)?);
+        }
+        Ok(out)
+    }
     /// The whole content of one object.
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError>;
 }
 
 /// Opens the store a backup URL names (`base` resolves relative paths).
-pub fn open(url: &str, base: &Path) -> Result<Box<dyn BackupStore>, StoreError> {
+pub fn open(
+    url: &str,
+    base: &Path,
+    cfg: &crate::config::Backup,
+) -> Result<Box<dyn BackupStore>, StoreError> {
     match parse_store_url(url, base)? {
         StoreUrl::Local(dir) => Ok(Box::new(local::LocalStore::new(
             dir.canonicalize().unwrap_or(dir),
         ))),
-        StoreUrl::S3 { .. } => Err(StoreError::S3NotSupported {
-            url: url.to_string(),
-        }),
+        StoreUrl::S3 { bucket, prefix } => Ok(Box::new(s3::S3Store::new(&s3::S3Settings {
+            bucket,
+            prefix,
+            endpoint: cfg.endpoint.clone(),
+            region: cfg.region.clone(),
+            path_style: cfg.path_style,
+        })?)),
     }
 }

@@ -110,6 +110,7 @@ impl Kube {
     /// From `kubeconfig` (else `$KUBECONFIG`, `~/.kube/config`, or the
     /// in-cluster service account) and `context` (else the current one).
     pub fn connect(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<Kube, ClusterError> {
+        crate::init_tls();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -139,6 +139,7 @@ impl GitHub {
     /// Connects with the configured credentials. `remote_url` names the
     /// repository when `[forge] repo` does not.
     pub fn connect(cfg: &ForgeConfig, remote_url: &str) -> Result<GitHub, ForgeError> {
+        crate::init_tls();
         let (owner, repo) = match &cfg.repo {
             Some(r) => r
                 .split_once('/')

@@ -77,7 +77,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     let cluster = &manifest.cluster;
 
     // The target is checked against the lineage the recovery reads.
-    let store = backup::open(&ctx.backup_url, &ctx.config_base)?;
+    let store = backup::open(&ctx.backup_url, &ctx.config_base, &ctx.config.backup)?;
     let lineage = cluster.recovery_lineage().to_string();
     let catalog = Catalog::read(
         store.as_ref(),

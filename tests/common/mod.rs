@@ -8,6 +8,7 @@
 pub mod fake_github;
 pub mod fake_kube;
 pub mod git_http;
+pub mod s3_server;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,184 @@
+//! The backup store on a real S3 server (moto on loopback): the fixture's
+//! real barman catalog uploaded into a bucket, read by `pg-recover`, with
+//! pagination past 1,000 keys and the errors an operator meets (wrong
+//! bucket, wrong endpoint, refused credentials) — none of which may show a
+//! secret.
+
+mod common;
+
+use common::s3_server::{KEY_ID, S3Server, SECRET};
+use common::{Fixture, TARGET, project};
+
+const BUCKET: &str = "home-cluster-backup";
+
+fn s3_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", KEY_ID),
+        ("AWS_SECRET_ACCESS_KEY", SECRET),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_CONFIG_FILE", "/nonexistent"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+    ]
+}
+
+fn s3_config(f: &Fixture, url: &str, endpoint: &str) {
+    std::fs::write(
+        f.repo().join("drgit.toml"),
+        format!("[backup]\nurl = \"{url}\"\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\n"),
+    )
+    .unwrap();
+}
+
+fn server_with_fixture(prefix: &str) -> S3Server {
+    let s3 = S3Server::start(&[]);
+    s3.create_bucket(BUCKET);
+    s3.upload_dir(BUCKET, &project().join("fixtures/backup-store"), prefix);
+    s3
+}
+
+#[test]
+fn pg_recover_reads_the_catalog_from_s3() {
+    let s3 = server_with_fixture("cluster-a/");
+    let f = Fixture::new();
+    s3_config(&f, &format!("s3://{BUCKET}/cluster-a/"), &s3.endpoint);
+    let run = f.drgit_env(
+        &["--json", "pg-recover", "--target-time", TARGET, "--dry-run"],
+        &s3_env(),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let out = run.json();
+    assert_eq!(
+        out["catalog"]["location"],
+        "s3://home-cluster-backup/cluster-a/cnpg/shared-pg/"
+    );
+    assert_eq!(out["catalog"]["base_backups"], 2);
+    assert_eq!(out["catalog"]["wal_segments"], 10);
+    assert_eq!(
+        out["catalog"]["windows"][0]["start"],
+        "2026-11-26T03:02:26.121822Z"
+    );
+    assert_eq!(out["base_backup"], "20261126T030232");
+    assert!(!run.stdout.contains(SECRET) && !run.stderr.contains(SECRET));
+}
+
+#[test]
+fn listing_pages_past_a_thousand_keys_and_finds_the_gap() {
+    let s3 = server_with_fixture("");
+    // 1,200 more segments after the fixture's last (…0A), one missing.
+    let keys: Vec<String> = (0x0B..0x0B + 1200u64)
+        .filter(|n| *n != 0x0B + 700)
+        .map(|n| {
+            format!(
+                "cnpg/shared-pg/wals/{:08X}{:08X}/{:08X}{:08X}{:08X}.gz",
+                1,
+                n / 256,
+                1,
+                n / 256,
+                n % 256
+            )
+        })
+        .collect();
+    s3.put_many(BUCKET, &keys);
+    let f = Fixture::new();
+    s3_config(&f, &format!("s3://{BUCKET}/"), &s3.endpoint);
+    let run = f.drgit_env(
+        &["--json", "pg-recover", "--target-time", TARGET, "--dry-run"],
+        &s3_env(),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let out = run.json();
+    assert_eq!(out["catalog"]["wal_segments"], 10 + 1199);
+    let gaps = out["catalog"]["gaps"].as_array().unwrap();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    let missing = 0x0B + 700u64;
+    assert_eq!(
+        gaps[0]["first_missing"],
+        format!("{:08X}{:08X}{:08X}", 1, missing / 256, missing % 256)
+    );
+    assert_eq!(gaps[0]["missing"], 1);
+}
+
+#[test]
+fn wrong_bucket_endpoint_and_credentials_are_named() {
+    let s3 = server_with_fixture("");
+    let f = Fixture::new();
+
+    s3_config(&f, "s3://no-such-bucket/", &s3.endpoint);
+    let run = f.drgit_env(&["pg-recover", "--dry-run"], &s3_env());
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("bucket `no-such-bucket` does not exist at http://127.0.0.1:"),
+        "{}",
+        run.stderr
+    );
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    s3_config(
+        &f,
+        &format!("s3://{BUCKET}/"),
+        &format!("http://127.0.0.1:{closed}"),
+    );
+    let run = f.drgit_env(&["pg-recover", "--dry-run"], &s3_env());
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains(&format!(
+            "cannot reach the S3 endpoint http://127.0.0.1:{closed}"
+        )),
+        "{}",
+        run.stderr
+    );
+
+    // A server that checks credentials (moto with IAM enforcement on).
+    let strict = S3Server::start(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]);
+    s3_config(&f, &format!("s3://{BUCKET}/"), &strict.endpoint);
+    let run = f.drgit_env(&["pg-recover", "--dry-run"], &s3_env());
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("access denied (InvalidAccessKeyId)"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains(SECRET) && !run.stdout.contains(SECRET));
+}
+
+#[test]
+fn store_pages_listings_and_lists_folders_concurrently() {
+    use drgit::backup::BackupStore;
+    use drgit::backup::s3::{S3Settings, S3Store};
+    let s3 = S3Server::start(&[]);
+    s3.create_bucket(BUCKET);
+    let mut keys: Vec<String> = (0..1500).map(|i| format!("big/{i:05}")).collect();
+    keys.extend((0..30).map(|i| format!("dirs/d{}/{i}", i % 3)));
+    s3.put_many(BUCKET, &keys);
+    for (k, v) in s3_env() {
+        // SAFETY: set before any thread of this test reads the environment.
+        unsafe { std::env::set_var(k, v) };
+    }
+    let store = S3Store::new(&S3Settings {
+        bucket: BUCKET.into(),
+        prefix: String::new(),
+        endpoint: s3.endpoint.clone(),
+        region: "us-east-1".into(),
+        path_style: None,
+    })
+    .unwrap();
+    let big = store.list("big/").unwrap();
+    assert_eq!(big.len(), 1500);
+    assert_eq!(store.list_calls(), 2, "1,000 keys a page");
+    assert!(big.windows(2).all(|w| w[0].key < w[1].key));
+    let (dirs, files) = store.list_level("dirs/").unwrap();
+    assert_eq!(dirs, vec!["dirs/d0/", "dirs/d1/", "dirs/d2/"]);
+    assert!(files.is_empty());
+    let all = store.list_many(&dirs).unwrap();
+    assert_eq!(all.len(), 30);
+    assert_eq!(store.get("big/00007").unwrap(), b"x");
+    assert!(matches!(
+        store.get("big/nope"),
+        Err(drgit::backup::StoreError::Missing { .. })
+    ));
+}
