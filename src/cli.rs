@@ -79,7 +79,20 @@ impl PublishFlags {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum BackupsCommand {
+    /// Every backup kind: newest, age, count, size, retention, the PostgreSQL window and WAL gaps.
+    Status {
+        /// Exit 1 when anything is stale or broken (for cron and alerting).
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The backups in the store.
+    #[command(subcommand)]
+    Backups(BackupsCommand),
     /// Rewrite the CNPG Cluster to recover from its backups, after checking the target against the recoverable window.
     PgRecover {
         /// Point in time to recover to (RFC 3339, e.g. 2026-11-24T09:00:00Z); default: the end of the archived WAL.
@@ -121,6 +134,25 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
     )?;
     ctx.kubeconfig = cli.kubeconfig.clone();
     ctx.kube_context = cli.context.clone();
+    if let Command::Backups(BackupsCommand::Status { check }) = &cli.command {
+        let store = crate::backup::open(&ctx.backup_url, &ctx.config_base, &ctx.config.backup)?;
+        let report = crate::status::collect(store.as_ref(), &ctx.config, ctx.now)?;
+        let out = if cli.json {
+            let mut v = serde_json::to_value(&report).unwrap_or_default();
+            v["problems"] = serde_json::json!(report.problems());
+            format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default())
+        } else {
+            crate::status::render(&report)
+        };
+        std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes())
+            .map_err(|e| Error::Output(e.to_string()))?;
+        if *check && !report.problems().is_empty() {
+            return Err(Error::Unhealthy {
+                problems: report.problems().len(),
+            });
+        }
+        return Ok(());
+    }
     let outcome = match &cli.command {
         Command::PgRecover {
             target_time,
@@ -150,6 +182,7 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
                 when_healthy: *when_healthy,
             },
         )?,
+        Command::Backups(_) => unreachable!("handled above"),
     };
     crate::output::print(&outcome, cli.json).map_err(|e| Error::Output(e.to_string()))
 }

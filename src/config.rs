@@ -34,6 +34,34 @@ pub struct Config {
     pub talos: Talos,
     pub git: Git,
     pub forge: Forge,
+    pub expect: Expect,
+}
+
+/// What healthy backups look like (`drgit backups status`): the runbook's
+/// daily schedules, 14-day bucket retention and 7-day CNPG catalog.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Expect {
+    pub base_backup_hours: u64,
+    pub etcd_hours: u64,
+    pub kanidm_hours: u64,
+    /// Slack before a backup counts as late.
+    pub grace_hours: u64,
+    pub retention_days: u64,
+    pub catalog_days: u64,
+}
+
+impl Default for Expect {
+    fn default() -> Self {
+        Expect {
+            base_backup_hours: 24,
+            etcd_hours: 24,
+            kanidm_hours: 24,
+            grace_hours: 6,
+            retention_days: 14,
+            catalog_days: 7,
+        }
+    }
 }
 
 /// The backup store (one bucket for every backup kind).

@@ -56,6 +56,8 @@ pub enum Error {
     PublishFailed { source: Box<Error>, undone: bool },
     #[error("cannot write drgit's state file {path}: {detail}")]
     State { path: String, detail: String },
+    #[error("backups status: {problems} problem(s), listed above")]
+    Unhealthy { problems: usize },
     #[error("cannot write the output: {0}")]
     Output(String),
     #[error("cannot render the template {name}: {detail}")]

@@ -17,6 +17,7 @@ pub mod gitops;
 pub mod manifest;
 pub mod output;
 pub mod scenario;
+pub mod status;
 pub mod timearg;
 
 /// Picks rustls' process-wide crypto provider (ring) once: the HTTP

@@ -21,7 +21,7 @@ fn main() {
         .without_time()
         .init();
     if let Err(e) = run(&cli) {
-        if cli.json {
+        if cli.json && !matches!(e, drgit::error::Error::Unhealthy { .. }) {
             println!(
                 "{}",
                 serde_json::json!({ "error": e.to_string(), "exit_code": e.exit_code() })

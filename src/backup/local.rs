@@ -108,6 +108,17 @@ impl BackupStore for LocalStore {
         Ok((dirs, files))
     }
 
+    fn get_head(&self, key: &str, len: u64) -> Result<Vec<u8>, StoreError> {
+        use std::io::Read;
+        let path = self.root.join(key);
+        let file = std::fs::File::open(&path).map_err(|e| self.io(&path, e))?;
+        let mut out = Vec::new();
+        file.take(len)
+            .read_to_end(&mut out)
+            .map_err(|e| self.io(&path, e))?;
+        Ok(out)
+    }
+
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         let path = self.root.join(key);
         std::fs::read(&path).map_err(|e| self.io(&path, e))

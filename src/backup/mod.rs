@@ -6,6 +6,7 @@
 //! modification time as its LastModified, like S3 does.
 
 pub mod barman;
+pub mod kinds;
 pub mod local;
 pub mod s3;
 
@@ -77,6 +78,8 @@ pub trait BackupStore {
     }
     /// The whole content of one object.
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError>;
+    /// Up to `len` bytes of an object from its start (a ranged read).
+    fn get_head(&self, key: &str, len: u64) -> Result<Vec<u8>, StoreError>;
 }
 
 /// Opens the store a backup URL names (`base` resolves relative paths).

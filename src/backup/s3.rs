@@ -295,6 +295,26 @@ impl BackupStore for S3Store {
         Ok(out)
     }
 
+    fn get_head(&self, key: &str, len: u64) -> Result<Vec<u8>, StoreError> {
+        let full = format!("{}{key}", self.root);
+        self.rt.block_on(async {
+            let resp = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .range(format!("bytes=0-{}", len.saturating_sub(1)))
+                .send()
+                .await
+                .map_err(|e| map_err(e, &self.bucket, self.location(key), &self.endpoint))?;
+            let bytes = resp.body.collect().await.map_err(|e| StoreError::S3 {
+                location: self.location(key),
+                detail: format!("the download broke off: {e}"),
+            })?;
+            Ok(bytes.into_bytes().to_vec())
+        })
+    }
+
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         let full = format!("{}{key}", self.root);
         self.rt.block_on(async {

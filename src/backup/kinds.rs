@@ -1,0 +1,173 @@
+//! The etcd snapshots and Kanidm backups in the store.
+//!
+//! etcd: `etcd/<YYYYMMDDTHHMMSSZ>.db`, written by `talosctl etcd snapshot`.
+//! Kanidm: `kanidm/<timestamp>.backup` (or `.gz`): kanidmd's JSON backup
+//! (`version`, `db_s_uuid`, `db_d_uuid`, `db_ts_max`, `keyhandles`,
+//! `repl_meta`, `entries`), gzip-compressed by default since 1.8 whatever
+//! the name says. Its `version` is read from the first bytes only (a ranged
+//! read, decompressed as far as it goes), never by downloading it whole.
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::{BackupStore, ObjectMeta, StoreError};
+
+/// One backup object of a simple kind.
+#[derive(Debug, Clone, Serialize)]
+pub struct Item {
+    pub key: String,
+    pub size: u64,
+    /// From the name when it carries a timestamp, else LastModified.
+    pub time: Timestamp,
+    pub last_modified: Timestamp,
+    /// Kanidm only: the server version that wrote it, and whether it is gzip.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gzip: Option<bool>,
+    /// Kanidm only: why the header could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// `20261126T030246Z` (or without `Z`) at the start of a file name.
+pub fn time_from_name(key: &str) -> Option<Timestamp> {
+    let name = key.rsplit('/').next()?;
+    let stamp = name.get(..16)?;
+    let with_z = if stamp.ends_with('Z') {
+        stamp.to_string()
+    } else {
+        format!("{}Z", name.get(..15)?)
+    };
+    jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", &with_z)
+        .ok()?
+        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
+}
+
+fn item(o: ObjectMeta) -> Item {
+    Item {
+        time: time_from_name(&o.key).unwrap_or(o.last_modified),
+        key: o.key,
+        size: o.size,
+        last_modified: o.last_modified,
+        version: None,
+        gzip: None,
+        problem: None,
+    }
+}
+
+/// etcd snapshots under `prefix`, oldest first.
+pub fn etcd_snapshots(store: &dyn BackupStore, prefix: &str) -> Result<Vec<Item>, StoreError> {
+    let mut items: Vec<Item> = store
+        .list(prefix)?
+        .into_iter()
+        .filter(|o| o.key.ends_with(".db"))
+        .map(item)
+        .collect();
+    items.sort_by_key(|i| i.time);
+    Ok(items)
+}
+
+/// How many bytes of a Kanidm backup are read for its header.
+const HEADER_BYTES: u64 = 64 * 1024;
+
+/// Kanidm backups under `prefix`, oldest first, with their versions.
+pub fn kanidm_backups(store: &dyn BackupStore, prefix: &str) -> Result<Vec<Item>, StoreError> {
+    let mut items: Vec<Item> = store.list(prefix)?.into_iter().map(item).collect();
+    for i in &mut items {
+        let head = store.get_head(&i.key, HEADER_BYTES)?;
+        let (gzip, version) = kanidm_header(&head);
+        i.gzip = Some(gzip);
+        match version {
+            Ok(v) => i.version = Some(v),
+            Err(p) => i.problem = Some(p),
+        }
+    }
+    items.sort_by_key(|i| i.time);
+    Ok(items)
+}
+
+/// Reads `version` from the first bytes of a Kanidm backup.
+pub fn kanidm_header(head: &[u8]) -> (bool, Result<String, String>) {
+    let gzip = head.starts_with(&[0x1f, 0x8b]);
+    let text = if gzip {
+        use std::io::Read;
+        let mut out = Vec::new();
+        let mut dec = flate2::read::GzDecoder::new(head);
+        let mut buf = [0u8; 8192];
+        // A ranged read ends mid-stream: keep what decompressed before that.
+        loop {
+            match dec.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(_) => break,
+            }
+        }
+        if out.is_empty() {
+            return (gzip, Err("gzip data that does not decompress".into()));
+        }
+        out
+    } else {
+        head.to_vec()
+    };
+    let text = String::from_utf8_lossy(&text);
+    if !text.trim_start().starts_with('{') {
+        return (gzip, Err("not a kanidmd JSON backup".into()));
+    }
+    match json_string_field(&text, "version") {
+        Some(v) => (gzip, Ok(v)),
+        None => (gzip, Err("no `version` in the backup's header".into())),
+    }
+}
+
+/// The value of a top-level string field, found by scanning (the document
+/// may be cut short).
+fn json_string_field(text: &str, field: &str) -> Option<String> {
+    let needle = format!("\"{field}\"");
+    let at = text.find(&needle)? + needle.len();
+    let rest = text[at..]
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start()
+        .strip_prefix('"')?;
+    let end = rest.find('"')?;
+    Some(rest[..end].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_times() {
+        assert_eq!(
+            time_from_name("etcd/20261126T030246Z.db")
+                .unwrap()
+                .to_string(),
+            "2026-11-26T03:02:46Z"
+        );
+        assert_eq!(
+            time_from_name("kanidm/20261126T030246.backup")
+                .unwrap()
+                .to_string(),
+            "2026-11-26T03:02:46Z"
+        );
+        assert!(time_from_name("etcd/latest.db").is_none());
+    }
+
+    #[test]
+    fn kanidm_versions_plain_and_gzip_even_cut_short() {
+        let json = br#"{"version":"1.9","db_s_uuid":"a","entries":[1,2,3]}"#;
+        assert_eq!(kanidm_header(json), (false, Ok("1.9".to_string())));
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut enc, br#"{"version": "1.8", "entries": ["#).unwrap();
+        std::io::Write::write_all(&mut enc, &vec![b'1'; 200_000]).unwrap();
+        let gz = enc.finish().unwrap();
+        let (gzip, v) = kanidm_header(&gz[..gz.len() / 2]);
+        assert!(gzip);
+        assert_eq!(v, Ok("1.8".to_string()));
+        assert!(kanidm_header(b"garbage").1.is_err());
+    }
+}
