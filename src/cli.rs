@@ -86,6 +86,23 @@ pub enum BackupsCommand {
         #[arg(long)]
         check: bool,
     },
+    /// Download one backup, verified (and resumed when interrupted).
+    Download {
+        /// What to download.
+        #[arg(value_enum)]
+        kind: DownloadKind,
+        /// The backup's file name (as `backups status --json` lists it), or `latest`.
+        name: String,
+        /// Where to write it (default: its file name in the current directory).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DownloadKind {
+    Etcd,
+    Kanidm,
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,6 +151,77 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
     )?;
     ctx.kubeconfig = cli.kubeconfig.clone();
     ctx.kube_context = cli.context.clone();
+    if let Command::Backups(BackupsCommand::Download { kind, name, output }) = &cli.command {
+        let store = crate::backup::open(&ctx.backup_url, &ctx.config_base, &ctx.config.backup)?;
+        let (items, dkind) = match kind {
+            DownloadKind::Etcd => (
+                crate::backup::kinds::etcd_snapshots(
+                    store.as_ref(),
+                    &ctx.config.talos.etcd_prefix,
+                )?,
+                crate::backup::download::Kind::Etcd,
+            ),
+            DownloadKind::Kanidm => (
+                crate::backup::kinds::kanidm_backups(
+                    store.as_ref(),
+                    &ctx.config.kanidm.backup_prefix,
+                )?,
+                crate::backup::download::Kind::Kanidm,
+            ),
+        };
+        let item = if name == "latest" {
+            items.last()
+        } else {
+            items
+                .iter()
+                .find(|i| i.key == *name || i.key.rsplit('/').next() == Some(name.as_str()))
+        }
+        .ok_or_else(|| Error::NoSuchBackup {
+            name: name.clone(),
+            location: store.describe(),
+            have: items
+                .iter()
+                .rev()
+                .take(5)
+                .map(|i| i.key.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+        let file_name = item.key.rsplit('/').next().unwrap_or("backup").to_string();
+        let dest = output.clone().unwrap_or_else(|| PathBuf::from(&file_name));
+        let opts = crate::backup::download::Options {
+            progress: std::io::IsTerminal::is_terminal(&std::io::stderr()) && !cli.quiet,
+            ..Default::default()
+        };
+        let done =
+            crate::backup::download::download(store.as_ref(), &item.key, &dest, dkind, &opts)?;
+        let out = if cli.json {
+            format!(
+                "{}\n",
+                serde_json::to_string_pretty(&done).unwrap_or_default()
+            )
+        } else {
+            format!(
+                "Downloaded {} to {} ({} bytes{}); checked: {}{}\n",
+                done.key,
+                done.path.display(),
+                done.size,
+                if done.resumed_parts > 0 {
+                    format!(", resumed after {} part(s)", done.resumed_parts)
+                } else {
+                    String::new()
+                },
+                done.checks.join(", "),
+                done.version
+                    .as_ref()
+                    .map(|v| format!("; written by kanidmd {v}"))
+                    .unwrap_or_default()
+            )
+        };
+        std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes())
+            .map_err(|e| Error::Output(e.to_string()))?;
+        return Ok(());
+    }
     if let Command::Backups(BackupsCommand::Status { check }) = &cli.command {
         let store = crate::backup::open(&ctx.backup_url, &ctx.config_base, &ctx.config.backup)?;
         let report = crate::status::collect(store.as_ref(), &ctx.config, ctx.now)?;

@@ -56,6 +56,14 @@ pub enum Error {
     PublishFailed { source: Box<Error>, undone: bool },
     #[error("cannot write drgit's state file {path}: {detail}")]
     State { path: String, detail: String },
+    #[error(transparent)]
+    Download(#[from] crate::backup::download::DownloadError),
+    #[error("no backup `{name}` in {location} (newest: {have})")]
+    NoSuchBackup {
+        name: String,
+        location: String,
+        have: String,
+    },
     #[error("backups status: {problems} problem(s), listed above")]
     Unhealthy { problems: usize },
     #[error("cannot write the output: {0}")]

@@ -6,9 +6,11 @@
 //! modification time as its LastModified, like S3 does.
 
 pub mod barman;
+pub mod download;
 pub mod kinds;
 pub mod local;
 pub mod s3;
+pub mod verify;
 
 use std::path::Path;
 
@@ -80,6 +82,19 @@ pub trait BackupStore {
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError>;
     /// Up to `len` bytes of an object from its start (a ranged read).
     fn get_head(&self, key: &str, len: u64) -> Result<Vec<u8>, StoreError>;
+    /// An object's size and ETag.
+    fn stat(&self, key: &str) -> Result<(u64, Option<String>), StoreError>;
+    /// Writes byte ranges of an object into `file` at their own offsets,
+    /// up to `parallel` at a time; calls `done(index, bytes)` as each
+    /// range is complete.
+    fn fetch_parts(
+        &self,
+        key: &str,
+        file: &std::fs::File,
+        ranges: &[std::ops::Range<u64>],
+        parallel: usize,
+        done: &(dyn Fn(usize, u64) + Sync),
+    ) -> Result<(), StoreError>;
 }
 
 /// Opens the store a backup URL names (`base` resolves relative paths).

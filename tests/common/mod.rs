@@ -7,6 +7,7 @@
 
 pub mod fake_github;
 pub mod fake_kube;
+pub mod fault_proxy;
 pub mod git_http;
 pub mod s3_server;
 
