@@ -113,7 +113,9 @@ fn kanidm_backups_plain_gzip_and_broken() {
     let plain = br#"{"version":"1.8","db_s_uuid":"x","db_d_uuid":"y","db_ts_max":"z","keyhandles":{},"repl_meta":{},"entries":[]}"#.to_vec();
     let mut not_gzip = real.clone();
     not_gzip.truncate(real.len() / 2);
-    let cases: Vec<(&str, Vec<u8>, Result<(&str, &str), &str>)> = vec![
+    /// Ok((version, check)) or Err(text of the error).
+    type Expect<'a> = Result<(&'a str, &'a str), &'a str>;
+    let cases: Vec<(&str, Vec<u8>, Expect)> = vec![
         ("gzip", real, Ok(("1.9", "gzip JSON backup"))),
         ("plain", plain, Ok(("1.8", "JSON backup"))),
         ("cut gzip", not_gzip, Err("kanidm backup")),
