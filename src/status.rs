@@ -12,7 +12,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
 use crate::backup::BackupStore;
-use crate::backup::barman::{Catalog, CatalogError, Gap, Window};
+use crate::backup::barman::{BaseBackup, Catalog, CatalogError, Gap, Window};
 use crate::backup::kinds::{self, Item};
 use crate::config::Config;
 
@@ -35,6 +35,10 @@ pub struct Lineage {
     pub timelines: Vec<String>,
     pub windows: Vec<Window>,
     pub gaps: Vec<Gap>,
+    /// Every base backup, as its backup.info says.
+    pub backups: Vec<BaseBackup>,
+    /// Timeline history files (`<tli>.history`).
+    pub histories: Vec<String>,
     pub problems: Vec<String>,
 }
 
@@ -281,6 +285,8 @@ fn lineage(c: &Catalog, server: &str) -> Lineage {
         timelines,
         windows: c.windows(),
         gaps: c.gaps(),
+        backups: c.backups.clone(),
+        histories: c.histories.clone(),
         problems: Vec::new(),
     }
 }

@@ -60,6 +60,12 @@ fn to_timestamp(t: Option<&aws_sdk_s3::primitives::DateTime>) -> Timestamp {
         .unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
+impl Drop for S3Store {
+    fn drop(&mut self) {
+        tracing::info!(list_calls = self.list_calls(), store = %self.describe(), "S3 LIST requests made");
+    }
+}
+
 impl S3Store {
     pub fn new(s: &S3Settings) -> Result<S3Store, StoreError> {
         crate::init_tls();
