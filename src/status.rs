@@ -33,6 +33,8 @@ pub struct Lineage {
     pub wal_segments: usize,
     pub newest_wal: Option<Timestamp>,
     pub timelines: Vec<String>,
+    /// Per timeline: its segments, its `.partial` files, its history file.
+    pub timeline_details: Vec<TimelineInfo>,
     pub windows: Vec<Window>,
     pub gaps: Vec<Gap>,
     /// Every base backup, as its backup.info says.
@@ -40,6 +42,19 @@ pub struct Lineage {
     /// Timeline history files (`<tli>.history`).
     pub histories: Vec<String>,
     pub problems: Vec<String>,
+}
+
+/// One timeline of a lineage.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelineInfo {
+    pub timeline: u32,
+    /// Segments on the recovery path that belong to this timeline.
+    pub segments: usize,
+    pub first: Option<String>,
+    pub last: Option<String>,
+    /// The last segment it wrote before another timeline took over.
+    pub partial: Vec<String>,
+    pub history: bool,
 }
 
 /// etcd or Kanidm.
@@ -265,8 +280,39 @@ fn lineage(c: &Catalog, server: &str) -> Lineage {
     timelines.dedup();
     timelines.sort();
     timelines.dedup();
+    let mut tlis: Vec<u32> = c.segments.iter().map(|s| s.timeline).collect();
+    for p in &c.partials {
+        if let Ok(t) = u32::from_str_radix(p.get(..8).unwrap_or(""), 16) {
+            tlis.push(t);
+        }
+    }
+    tlis.sort();
+    tlis.dedup();
+    let timeline_details = tlis
+        .into_iter()
+        .map(|t| {
+            let on: Vec<_> = c.segments.iter().filter(|s| s.timeline == t).collect();
+            TimelineInfo {
+                timeline: t,
+                segments: on.len(),
+                first: on.first().map(|s| s.name.clone()),
+                last: on.last().map(|s| s.name.clone()),
+                partial: c
+                    .partials
+                    .iter()
+                    .filter(|p| p.starts_with(&format!("{t:08X}")))
+                    .cloned()
+                    .collect(),
+                history: c
+                    .histories
+                    .iter()
+                    .any(|h| h.starts_with(&format!("{t:08X}.history"))),
+            }
+        })
+        .collect();
     Lineage {
         server_name: server.to_string(),
+        timeline_details,
         active: false,
         base_backups: c.backups.len(),
         done: done.len(),
@@ -407,6 +453,25 @@ pub fn render(r: &Report) -> String {
                 "    newest WAL         {t} ({} ago)\n",
                 human_age(age(r.now, t))
             ));
+        }
+        if l.timeline_details.len() > 1 {
+            for t in &l.timeline_details {
+                s.push_str(&format!(
+                    "    timeline {}: {} segment(s){}{}{}\n",
+                    t.timeline,
+                    t.segments,
+                    match (&t.first, &t.last) {
+                        (Some(a), Some(b)) => format!(" {a}..{b}"),
+                        _ => String::new(),
+                    },
+                    if t.partial.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", ends in {}", t.partial.join(", "))
+                    },
+                    if t.history { ", history file" } else { "" }
+                ));
+            }
         }
         for w in &l.windows {
             s.push_str(&format!(

@@ -107,6 +107,17 @@ fn catalog_matches_barman_across_a_timeline_switch_and_finds_the_gap() {
     }
     assert_eq!(pg["timelines"], serde_json::json!(["1", "2"]));
     assert_eq!(pg["histories"], serde_json::json!(["00000002.history.gz"]));
+    let tl = pg["timeline_details"].as_array().unwrap();
+    assert_eq!(tl[0]["timeline"], 1);
+    assert!(
+        tl[0]["partial"][0]
+            .as_str()
+            .unwrap()
+            .ends_with(".partial.gz"),
+        "{tl:?}"
+    );
+    assert_eq!(tl[1]["timeline"], 2);
+    assert_eq!(tl[1]["history"], true);
     // Segments: every WAL position with a plain segment object (not
     // .partial, .backup or .history); the switch segment may exist on both
     // timelines and counts once.

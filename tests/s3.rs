@@ -182,3 +182,30 @@ fn store_pages_listings_and_lists_folders_concurrently() {
         Err(drgit::backup::StoreError::Missing { .. })
     ));
 }
+
+#[test]
+fn failing_and_slow_listings_are_retried() {
+    use common::fault_proxy::{Fault, FaultProxy};
+    let s3 = server_with_fixture("");
+    let proxy = FaultProxy::start(&s3.endpoint);
+    let f = Fixture::new();
+    s3_config(&f, &format!("s3://{BUCKET}/"), &proxy.endpoint);
+    proxy.inject("list-type=2", Fault::Status(503));
+    proxy.inject("list-type=2", Fault::Status(500));
+    proxy.inject(
+        "list-type=2",
+        Fault::Slow(std::time::Duration::from_millis(1500)),
+    );
+    proxy.inject("backup.info", Fault::Status(503));
+    let run = f.drgit_env(
+        &["--json", "pg-recover", "--target-time", TARGET, "--dry-run"],
+        &s3_env(),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.json()["catalog"]["base_backups"], 2);
+    assert_eq!(run.json()["catalog"]["wal_segments"], 10);
+    assert!(
+        proxy.faults.lock().unwrap().is_empty(),
+        "every fault was met and retried past"
+    );
+}
