@@ -25,6 +25,9 @@ pub struct Item {
     pub version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gzip: Option<bool>,
+    /// Kanidm only: `db_ts_max`, the newest change the backup holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db_ts_max: Option<String>,
     /// Kanidm only: why the header could not be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
@@ -54,6 +57,7 @@ fn item(o: ObjectMeta) -> Item {
         last_modified: o.last_modified,
         version: None,
         gzip: None,
+        db_ts_max: None,
         problem: None,
     }
 }
@@ -80,6 +84,7 @@ pub fn kanidm_backups(store: &dyn BackupStore, prefix: &str) -> Result<Vec<Item>
         let head = store.get_head(&i.key, HEADER_BYTES)?;
         let (gzip, version) = kanidm_header(&head);
         i.gzip = Some(gzip);
+        i.db_ts_max = header_text(&head).and_then(|t| json_string_field(&t, "db_ts_max"));
         match version {
             Ok(v) => i.version = Some(v),
             Err(p) => i.problem = Some(p),
@@ -89,30 +94,41 @@ pub fn kanidm_backups(store: &dyn BackupStore, prefix: &str) -> Result<Vec<Item>
     Ok(items)
 }
 
-/// Reads `version` from the first bytes of a Kanidm backup.
-pub fn kanidm_header(head: &[u8]) -> (bool, Result<String, String>) {
+/// The first bytes of a Kanidm backup as text, decompressed as far as they go.
+fn header_text(head: &[u8]) -> Option<String> {
     let gzip = head.starts_with(&[0x1f, 0x8b]);
-    let text = if gzip {
+    let bytes = if gzip {
         use std::io::Read;
         let mut out = Vec::new();
         let mut dec = flate2::read::GzDecoder::new(head);
         let mut buf = [0u8; 8192];
-        // A ranged read ends mid-stream: keep what decompressed before that.
-        loop {
-            match dec.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-                Err(_) => break,
+        while let Ok(n) = dec.read(&mut buf) {
+            if n == 0 {
+                break;
             }
-        }
-        if out.is_empty() {
-            return (gzip, Err("gzip data that does not decompress".into()));
+            out.extend_from_slice(&buf[..n]);
         }
         out
     } else {
         head.to_vec()
     };
-    let text = String::from_utf8_lossy(&text);
+    (!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Reads `version` from the first bytes of a Kanidm backup.
+pub fn kanidm_header(head: &[u8]) -> (bool, Result<String, String>) {
+    let gzip = head.starts_with(&[0x1f, 0x8b]);
+    let Some(text) = header_text(head) else {
+        return (
+            gzip,
+            Err(if gzip {
+                "gzip data that does not decompress"
+            } else {
+                "an empty file"
+            }
+            .into()),
+        );
+    };
     if !text.trim_start().starts_with('{') {
         return (gzip, Err("not a kanidmd JSON backup".into()));
     }
