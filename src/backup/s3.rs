@@ -264,6 +264,28 @@ async fn fetch_range(
 }
 
 impl S3Store {
+    /// Every page under `prefix` (one level with `delimiter`), keys relative to the root.
+    fn pages(
+        &self,
+        prefix: &str,
+        delimiter: bool,
+    ) -> Result<(Vec<String>, Vec<ObjectMeta>), StoreError> {
+        let (dirs, files) = self
+            .rt
+            .block_on(list_pages(
+                self.client.clone(),
+                self.bucket.clone(),
+                format!("{}{prefix}", self.root),
+                delimiter,
+                self.list_calls.clone(),
+            ))
+            .map_err(|e| map_err(e, &self.bucket, self.location(prefix), &self.endpoint))?;
+        Ok((
+            dirs.into_iter().map(|d| self.strip(d)).collect(),
+            files.into_iter().map(|f| self.meta(f)).collect(),
+        ))
+    }
+
     fn strip(&self, key: String) -> String {
         key.strip_prefix(&self.root)
             .map(str::to_string)
@@ -285,34 +307,13 @@ impl BackupStore for S3Store {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-        let (_, files) = self
-            .rt
-            .block_on(list_pages(
-                self.client.clone(),
-                self.bucket.clone(),
-                format!("{}{prefix}", self.root),
-                false,
-                self.list_calls.clone(),
-            ))
-            .map_err(|e| map_err(e, &self.bucket, self.location(prefix), &self.endpoint))?;
-        let mut out: Vec<ObjectMeta> = files.into_iter().map(|f| self.meta(f)).collect();
+        let (_, mut out) = self.pages(prefix, false)?;
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
 
     fn list_level(&self, prefix: &str) -> Result<(Vec<String>, Vec<ObjectMeta>), StoreError> {
-        let (dirs, files) = self
-            .rt
-            .block_on(list_pages(
-                self.client.clone(),
-                self.bucket.clone(),
-                format!("{}{prefix}", self.root),
-                true,
-                self.list_calls.clone(),
-            ))
-            .map_err(|e| map_err(e, &self.bucket, self.location(prefix), &self.endpoint))?;
-        let dirs = dirs.into_iter().map(|d| self.strip(d)).collect();
-        Ok((dirs, files.into_iter().map(|f| self.meta(f)).collect()))
+        self.pages(prefix, true)
     }
 
     fn list_many(&self, prefixes: &[String]) -> Result<Vec<ObjectMeta>, StoreError> {

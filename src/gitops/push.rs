@@ -110,8 +110,12 @@ impl WorkRepo {
         }
     }
 
-    /// Where `refname` (e.g. `refs/heads/main`) points on the remote now.
-    pub fn ls_remote(&self, remote: &str, refname: &str) -> Result<Option<Oid>, GitError> {
+    /// Connects to the remote for reading and hands the connection to `f`.
+    fn with_connection<T>(
+        &self,
+        remote: &str,
+        f: impl FnOnce(&git2::RemoteConnection<'_, '_, '_>) -> Result<T, GitError>,
+    ) -> Result<T, GitError> {
         let config = self
             .git2()
             .config()
@@ -121,29 +125,28 @@ impl WorkRepo {
         let conn = r
             .connect_auth(Direction::Fetch, Some(callbacks(&config, &attempts)), None)
             .map_err(|e| self.remote_error(remote, "connect", e))?;
-        let heads = conn
-            .list()
-            .map_err(|e| self.remote_error(remote, "list refs", e))?;
-        Ok(heads.iter().find(|h| h.name() == refname).map(|h| h.oid()))
+        f(&conn)
+    }
+
+    /// Where `refname` (e.g. `refs/heads/main`) points on the remote now.
+    pub fn ls_remote(&self, remote: &str, refname: &str) -> Result<Option<Oid>, GitError> {
+        self.with_connection(remote, |conn| {
+            let heads = conn
+                .list()
+                .map_err(|e| self.remote_error(remote, "list refs", e))?;
+            Ok(heads.iter().find(|h| h.name() == refname).map(|h| h.oid()))
+        })
     }
 
     /// The remote's default branch (what its HEAD points at), if it says.
     pub fn remote_default_branch(&self, remote: &str) -> Result<Option<String>, GitError> {
-        let config = self
-            .git2()
-            .config()
-            .map_err(|e| self.remote_error(remote, "read git config", e))?;
-        let attempts = Cell::new(0);
-        let mut r = self.remote(remote)?;
-        let conn = r
-            .connect_auth(Direction::Fetch, Some(callbacks(&config, &attempts)), None)
-            .map_err(|e| self.remote_error(remote, "connect", e))?;
-        let branch = conn.default_branch().ok().and_then(|b| {
-            b.as_str()
-                .ok()
-                .map(|s| s.trim_start_matches("refs/heads/").to_string())
-        });
-        Ok(branch)
+        self.with_connection(remote, |conn| {
+            Ok(conn.default_branch().ok().and_then(|b| {
+                b.as_str()
+                    .ok()
+                    .map(|s| s.trim_start_matches("refs/heads/").to_string())
+            }))
+        })
     }
 
     /// Fetches `branch` into `refs/remotes/<remote>/<branch>`; returns its commit.

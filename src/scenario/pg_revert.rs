@@ -11,9 +11,7 @@
 use serde::Serialize;
 
 use super::publish::{self, AutoRevert, Mode, Options};
-use super::{
-    Context, Outcome, diffstat, preflight, read_cluster_manifest, render_template, unified_diff,
-};
+use super::{Context, Outcome, diffstat, preflight, read_cluster_manifest, unified_diff};
 use std::time::Duration;
 
 use crate::cluster::Kube;
@@ -136,29 +134,20 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
         diffstat: &stat,
         recovery_pr: intent.as_ref().map(|i| i.recovery_pr),
     };
-    let message = render_template("pg-revert.commit.j2", COMMIT_TEMPLATE, &texts)?;
-    let committed = repo.commit_file(
-        publish::target(mode, &branch),
-        &manifest.rel_path,
-        rewrite.text.as_bytes(),
-        &message,
-    )?;
-    outcome.branch = Some(committed.branch.clone());
-    outcome.commit = Some(committed.commit.to_string());
-
-    let pr_source = publish::template(&ctx.repo_dir, "pg-revert.pr.md.j2", PR_TEMPLATE)?;
-    let (title, body) =
-        publish::title_and_body(&render_template("pg-revert.pr.md.j2", &pr_source, &texts)?);
-    let (published, pr) = publish::publish(
+    let (message, title, body) =
+        publish::render_texts(ctx, "pg-revert", COMMIT_TEMPLATE, PR_TEMPLATE, &texts)?;
+    let (committed, published, pr) = publish::commit_and_publish(
         ctx,
         &repo,
         &args.publish,
         &branch,
-        &title,
-        &body,
+        &manifest,
+        &rewrite.text,
+        (&message, &title, &body),
         "pg-revert",
-    )
-    .map_err(|e| publish::undo_after(&repo, &committed, &manifest.rel_path, &manifest.text, e))?;
+    )?;
+    outcome.branch = Some(committed.branch.clone());
+    outcome.commit = Some(committed.commit.to_string());
     if let (Some(intent), Some((gh, pr))) = (&intent, &pr) {
         gh.comment(
             intent.recovery_pr,

@@ -267,7 +267,10 @@ pub fn publish(
     finish(ctx, gh, pr, out, opts)
 }
 
-type PublishResult = Result<(Published, Option<(GitHub, PullRequest)>), Error>;
+/// The pull request a publish opened or updated, with the client that did.
+pub type OpenedPr = Option<(GitHub, PullRequest)>;
+
+type PublishResult = Result<(Published, OpenedPr), Error>;
 
 /// Waits for the merge when asked.
 fn finish(
@@ -283,6 +286,48 @@ fn finish(
         out.merge_commit = Some(gh.wait_merged(pr.number, timeout, first)?);
     }
     Ok((out, Some((gh, pr))))
+}
+
+/// Renders a scenario's commit message and pull-request title and body
+/// (`<scenario>.commit.j2`, `<scenario>.pr.md.j2`; the repository's
+/// `.drgit/templates/` overrides the pull request's).
+pub fn render_texts(
+    ctx: &Context,
+    scenario: &str,
+    commit_template: &'static str,
+    pr_template: &'static str,
+    data: impl Serialize,
+) -> Result<(String, String, String), Error> {
+    let commit_name = format!("{scenario}.commit.j2");
+    let pr_name = format!("{scenario}.pr.md.j2");
+    let message = super::render_template(&commit_name, commit_template, &data)?;
+    let pr_source = template(&ctx.repo_dir, &pr_name, pr_template)?;
+    let (title, body) = title_and_body(&super::render_template(&pr_name, &pr_source, &data)?);
+    Ok((message, title, body))
+}
+
+/// Commits the rewritten manifest where the mode says, then publishes it;
+/// a failed publish undoes the local commit.
+#[allow(clippy::too_many_arguments)]
+pub fn commit_and_publish(
+    ctx: &Context,
+    repo: &WorkRepo,
+    opts: &Options,
+    branch: &str,
+    manifest: &super::Manifest,
+    new_text: &str,
+    (message, title, body): (&str, &str, &str),
+    label: &str,
+) -> Result<(Committed, Published, OpenedPr), Error> {
+    let committed = repo.commit_file(
+        target(opts.mode, branch),
+        &manifest.rel_path,
+        new_text.as_bytes(),
+        message,
+    )?;
+    let (published, pr) = publish(ctx, repo, opts, branch, title, body, label)
+        .map_err(|e| undo_after(repo, &committed, &manifest.rel_path, &manifest.text, e))?;
+    Ok((committed, published, pr))
 }
 
 /// After a failed publish, undoes the local commit (HEAD, branch, file,
