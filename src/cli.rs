@@ -32,6 +32,9 @@ pub struct Cli {
     /// Only errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Confirm destructive steps without asking (without it, they ask at a terminal and refuse elsewhere).
+    #[arg(long, global = true)]
+    pub yes: bool,
     /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
     #[arg(long, global = true)]
     pub kubeconfig: Option<PathBuf>,
@@ -126,7 +129,14 @@ pub enum Command {
         /// With --pr: record that the revert pull request follows once the Cluster is healthy.
         #[arg(long, requires = "pr")]
         auto_revert: bool,
+        /// Then drive the cluster: merged, Argo CD synced, Cluster deleted (confirmed), recovery watched to healthy.
+        #[arg(long)]
+        wait: bool,
     },
+    /// Go on with an interrupted `--wait` at its first unfinished step.
+    Resume,
+    /// The steps of the current (or last) `--wait` run and how far it got.
+    Status,
     /// Put the recovered Cluster's bootstrap back to initdb, keeping the new backup lineage.
     PgRevert {
         /// Show the diff and the plan; change nothing.
@@ -151,6 +161,23 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
     )?;
     ctx.kubeconfig = cli.kubeconfig.clone();
     ctx.kube_context = cli.context.clone();
+    if matches!(cli.command, Command::Resume | Command::Status) {
+        let value = match cli.command {
+            Command::Resume => scenario::pg_wait::resume(&ctx, cli.yes)?,
+            _ => serde_json::to_value(scenario::pg_wait::status(&ctx)?).unwrap_or_default(),
+        };
+        let out = if cli.json || value.is_null() {
+            format!(
+                "{}\n",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            )
+        } else {
+            crate::output::journal(&value)
+        };
+        std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes())
+            .map_err(|e| Error::Output(e.to_string()))?;
+        return Ok(());
+    }
     if let Command::Backups(BackupsCommand::Download { kind, name, output }) = &cli.command {
         let store = crate::backup::open(&ctx.backup_url, &ctx.config_base, &ctx.config.backup)?;
         let (items, dkind) = match kind {
@@ -248,6 +275,7 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
             dry_run,
             publish,
             auto_revert,
+            wait,
         } => scenario::pg_recover::run(
             &ctx,
             &scenario::pg_recover::Args {
@@ -256,6 +284,8 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
                 dry_run: *dry_run,
                 publish: publish.options(),
                 auto_revert: *auto_revert,
+                wait: *wait,
+                yes: cli.yes,
             },
         )?,
         Command::PgRevert {
@@ -270,7 +300,7 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
                 when_healthy: *when_healthy,
             },
         )?,
-        Command::Backups(_) => unreachable!("handled above"),
+        Command::Backups(_) | Command::Resume | Command::Status => unreachable!("handled above"),
     };
     crate::output::print(&outcome, cli.json).map_err(|e| Error::Output(e.to_string()))
 }

@@ -35,6 +35,30 @@ pub struct Config {
     pub git: Git,
     pub forge: Forge,
     pub expect: Expect,
+    pub argocd: ArgoCd,
+}
+
+/// Where Argo CD runs and how long drgit waits for it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArgoCd {
+    pub namespace: String,
+    /// The Application deploying the Cluster; default: the one whose
+    /// source path holds the manifest.
+    pub application: Option<String>,
+    pub sync_timeout_secs: u64,
+    pub poll_ms: u64,
+}
+
+impl Default for ArgoCd {
+    fn default() -> Self {
+        ArgoCd {
+            namespace: "argocd".into(),
+            application: None,
+            sync_timeout_secs: 1800,
+            poll_ms: 2000,
+        }
+    }
 }
 
 /// What healthy backups look like (`drgit backups status`): the runbook's

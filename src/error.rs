@@ -64,6 +64,26 @@ pub enum Error {
         location: String,
         have: String,
     },
+    #[error(
+        "--wait follows the change until the recovery is done: publish it with --pr or --push --direct"
+    )]
+    WaitNeedsPublish,
+    #[error(
+        "Argo CD Application {application} did not report Synced at {commit} in time (last: {status}); check its sync errors in Argo CD, then `drgit resume`"
+    )]
+    NotSynced {
+        application: String,
+        commit: String,
+        status: String,
+    },
+    #[error("refusing to delete the Cluster: {reason}")]
+    RefuseDelete { reason: String },
+    #[error("not confirmed: {what}. Run at a terminal to confirm, or pass --yes")]
+    NeedsConfirmation { what: String },
+    #[error("there is no interrupted run to resume (no .git/drgit/journal.json)")]
+    NothingToResume,
+    #[error("interrupted in step `{step}`; `drgit resume` goes on from there")]
+    Interrupted { step: String },
     #[error("backups status: {problems} problem(s), listed above")]
     Unhealthy { problems: usize },
     #[error("cannot write the output: {0}")]
@@ -83,6 +103,7 @@ impl Error {
             Error::Catalog(CatalogError::Target { .. }) => 2,
             Error::NoInitdbHistory { .. } => 2,
             Error::PublishFailed { source, .. } => source.exit_code(),
+            Error::Interrupted { .. } => 130,
             _ => 1,
         }
     }

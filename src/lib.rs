@@ -16,6 +16,7 @@ pub mod error;
 pub mod gitops;
 pub mod manifest;
 pub mod output;
+pub mod plan;
 pub mod scenario;
 pub mod status;
 pub mod timearg;

@@ -121,6 +121,32 @@ pub fn human(o: &Outcome, colour: bool) -> String {
     if let Some(m) = published.and_then(|p| p.merge_commit.as_ref()) {
         s.push_str(&format!("Merged as {m}.\n"));
     }
+    if let Some(w) = &o.wait {
+        s.push('\n');
+        s.push_str(&journal(w));
+    }
+    s
+}
+
+/// A journal of steps: one line each, with its state.
+pub fn journal(v: &serde_json::Value) -> String {
+    let mut s = format!(
+        "{} (started {})\n",
+        v["scenario"].as_str().unwrap_or("run"),
+        v["started_at"].as_str().unwrap_or("?")
+    );
+    for step in v["steps"].as_array().into_iter().flatten() {
+        let mark = match step["status"].as_str() {
+            Some("done") => "done   ",
+            Some("running") => "running",
+            _ => "pending",
+        };
+        s.push_str(&format!(
+            "  [{mark}] {}: {}\n",
+            step["name"].as_str().unwrap_or("?"),
+            step["description"].as_str().unwrap_or("")
+        ));
+    }
     s
 }
 

@@ -37,6 +37,18 @@ pub enum ClusterError {
         "CNPG Cluster {namespace}/{name} runs with `bootstrap.initdb`: it was not re-created from the backup yet, so there is no recovery to revert. Merge the recovery, let Argo CD sync it, delete the Cluster, then try again"
     )]
     NotRecovered { namespace: String, name: String },
+    #[error(
+        "the recovery of CNPG Cluster {namespace}/{name} failed: {text}. Read the `{name}-1-full-recovery` Job's logs; if the target is out of reach, pick a time inside the window (`drgit backups status`) and run pg-recover again"
+    )]
+    RecoveryFailed {
+        namespace: String,
+        name: String,
+        text: String,
+    },
+    #[error(
+        "no Argo CD Application in namespace {namespace} deploys {path}; set `[argocd] application`"
+    )]
+    NoApplication { namespace: String, path: String },
     #[error("CNPG Cluster {namespace}/{name} was not healthy within {waited:?}; last seen: {last}")]
     Timeout {
         namespace: String,
@@ -44,6 +56,46 @@ pub enum ClusterError {
         waited: Duration,
         last: String,
     },
+}
+
+/// What an Argo CD Application says about itself.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AppState {
+    pub name: String,
+    pub paths: Vec<String>,
+    pub sync_status: Option<String>,
+    pub revision: Option<String>,
+    pub health: Option<String>,
+}
+
+impl AppState {
+    fn from_object(o: &DynamicObject) -> AppState {
+        let d = &o.data;
+        let mut paths: Vec<String> = d["spec"]["source"]["path"]
+            .as_str()
+            .map(str::to_string)
+            .into_iter()
+            .collect();
+        if let Some(sources) = d["spec"]["sources"].as_array() {
+            paths.extend(
+                sources
+                    .iter()
+                    .filter_map(|s| s["path"].as_str().map(str::to_string)),
+            );
+        }
+        AppState {
+            name: o.metadata.name.clone().unwrap_or_default(),
+            paths,
+            sync_status: d["status"]["sync"]["status"].as_str().map(str::to_string),
+            revision: d["status"]["sync"]["revision"].as_str().map(str::to_string),
+            health: d["status"]["health"]["status"].as_str().map(str::to_string),
+        }
+    }
+
+    /// Synced at exactly this commit.
+    pub fn synced_at(&self, commit: &str) -> bool {
+        self.sync_status.as_deref() == Some("Synced") && self.revision.as_deref() == Some(commit)
+    }
 }
 
 /// What the live Cluster says about itself.
@@ -55,6 +107,17 @@ pub struct ClusterState {
     pub instances: i64,
     /// The live spec bootstraps with `recovery`.
     pub recovering_spec: bool,
+    /// `status.phaseReason` and the Ready condition's message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+fn ready_message(d: &serde_json::Value) -> Option<&str> {
+    d["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?["message"]
+        .as_str()
 }
 
 impl ClusterState {
@@ -73,6 +136,21 @@ impl ClusterState {
         self.phase
             .as_deref()
             .is_some_and(|p| p.to_lowercase().contains("unrecoverable"))
+    }
+
+    /// CNPG's own words for a recovery that cannot finish.
+    pub fn failure(&self) -> Option<String> {
+        const TEXTS: [&str; 3] = [
+            "no target backup found",
+            "recovery ended before configured recovery target was reached",
+            "unrecoverable",
+        ];
+        let mut seen = vec![self.phase.clone().unwrap_or_default()];
+        seen.extend(self.reason.clone());
+        seen.into_iter().find(|s| {
+            let l = s.to_lowercase();
+            TEXTS.iter().any(|t| l.contains(t))
+        })
     }
 
     pub fn describe(&self) -> String {
@@ -97,6 +175,11 @@ impl ClusterState {
             ready_instances: d["status"]["readyInstances"].as_i64().unwrap_or(0),
             instances: d["spec"]["instances"].as_i64().unwrap_or(1),
             recovering_spec: d["spec"]["bootstrap"]["recovery"].is_object(),
+            reason: [d["status"]["phaseReason"].as_str(), ready_message(d)]
+                .into_iter()
+                .flatten()
+                .find(|s| !s.is_empty())
+                .map(str::to_string),
         }
     }
 }
@@ -167,6 +250,91 @@ impl Kube {
                 detail: e.to_string(),
             })?;
         Ok(obj.as_ref().map(ClusterState::from_object))
+    }
+
+    fn applications(&self, namespace: &str) -> Api<DynamicObject> {
+        let gvk = GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application");
+        let ar = ApiResource::from_gvk_with_plural(&gvk, "applications");
+        Api::namespaced_with(self.client.clone(), namespace, &ar)
+    }
+
+    fn api_err(what: String) -> impl FnOnce(kube::Error) -> ClusterError {
+        move |e| ClusterError::Api {
+            what,
+            detail: e.to_string(),
+        }
+    }
+
+    /// The Argo CD Application that deploys `manifest_dir` (its
+    /// `spec.source.path`, or one of `spec.sources[].path`), or the one named.
+    pub fn find_application(
+        &self,
+        namespace: &str,
+        name: Option<&str>,
+        manifest_dir: &str,
+    ) -> Result<AppState, ClusterError> {
+        let api = self.applications(namespace);
+        if let Some(name) = name {
+            let app = self
+                .rt
+                .block_on(api.get_opt(name))
+                .map_err(Self::api_err(format!(
+                    "read Application {namespace}/{name}"
+                )))?
+                .ok_or_else(|| ClusterError::NoApplication {
+                    namespace: namespace.into(),
+                    path: manifest_dir.into(),
+                })?;
+            return Ok(AppState::from_object(&app));
+        }
+        let list = self
+            .rt
+            .block_on(api.list(&kube::api::ListParams::default()))
+            .map_err(Self::api_err(format!("list Applications in {namespace}")))?;
+        let dir = manifest_dir.trim_end_matches('/');
+        list.items
+            .iter()
+            .map(AppState::from_object)
+            .filter(|a| {
+                a.paths.iter().any(|p| {
+                    dir == p.trim_end_matches('/')
+                        || dir.starts_with(&format!("{}/", p.trim_end_matches('/')))
+                })
+            })
+            .max_by_key(|a| a.paths.iter().map(String::len).max().unwrap_or(0))
+            .ok_or_else(|| ClusterError::NoApplication {
+                namespace: namespace.into(),
+                path: manifest_dir.into(),
+            })
+    }
+
+    pub fn application(&self, namespace: &str, name: &str) -> Result<AppState, ClusterError> {
+        self.find_application(namespace, Some(name), "")
+    }
+
+    /// Asks Argo CD for a hard refresh (annotation `argocd.argoproj.io/refresh=hard`).
+    pub fn refresh_application(&self, namespace: &str, name: &str) -> Result<(), ClusterError> {
+        let patch = serde_json::json!({"metadata": {"annotations": {"argocd.argoproj.io/refresh": "hard"}}});
+        self.rt
+            .block_on(self.applications(namespace).patch(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            ))
+            .map_err(Self::api_err(format!(
+                "refresh Application {namespace}/{name}"
+            )))?;
+        Ok(())
+    }
+
+    /// Deletes a CNPG Cluster with foreground propagation (its pods and, as
+    /// CNPG owns them, its PVCs go with it).
+    pub fn delete_cnpg_cluster(&self, namespace: &str, name: &str) -> Result<(), ClusterError> {
+        let dp = kube::api::DeleteParams::foreground();
+        self.rt
+            .block_on(self.cnpg_clusters(namespace).delete(name, &dp))
+            .map_err(Self::api_err(format!("delete Cluster {namespace}/{name}")))?;
+        Ok(())
     }
 
     /// Waits until the recovered Cluster is healthy. Fails at once when it

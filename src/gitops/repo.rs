@@ -377,6 +377,57 @@ impl WorkRepo {
         Ok(())
     }
 
+    /// Fetches `branch` and checks it out fast-forwarded to the remote, as
+    /// `git switch BRANCH && git merge --ff-only REMOTE/BRANCH` would; local
+    /// modifications are never overwritten (the checkout refuses).
+    pub fn switch_to_remote_branch(
+        &self,
+        remote: &str,
+        branch: &str,
+        manifest: &Path,
+    ) -> Result<(), GitError> {
+        self.check_file_clean(manifest)?;
+        let tip = self
+            .fetch_branch(remote, branch)?
+            .ok_or_else(|| GitError::Remote {
+                url: self.remote_url(remote).unwrap_or_default(),
+                what: format!("find branch {branch}"),
+                detail: "it does not exist on the remote".into(),
+            })?;
+        if let Some(local) = self.branch_commit(branch)
+            && local != tip
+            && !self.repo.graph_descendant_of(tip, local).unwrap_or(false)
+        {
+            return Err(GitError::NotUpToDate {
+                branch: branch.into(),
+                remote: remote.into(),
+                local: local.to_string(),
+                found: tip.to_string(),
+            });
+        }
+        let commit = self
+            .repo
+            .find_commit(tip)
+            .map_err(git("read the remote commit"))?;
+        let mut opts = git2::build::CheckoutBuilder::new();
+        opts.safe();
+        self.repo
+            .checkout_tree(commit.as_object(), Some(&mut opts))
+            .map_err(git(format!("check out {branch}")))?;
+        self.repo
+            .reference(
+                &format!("refs/heads/{branch}"),
+                tip,
+                true,
+                "drgit: fast-forward",
+            )
+            .map_err(git(format!("update {branch}")))?;
+        self.repo
+            .set_head(&format!("refs/heads/{branch}"))
+            .map_err(git(format!("switch to {branch}")))?;
+        Ok(())
+    }
+
     /// The distinct versions of a file, newest first, along HEAD's history
     /// (first parents), with the commit that introduced each.
     pub fn file_versions(&self, rel_path: &Path) -> Result<Vec<(Oid, Vec<u8>)>, GitError> {

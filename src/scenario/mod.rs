@@ -6,6 +6,7 @@
 
 pub mod pg_recover;
 pub mod pg_revert;
+pub mod pg_wait;
 pub mod publish;
 
 use std::path::{Path, PathBuf};
@@ -182,6 +183,9 @@ pub struct Outcome {
     pub commit: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub published: Option<publish::Published>,
+    /// The journal of `--wait`: each step and what it produced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait: Option<serde_json::Value>,
     /// The live Cluster's state when it was checked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_state: Option<crate::cluster::ClusterState>,

@@ -36,6 +36,10 @@ pub struct Args {
     pub publish: Options,
     /// Record that the revert PR should follow once the Cluster is healthy.
     pub auto_revert: bool,
+    /// Then drive the cluster steps until the recovery is done.
+    pub wait: bool,
+    /// Confirm destructive steps without asking.
+    pub yes: bool,
 }
 
 /// What the templates see.
@@ -58,6 +62,9 @@ struct Texts<'a> {
 pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     let pg = &ctx.config.postgres;
     let mode = args.publish.mode;
+    if args.wait && !matches!(mode, Mode::PullRequest | Mode::Direct) {
+        return Err(Error::WaitNeedsPublish);
+    }
 
     // A commit needs a clean manifest, a usable branch and remote: check
     // before any other work.
@@ -149,6 +156,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
         branch: None,
         commit: None,
         published: None,
+        wait: None,
         cluster_state: None,
     };
     let Some(repo) = repo else {
@@ -196,6 +204,23 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
             recorded_at: ctx.now.to_string(),
         }
         .save(&repo)?;
+    }
+    if args.wait {
+        let params = super::pg_wait::Params {
+            cluster: cluster.name.clone(),
+            namespace: pg.namespace.clone(),
+            manifest_dir: manifest
+                .rel_path
+                .parent()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            pr: published.pull_request.as_ref().map(|p| p.number),
+            commit: (mode == Mode::Direct).then(|| committed.commit.to_string()),
+            auto_revert,
+        };
+        outcome.published = Some(published);
+        outcome.wait = Some(super::pg_wait::start(ctx, &repo, params, args.yes)?);
+        return Ok(outcome);
     }
     outcome.published = Some(published);
     Ok(outcome)

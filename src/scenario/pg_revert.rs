@@ -118,6 +118,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
         branch: None,
         commit: None,
         published: None,
+        wait: None,
         cluster_state,
     };
     if args.dry_run {

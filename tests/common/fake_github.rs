@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    pub at: std::time::Instant,
     pub method: String,
     pub path: String,
     pub auth: Option<String>,
@@ -35,6 +36,8 @@ pub struct Pr {
     pub comments: Vec<String>,
     /// Polls of GET /pulls/N left before it reports merged (None: never by itself).
     pub merge_after_polls: Option<u32>,
+    /// The merge commit once merged.
+    pub merge_sha: Option<String>,
 }
 
 /// A forced answer for the next request matching `path_contains`.
@@ -59,6 +62,28 @@ pub struct State {
     pub merge_after_polls: Option<u32>,
     /// Hide open PRs from the next list call (a race with another opener).
     pub hide_from_next_list: bool,
+    /// A merge fast-forwards `main` of this bare repository to the head branch.
+    pub bare_repo: Option<std::path::PathBuf>,
+}
+
+/// Fast-forwards main to the pull request's head in the bare repository;
+/// returns the merge commit.
+fn merge_into_main(bare: &Option<std::path::PathBuf>, head: &str) -> Option<String> {
+    let bare = bare.as_ref()?;
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(bare)
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let sha = git(&["rev-parse", &format!("refs/heads/{head}")])?;
+    git(&["update-ref", "refs/heads/main", &sha])?;
+    Some(sha)
 }
 
 pub struct FakeGitHub {
@@ -183,7 +208,7 @@ fn pr_json(base: &str, owner: &str, repo: &str, p: &Pr) -> Value {
         "body": p.body,
         "draft": p.draft,
         "merged": p.merged,
-        "merge_commit_sha": if p.merged { Value::from(format!("{:040x}", 0xabcdef00u64 + p.number)) } else { Value::Null },
+        "merge_commit_sha": if p.merged { Value::from(p.merge_sha.clone().unwrap_or_else(|| format!("{:040x}", 0xabcdef00u64 + p.number))) } else { Value::Null },
         "labels": p.labels.iter().map(|l| json!({"name": l})).collect::<Vec<_>>(),
         "head": {"ref": p.head, "label": format!("{owner}:{}", p.head)},
         "base": {"ref": p.base},
@@ -204,6 +229,7 @@ fn handle(
     let mut st = st.lock().unwrap();
     let body_json: Value = serde_json::from_str(body).unwrap_or(Value::Null);
     st.requests.push(Recorded {
+        at: std::time::Instant::now(),
         method: method.into(),
         path: path.into(),
         auth: auth.map(str::to_string),
@@ -302,6 +328,7 @@ fn handle(
                 assignees: vec![],
                 comments: vec![],
                 merge_after_polls: st.merge_after_polls,
+                merge_sha: None,
             };
             let v = pr_json(base, owner, repo, &pr);
             st.prs.push(pr);
@@ -309,6 +336,7 @@ fn handle(
         }
         (m, ["pulls", n]) => {
             let n: u64 = n.parse().unwrap_or(0);
+            let bare = st.bare_repo.clone();
             let Some(pr) = st.prs.iter_mut().find(|p| p.number == n) else {
                 return (404, json!({"message": "Not Found"}), vec![]);
             };
@@ -320,10 +348,11 @@ fn handle(
                     pr.body = b.into();
                 }
             } else if let Some(left) = pr.merge_after_polls.as_mut() {
-                if *left == 0 {
+                if *left == 0 && !pr.merged {
                     pr.merged = true;
                     pr.state = "closed".into();
-                } else {
+                    pr.merge_sha = merge_into_main(&bare, &pr.head.clone());
+                } else if *left > 0 {
                     *left -= 1;
                 }
             }

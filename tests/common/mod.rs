@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod fake_cluster;
 pub mod fake_github;
 pub mod fake_kube;
 pub mod fault_proxy;

@@ -1,0 +1,263 @@
+//! A FAKE Kubernetes API server that plays Argo CD and CloudNativePG for
+//! the real kube client: an Argo CD Application that, when asked for a hard
+//! refresh, syncs the tracked branch of a real bare Git repository and
+//! applies the Cluster's bootstrap from it; a CNPG Cluster that, once
+//! deleted, is re-created (as Argo CD would) and walks through recovery
+//! phases to healthy, or to CNPG's failure texts. Every request is recorded
+//! with the time it came. A stand-in: no API server can run here.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+pub struct Behaviour {
+    /// Argo CD never syncs (a broken Application).
+    pub never_sync: bool,
+    /// Argo CD syncs but the live Cluster keeps its old spec.
+    pub keep_old_spec: bool,
+    /// GETs answered 404 after the delete, before the re-creation.
+    pub recreate_after: u32,
+    /// Phases the re-created Cluster walks through, one per GET.
+    pub phases: Vec<(&'static str, Option<&'static str>)>,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour {
+            never_sync: false,
+            keep_old_spec: false,
+            recreate_after: 2,
+            phases: vec![
+                ("Setting up primary", None),
+                ("Waiting for the instances to become active", None),
+                ("Cluster in healthy state", None),
+            ],
+        }
+    }
+}
+
+pub struct State {
+    pub behaviour: Behaviour,
+    pub requests: Vec<(Instant, String)>,
+    pub synced: Option<String>,
+    pub recovery_spec: bool,
+    pub deleted: bool,
+    pub gets_since_delete: u32,
+    pub phase_index: usize,
+    pub deletes: u32,
+}
+
+pub struct FakeCluster {
+    pub url: String,
+    pub state: Arc<Mutex<State>>,
+    server: Arc<tiny_http::Server>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for FakeCluster {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+const APP: &str = "/apis/argoproj.io/v1alpha1/namespaces/argocd/applications";
+const CLUSTER: &str = "/apis/postgresql.cnpg.io/v1/namespaces/database/clusters/shared-pg";
+
+fn application(st: &State) -> Value {
+    json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+        "metadata": {"name": "database", "namespace": "argocd", "resourceVersion": "7"},
+        "spec": {"project": "default", "source": {"repoURL": "https://github.example/home/home-cluster.git", "path": "manifests/database", "targetRevision": "main"}},
+        "status": {
+            "sync": {"status": if st.synced.is_some() { "Synced" } else { "OutOfSync" }, "revision": st.synced.clone().unwrap_or_else(|| "0000000000000000000000000000000000000000".into())},
+            "health": {"status": "Healthy"}
+        }
+    })
+}
+
+fn cluster(phase: &str, reason: Option<&str>, recovery: bool, healthy: bool) -> Value {
+    let bootstrap = if recovery {
+        json!({"recovery": {"source": "shared-pg-backup"}})
+    } else {
+        json!({"initdb": {"database": "app"}})
+    };
+    json!({
+        "apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
+        "metadata": {"name": "shared-pg", "namespace": "database", "resourceVersion": "3"},
+        "spec": {"instances": 2, "bootstrap": bootstrap},
+        "status": {
+            "phase": phase, "phaseReason": reason.unwrap_or(""),
+            "readyInstances": if healthy { 2 } else { 0 }, "instances": 2,
+            "conditions": [{"type": "Ready", "status": if healthy { "True" } else { "False" }, "message": reason.unwrap_or("")}]
+        }
+    })
+}
+
+impl FakeCluster {
+    /// Argo CD tracks `main` of the bare repository `bare`.
+    pub fn start(bare: PathBuf, behaviour: Behaviour) -> FakeCluster {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let port = server.server_addr().to_ip().unwrap().port();
+        let state = Arc::new(Mutex::new(State {
+            behaviour,
+            requests: Vec::new(),
+            synced: None,
+            recovery_spec: false,
+            deleted: false,
+            gets_since_delete: 0,
+            phase_index: 0,
+            deletes: 0,
+        }));
+        let (s2, st2) = (server.clone(), state.clone());
+        let thread = std::thread::spawn(move || {
+            for mut req in s2.incoming_requests() {
+                let mut body = String::new();
+                let _ = req.as_reader().read_to_string(&mut body);
+                let method = req.method().as_str().to_string();
+                let path = req.url().split('?').next().unwrap_or_default().to_string();
+                let (status, value) = {
+                    let mut st = st2.lock().unwrap();
+                    st.requests
+                        .push((Instant::now(), format!("{method} {path}")));
+                    handle(&mut st, &bare, &method, &path, &body)
+                };
+                let mut resp =
+                    tiny_http::Response::from_string(value.to_string()).with_status_code(status);
+                resp.add_header(
+                    tiny_http::Header::from_bytes("Content-Type", "application/json").unwrap(),
+                );
+                let _ = req.respond(resp);
+            }
+        });
+        FakeCluster {
+            url: format!("http://127.0.0.1:{port}"),
+            state,
+            server,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn kubeconfig(&self, dir: &std::path::Path) -> PathBuf {
+        let path = dir.join("kubeconfig");
+        std::fs::write(&path, format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\ncurrent-context: fake\nusers:\n- name: fake\n  user:\n    token: fake-kube-token\n",
+            self.url
+        )).unwrap();
+        path
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    /// When the first request matching `what` came.
+    pub fn first(&self, what: &str) -> Option<Instant> {
+        self.state
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .find(|(_, r)| r == what)
+            .map(|(t, _)| *t)
+    }
+}
+
+fn not_found() -> (u16, Value) {
+    (
+        404,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "NotFound", "code": 404, "message": "clusters.postgresql.cnpg.io \"shared-pg\" not found"}),
+    )
+}
+
+fn handle(
+    st: &mut State,
+    bare: &std::path::Path,
+    method: &str,
+    path: &str,
+    _body: &str,
+) -> (u16, Value) {
+    match (method, path) {
+        ("GET", APP) => (
+            200,
+            json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "ApplicationList", "metadata": {"resourceVersion": "7"}, "items": [application(st)]}),
+        ),
+        ("GET", p) if p == format!("{APP}/database") => (200, application(st)),
+        ("PATCH", p) if p == format!("{APP}/database") => {
+            // A hard refresh: Argo CD syncs the tracked branch and applies it.
+            if !st.behaviour.never_sync {
+                let rev = Command::new("git")
+                    .args(["--git-dir", bare.to_str().unwrap(), "rev-parse", "main"])
+                    .output()
+                    .unwrap();
+                st.synced = Some(String::from_utf8_lossy(&rev.stdout).trim().to_string());
+                let manifest = Command::new("git")
+                    .args([
+                        "--git-dir",
+                        bare.to_str().unwrap(),
+                        "show",
+                        "main:manifests/database/shared-pg.yaml",
+                    ])
+                    .output()
+                    .unwrap();
+                if !st.behaviour.keep_old_spec {
+                    st.recovery_spec =
+                        String::from_utf8_lossy(&manifest.stdout).contains("    recovery:");
+                }
+            }
+            (200, application(st))
+        }
+        ("GET", CLUSTER) => {
+            if !st.deleted {
+                return (
+                    200,
+                    cluster("Cluster in healthy state", None, st.recovery_spec, true),
+                );
+            }
+            st.gets_since_delete += 1;
+            if st.gets_since_delete <= st.behaviour.recreate_after {
+                return not_found();
+            }
+            let i = st.phase_index.min(st.behaviour.phases.len() - 1);
+            st.phase_index += 1;
+            let (phase, reason) = st.behaviour.phases[i];
+            (
+                200,
+                cluster(
+                    phase,
+                    reason,
+                    st.recovery_spec,
+                    phase == "Cluster in healthy state",
+                ),
+            )
+        }
+        ("DELETE", CLUSTER) => {
+            if st.deleted {
+                return not_found();
+            }
+            st.deleted = true;
+            st.deletes += 1;
+            (
+                200,
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": {"name": "shared-pg", "group": "postgresql.cnpg.io", "kind": "clusters"}}),
+            )
+        }
+        _ => (
+            404,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+        ),
+    }
+}

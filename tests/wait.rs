@@ -1,0 +1,327 @@
+//! `pg-recover --pr --wait`: the whole runbook against a real Git remote, a
+//! FAKE GitHub and a FAKE Kubernetes API server playing Argo CD and CNPG:
+//! the order of syncs and deletes, the refusals that keep data safe, the
+//! journal that lets an interrupted run resume without repeating the delete.
+
+mod common;
+
+use common::fake_cluster::{Behaviour, FakeCluster};
+use common::fake_github::FakeGitHub;
+use common::{Fixture, TARGET};
+
+const TOKEN: &str = "ghp_wait_test";
+
+struct World {
+    f: Fixture,
+    gh: FakeGitHub,
+    kube: FakeCluster,
+    kubeconfig: String,
+}
+
+fn world(behaviour: Behaviour) -> World {
+    let f = Fixture::new();
+    let bare = f.add_remote(None);
+    let gh = FakeGitHub::start("home", "home-cluster", TOKEN);
+    {
+        let mut st = gh.state.lock().unwrap();
+        st.merge_after_polls = Some(1);
+        st.bare_repo = Some(bare.clone());
+    }
+    let kube = FakeCluster::start(bare, behaviour);
+    f.config(&format!(
+        "[forge]\napi_url = \"{}\"\nrepo = \"home/home-cluster\"\nmerge_poll_ms = 10\n\n[argocd]\npoll_ms = 10\nsync_timeout_secs = 2\n\n[postgres]\nhealth_poll_ms = 10\nrecovery_timeout_secs = 5\n",
+        gh.url
+    ));
+    let kubeconfig = kube.kubeconfig(f.dir.path()).display().to_string();
+    World {
+        f,
+        gh,
+        kube,
+        kubeconfig,
+    }
+}
+
+fn run(w: &World, args: &[&str]) -> common::Run {
+    let mut all = vec!["--kubeconfig", w.kubeconfig.as_str()];
+    all.extend_from_slice(args);
+    w.f.drgit_env(&all, &[("GITHUB_TOKEN", TOKEN)])
+}
+
+const CLUSTER: &str = "/apis/postgresql.cnpg.io/v1/namespaces/database/clusters/shared-pg";
+const APP: &str = "/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/database";
+
+#[test]
+fn the_whole_runbook_in_the_right_order() {
+    let w = world(Behaviour::default());
+    let r = run(
+        &w,
+        &[
+            "--json",
+            "--yes",
+            "pg-recover",
+            "--target-time",
+            TARGET,
+            "--pr",
+            "--auto-revert",
+            "--wait",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let steps: Vec<String> = r.json()["wait"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {}",
+                s["name"].as_str().unwrap(),
+                s["status"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            "merged done",
+            "argocd-synced done",
+            "delete-cluster done",
+            "recovered done",
+            "revert-pr done"
+        ]
+    );
+
+    // Argo CD synced the merge commit before the Cluster was deleted.
+    let refresh = w.kube.first(&format!("PATCH {APP}")).expect("refresh");
+    let delete = w.kube.first(&format!("DELETE {CLUSTER}")).expect("delete");
+    assert!(refresh < delete);
+    assert_eq!(w.kube.state.lock().unwrap().deletes, 1);
+    let merge = w.gh.prs()[0].merge_sha.clone().expect("merged");
+    assert_eq!(
+        w.kube.state.lock().unwrap().synced.as_deref(),
+        Some(merge.as_str())
+    );
+    // The revert pull request came only after the Cluster was healthy.
+    let prs = w.gh.prs();
+    assert_eq!(prs.len(), 2);
+    assert_eq!(prs[1].head, "drgit/pg-revert-shared-pg");
+    let healthy_seen = w
+        .kube
+        .state
+        .lock()
+        .unwrap()
+        .requests
+        .iter()
+        .rfind(|(_, r)| r == &format!("GET {CLUSTER}"))
+        .map(|(t, _)| *t)
+        .unwrap();
+    let revert_opened =
+        w.gh.requests()
+            .into_iter()
+            .find(|r| {
+                r.method == "POST"
+                    && r.path.ends_with("/pulls")
+                    && r.body["head"] == "drgit/pg-revert-shared-pg"
+            })
+            .expect("revert PR opened")
+            .at;
+    assert!(
+        healthy_seen < revert_opened,
+        "healthy first, then the revert"
+    );
+    let status = run(&w, &["status"]);
+    assert!(
+        status.stdout.contains("[done   ] revert-pr"),
+        "{}",
+        status.stdout
+    );
+}
+
+#[test]
+fn no_delete_without_confirmation_then_resume_goes_on() {
+    let w = world(Behaviour::default());
+    let r = run(
+        &w,
+        &["pg-recover", "--target-time", TARGET, "--pr", "--wait"],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("not confirmed: Delete the CNPG Cluster database/shared-pg"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(w.kube.state.lock().unwrap().deletes, 0);
+    let status = run(&w, &["status"]);
+    assert!(
+        status.stdout.contains("[done   ] argocd-synced"),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        status.stdout.contains("[pending] delete-cluster"),
+        "{}",
+        status.stdout
+    );
+
+    let r = run(&w, &["--json", "--yes", "resume"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(w.kube.state.lock().unwrap().deletes, 1);
+    let again = run(&w, &["--yes", "resume"]);
+    assert_eq!(again.code, 1);
+    assert!(
+        again.stderr.contains("no interrupted run to resume"),
+        "{}",
+        again.stderr
+    );
+}
+
+#[test]
+fn delete_is_refused_when_argo_cd_is_not_synced_or_the_spec_is_old() {
+    let w = world(Behaviour {
+        never_sync: true,
+        ..Behaviour::default()
+    });
+    let r = run(
+        &w,
+        &[
+            "--yes",
+            "pg-recover",
+            "--target-time",
+            TARGET,
+            "--pr",
+            "--wait",
+        ],
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("did not report Synced at"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(w.kube.state.lock().unwrap().deletes, 0);
+
+    let w = world(Behaviour {
+        keep_old_spec: true,
+        ..Behaviour::default()
+    });
+    let r = run(
+        &w,
+        &[
+            "--yes",
+            "pg-recover",
+            "--target-time",
+            TARGET,
+            "--pr",
+            "--wait",
+        ],
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains(
+            "refusing to delete the Cluster: the live Cluster still bootstraps with initdb"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(w.kube.state.lock().unwrap().deletes, 0);
+}
+
+#[test]
+fn cnpg_failure_texts_stop_the_watch() {
+    let w = world(Behaviour {
+        phases: vec![
+            ("Setting up primary", None),
+            (
+                "Cluster is unrecoverable and needs manual intervention",
+                Some("recovery ended before configured recovery target was reached"),
+            ),
+        ],
+        ..Behaviour::default()
+    });
+    let r = run(
+        &w,
+        &[
+            "--yes",
+            "pg-recover",
+            "--target-time",
+            TARGET,
+            "--pr",
+            "--auto-revert",
+            "--wait",
+        ],
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains(
+            "the recovery of CNPG Cluster database/shared-pg failed: Cluster is unrecoverable"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(w.gh.prs().len(), 1, "no revert pull request");
+}
+
+#[test]
+fn interrupted_while_watching_resumes_without_a_second_delete() {
+    let w = world(Behaviour {
+        recreate_after: 1_000_000,
+        ..Behaviour::default()
+    });
+    let mut all = vec![
+        "--kubeconfig".to_string(),
+        w.kubeconfig.clone(),
+        "--repo".into(),
+        w.f.repo().display().to_string(),
+    ];
+    all.extend(
+        [
+            "--yes",
+            "pg-recover",
+            "--target-time",
+            TARGET,
+            "--pr",
+            "--wait",
+        ]
+        .map(String::from),
+    );
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_drgit"))
+        .args(&all)
+        .env("GITHUB_TOKEN", TOKEN)
+        .env("DRGIT_NOW", common::NOW)
+        .env("HOME", std::env::temp_dir().join("drgit-test-home"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it is watching the recovery (the Cluster was deleted).
+    for _ in 0..200 {
+        if w.kube.state.lock().unwrap().deletes == 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    unsafe { libc_kill(child.id() as i32, 2) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted in step `recovered`"));
+
+    w.kube.state.lock().unwrap().behaviour.recreate_after = 0;
+    let r = run(&w, &["--yes", "resume"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        w.kube.state.lock().unwrap().deletes,
+        1,
+        "the delete is not repeated"
+    );
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
