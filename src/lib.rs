@@ -30,3 +30,13 @@ pub(crate) fn init_tls() {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
 }
+
+/// Set by `-q`: progress lines stay quiet.
+pub static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// One line of progress on stderr while drgit waits (unless `-q`).
+pub fn progress(line: &str) {
+    if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("{line}");
+    }
+}

@@ -5,6 +5,7 @@ use drgit::cli::{Cli, run};
 
 fn main() {
     let cli = Cli::parse();
+    drgit::QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
         (false, 0) => "warn",

@@ -325,3 +325,32 @@ unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
+
+#[test]
+fn a_failed_recovery_job_stops_the_watch() {
+    let w = world(Behaviour {
+        recreate_after: 0,
+        phases: vec![("Setting up primary", None)],
+        job_fails: Some("Job has reached the specified backoff limit"),
+        ..Behaviour::default()
+    });
+    let r = run(
+        &w,
+        &[
+            "--yes",
+            "pg-recover",
+            "--target-time",
+            TARGET,
+            "--pr",
+            "--wait",
+        ],
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains(
+            "Job shared-pg-1-full-recovery failed: Job has reached the specified backoff limit"
+        ),
+        "{}",
+        r.stderr
+    );
+}

@@ -98,6 +98,16 @@ impl AppState {
     }
 }
 
+/// The recovery Job's progress.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct JobState {
+    pub name: String,
+    pub active: i32,
+    pub succeeded: i32,
+    pub failed: i32,
+    pub failed_message: Option<String>,
+}
+
 /// What the live Cluster says about itself.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ClusterState {
@@ -335,6 +345,85 @@ impl Kube {
             .block_on(self.cnpg_clusters(namespace).delete(name, &dp))
             .map_err(Self::api_err(format!("delete Cluster {namespace}/{name}")))?;
         Ok(())
+    }
+
+    /// The recovery Job (`<cluster>-1-full-recovery`): active, succeeded,
+    /// failed pods and its failure message; None while it does not exist.
+    pub fn recovery_job(
+        &self,
+        namespace: &str,
+        cluster: &str,
+    ) -> Result<Option<JobState>, ClusterError> {
+        use k8s_openapi::api::batch::v1::Job;
+        let api: Api<Job> = Api::namespaced(self.client.clone(), namespace);
+        let name = format!("{cluster}-1-full-recovery");
+        let job = self
+            .rt
+            .block_on(api.get_opt(&name))
+            .map_err(Self::api_err(format!("read Job {namespace}/{name}")))?;
+        Ok(job.map(|j| {
+            let st = j.status.unwrap_or_default();
+            let failed_message = st
+                .conditions
+                .unwrap_or_default()
+                .into_iter()
+                .find(|c| c.type_ == "Failed" && c.status == "True")
+                .map(|c| c.message.unwrap_or(c.reason.unwrap_or_default()));
+            JobState {
+                name,
+                active: st.active.unwrap_or(0),
+                succeeded: st.succeeded.unwrap_or(0),
+                failed: st.failed.unwrap_or(0),
+                failed_message,
+            }
+        }))
+    }
+
+    /// The phases of the Cluster's pods (label `cnpg.io/cluster`).
+    pub fn cluster_pods(
+        &self,
+        namespace: &str,
+        cluster: &str,
+    ) -> Result<Vec<(String, String)>, ClusterError> {
+        use k8s_openapi::api::core::v1::Pod;
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let lp = kube::api::ListParams::default().labels(&format!("cnpg.io/cluster={cluster}"));
+        let pods = self
+            .rt
+            .block_on(api.list(&lp))
+            .map_err(Self::api_err(format!("list pods of {namespace}/{cluster}")))?;
+        Ok(pods
+            .items
+            .into_iter()
+            .map(|p| {
+                (
+                    p.metadata.name.unwrap_or_default(),
+                    p.status
+                        .and_then(|s| s.phase)
+                        .unwrap_or_else(|| "Unknown".into()),
+                )
+            })
+            .collect())
+    }
+
+    /// Reads one key of a Secret. The value is returned to the caller only;
+    /// it is never logged or put in an error.
+    pub fn secret_value(
+        &self,
+        namespace: &str,
+        name: &str,
+        key: &str,
+    ) -> Result<Option<String>, ClusterError> {
+        use k8s_openapi::api::core::v1::Secret;
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let secret = self
+            .rt
+            .block_on(api.get_opt(name))
+            .map_err(Self::api_err(format!("read Secret {namespace}/{name}")))?;
+        Ok(secret.and_then(|s| s.data).and_then(|d| {
+            d.get(key)
+                .map(|v| String::from_utf8_lossy(&v.0).trim().to_string())
+        }))
     }
 
     /// Waits until the recovered Cluster is healthy. Fails at once when it

@@ -207,10 +207,56 @@ impl Step for Recovered<'_> {
                     return Ok(serde_json::to_value(s).unwrap_or_default());
                 }
             }
-            let seen = state
-                .as_ref()
-                .map(|s| s.describe())
-                .unwrap_or_else(|| "not re-created yet".into());
+            // The recovery Job and the pods tell what the Cluster's phase does not.
+            let job = e
+                .kube
+                .recovery_job(&e.params.namespace, &e.params.cluster)?;
+            if let Some(j) = &job
+                && j.active == 0
+                && j.succeeded == 0
+                && j.failed > 0
+            {
+                return Err(ClusterError::RecoveryFailed {
+                    namespace: e.params.namespace.clone(),
+                    name: e.params.cluster.clone(),
+                    text: format!(
+                        "Job {} failed{}",
+                        j.name,
+                        j.failed_message
+                            .as_ref()
+                            .map(|m| format!(": {m}"))
+                            .unwrap_or_default()
+                    ),
+                }
+                .into());
+            }
+            let pods = e
+                .kube
+                .cluster_pods(&e.params.namespace, &e.params.cluster)?;
+            let seen = format!(
+                "{}{}{}",
+                state
+                    .as_ref()
+                    .map(|s| s.describe())
+                    .unwrap_or_else(|| "not re-created yet".into()),
+                job.map(|j| format!(
+                    "; job {}: {} active, {} succeeded",
+                    j.name, j.active, j.succeeded
+                ))
+                .unwrap_or_default(),
+                if pods.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; pods {}",
+                        pods.iter()
+                            .map(|(n, p)| format!("{n}={p}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    )
+                }
+            );
+            crate::progress(&format!("[{:>4}s] {seen}", start.elapsed().as_secs()));
             if start.elapsed() > Duration::from_secs(pg.recovery_timeout_secs) {
                 return Err(ClusterError::Timeout {
                     namespace: e.params.namespace.clone(),
@@ -220,7 +266,6 @@ impl Step for Recovered<'_> {
                 }
                 .into());
             }
-            tracing::info!(elapsed = ?start.elapsed(), state = %seen, "recovering");
             plan::sleep(poll(pg.health_poll_ms), stop, self.name())?;
         }
     }

@@ -24,6 +24,10 @@ pub struct Behaviour {
     pub recreate_after: u32,
     /// Phases the re-created Cluster walks through, one per GET.
     pub phases: Vec<(&'static str, Option<&'static str>)>,
+    /// The recovery Job fails with this message.
+    pub job_fails: Option<&'static str>,
+    /// Secret `database/r2-backup-credentials` (credential, password).
+    pub secret: Option<(&'static str, &'static str)>,
 }
 
 impl Default for Behaviour {
@@ -37,6 +41,8 @@ impl Default for Behaviour {
                 ("Waiting for the instances to become active", None),
                 ("Cluster in healthy state", None),
             ],
+            job_fails: None,
+            secret: None,
         }
     }
 }
@@ -244,6 +250,53 @@ fn handle(
                 ),
             )
         }
+        ("GET", "/apis/batch/v1/namespaces/database/jobs/shared-pg-1-full-recovery") => {
+            if !st.deleted || st.gets_since_delete <= st.behaviour.recreate_after {
+                return (
+                    404,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+                );
+            }
+            let done = st.phase_index >= st.behaviour.phases.len();
+            let status = match st.behaviour.job_fails {
+                Some(msg) => {
+                    json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": msg}]})
+                }
+                None if done => json!({"succeeded": 1}),
+                None => json!({"active": 1}),
+            };
+            (
+                200,
+                json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "shared-pg-1-full-recovery", "namespace": "database"}, "spec": {"template": {"spec": {"containers": []}}}, "status": status}),
+            )
+        }
+        ("GET", "/api/v1/namespaces/database/pods") => {
+            let items: Vec<Value> = if st.deleted
+                && st.gets_since_delete > st.behaviour.recreate_after
+            {
+                vec![
+                    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "shared-pg-1-full-recovery-x7k2p", "namespace": "database", "labels": {"cnpg.io/cluster": "shared-pg"}}, "status": {"phase": if st.phase_index >= st.behaviour.phases.len() { "Succeeded" } else { "Running" }}}),
+                ]
+            } else {
+                vec![]
+            };
+            (
+                200,
+                json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "9"}, "items": items}),
+            )
+        }
+        ("GET", "/api/v1/namespaces/database/secrets/r2-backup-credentials") => {
+            match st.behaviour.secret {
+                Some((id, secret)) => (
+                    200,
+                    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "r2-backup-credentials", "namespace": "database"}, "type": "Opaque", "data": {"credential": b64(id), "password": b64(secret)}}),
+                ),
+                None => (
+                    404,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+                ),
+            }
+        }
         ("DELETE", CLUSTER) => {
             if st.deleted {
                 return not_found();
@@ -260,4 +313,8 @@ fn handle(
             json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
         ),
     }
+}
+
+fn b64(s: &str) -> String {
+    super::git_http::base64(s.as_bytes())
 }
