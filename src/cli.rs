@@ -179,7 +179,7 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
         return Ok(());
     }
     if let Command::Backups(BackupsCommand::Download { kind, name, output }) = &cli.command {
-        let store = crate::backup::open(&ctx.backup_url, &ctx.config_base, &ctx.config.backup)?;
+        let store = ctx.open_store()?;
         let (items, dkind) = match kind {
             DownloadKind::Etcd => (
                 crate::backup::kinds::etcd_snapshots(
@@ -250,7 +250,7 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
         return Ok(());
     }
     if let Command::Backups(BackupsCommand::Status { check }) = &cli.command {
-        let store = crate::backup::open(&ctx.backup_url, &ctx.config_base, &ctx.config.backup)?;
+        let store = ctx.open_store()?;
         let report = crate::status::collect(store.as_ref(), &ctx.config, ctx.now)?;
         let out = if cli.json {
             let mut v = serde_json::to_value(&report).unwrap_or_default();

@@ -171,6 +171,7 @@ fn s3_store(endpoint: &str) -> S3Store {
         endpoint: endpoint.into(),
         region: "us-east-1".into(),
         path_style: None,
+        credentials: None,
     })
     .unwrap()
 }

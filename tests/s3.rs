@@ -165,6 +165,7 @@ fn store_pages_listings_and_lists_folders_concurrently() {
         endpoint: s3.endpoint.clone(),
         region: "us-east-1".into(),
         path_style: None,
+        credentials: None,
     })
     .unwrap();
     let big = store.list("big/").unwrap();
@@ -208,4 +209,53 @@ fn failing_and_slow_listings_are_retried() {
         proxy.faults.lock().unwrap().is_empty(),
         "every fault was met and retried past"
     );
+}
+
+#[test]
+fn credentials_come_from_the_cluster_secret_and_stay_secret() {
+    use common::fake_cluster::{Behaviour, FakeCluster};
+    use common::fault_proxy::FaultProxy;
+    const SECRET_ID: &str = "AKIAFROMTHECLUSTER01";
+    const SECRET_KEY: &str = "cluster-secret/never+printed";
+    let s3 = server_with_fixture("");
+    let proxy = FaultProxy::start(&s3.endpoint);
+    let kube = FakeCluster::start(
+        std::path::PathBuf::from("/nonexistent"),
+        Behaviour {
+            secret: Some((SECRET_ID, SECRET_KEY)),
+            ..Behaviour::default()
+        },
+    );
+    let f = Fixture::new();
+    s3_config(&f, &format!("s3://{BUCKET}/"), &proxy.endpoint);
+    let kc = kube.kubeconfig(f.dir.path());
+    let run = f.drgit_env(
+        &[
+            "-v",
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+            "--json",
+            "pg-recover",
+            "--target-time",
+            TARGET,
+            "--dry-run",
+        ],
+        &[("AWS_EC2_METADATA_DISABLED", "true")],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("S3 credentials from the cluster Secret"),
+        "{}",
+        run.stderr
+    );
+    let heads = proxy.heads();
+    assert!(!heads.is_empty());
+    assert!(
+        heads
+            .iter()
+            .all(|h| h.contains(&format!("Credential={SECRET_ID}/"))),
+        "{heads:?}"
+    );
+    assert!(!run.stdout.contains(SECRET_KEY) && !run.stderr.contains(SECRET_KEY));
 }

@@ -102,6 +102,7 @@ pub fn open(
     url: &str,
     base: &Path,
     cfg: &crate::config::Backup,
+    credentials: Option<(String, String)>,
 ) -> Result<Box<dyn BackupStore>, StoreError> {
     match parse_store_url(url, base)? {
         StoreUrl::Local(dir) => Ok(Box::new(local::LocalStore::new(
@@ -113,6 +114,7 @@ pub fn open(
             endpoint: cfg.endpoint.clone(),
             region: cfg.region.clone(),
             path_style: cfg.path_style,
+            credentials,
         })?)),
     }
 }

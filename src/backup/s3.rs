@@ -42,6 +42,8 @@ pub struct S3Settings {
     pub region: String,
     /// None: on for IP-address and localhost endpoints only.
     pub path_style: Option<bool>,
+    /// Static credentials (access key id, secret); None: the AWS chain.
+    pub credentials: Option<(String, String)>,
 }
 
 fn is_local_or_ip(endpoint: &str) -> bool {
@@ -93,6 +95,15 @@ impl S3Store {
             );
         if !s.endpoint.is_empty() {
             conf = conf.endpoint_url(&s.endpoint);
+        }
+        if let Some((id, secret)) = &s.credentials {
+            conf = conf.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                id.clone(),
+                secret.clone(),
+                None,
+                None,
+                "drgit-cluster-secret",
+            ));
         }
         let path_style = s.path_style.unwrap_or_else(|| is_local_or_ip(&s.endpoint));
         conf = conf.force_path_style(path_style);

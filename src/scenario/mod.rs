@@ -63,6 +63,56 @@ impl Context {
         })
     }
 
+    /// Opens the backup store. For S3 without credentials of its own (no
+    /// `AWS_ACCESS_KEY_ID`, `AWS_PROFILE` or `~/.aws/credentials`), the keys
+    /// come from the cluster's Secret (`[postgres] credentials_secret`, keys
+    /// `credential` and `password`) when the cluster can be reached. They
+    /// are never printed.
+    pub fn open_store(&self) -> Result<Box<dyn crate::backup::BackupStore>, Error> {
+        let s3 = self.backup_url.starts_with("s3://");
+        let has_own = std::env::var_os("AWS_ACCESS_KEY_ID").is_some()
+            || std::env::var_os("AWS_PROFILE").is_some()
+            || std::env::var_os("HOME")
+                .is_some_and(|h| Path::new(&h).join(".aws/credentials").exists());
+        let credentials = if s3 && !has_own {
+            self.cluster_s3_credentials()
+        } else {
+            None
+        };
+        Ok(crate::backup::open(
+            &self.backup_url,
+            &self.config_base,
+            &self.config.backup,
+            credentials,
+        )?)
+    }
+
+    fn cluster_s3_credentials(&self) -> Option<(String, String)> {
+        let pg = &self.config.postgres;
+        let kube = match crate::cluster::Kube::connect(
+            self.kubeconfig.as_deref(),
+            self.kube_context.as_deref(),
+        ) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::debug!(%e, "no cluster to read S3 credentials from");
+                return None;
+            }
+        };
+        let read = |key: &str| kube.secret_value(&pg.namespace, &pg.credentials_secret, key);
+        match (read(&pg.access_key_id_key), read(&pg.secret_access_key_key)) {
+            (Ok(Some(id)), Ok(Some(secret))) => {
+                tracing::info!(secret = %pg.credentials_secret, namespace = %pg.namespace, "S3 credentials from the cluster Secret");
+                Some((id, secret))
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(%e, "cannot read the S3 credentials Secret");
+                None
+            }
+            _ => None,
+        }
+    }
+
     /// `drgit/<scenario>-<UTC timestamp>`.
     pub fn branch_name(&self, scenario: &str) -> String {
         format!(

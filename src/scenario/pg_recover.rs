@@ -19,7 +19,7 @@ use super::{
     CatalogSummary, Context, Outcome, diffstat, preflight, read_cluster_manifest, unified_diff,
 };
 use crate::backup::barman::Window;
-use crate::backup::{self, BackupStore, barman::Catalog};
+use crate::backup::{BackupStore, barman::Catalog};
 use crate::error::Error;
 use crate::manifest::cnpg::{self, Bootstrap, RecoverySpec};
 use crate::timearg;
@@ -83,7 +83,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     let cluster = &manifest.cluster;
 
     // The target is checked against the lineage the recovery reads.
-    let store = backup::open(&ctx.backup_url, &ctx.config_base, &ctx.config.backup)?;
+    let store = ctx.open_store()?;
     let lineage = cluster.recovery_lineage().to_string();
     let catalog = Catalog::read(
         store.as_ref(),

@@ -86,7 +86,7 @@ fn handle(
     }
     let head_text = String::from_utf8_lossy(&head).into_owned();
     let line = head_text.lines().next().unwrap_or_default().to_string();
-    requests.lock().unwrap().push(line.clone());
+    requests.lock().unwrap().push(head_text.clone());
     let fault = {
         let mut f = faults.lock().unwrap();
         f.iter()
@@ -179,12 +179,23 @@ impl FaultProxy {
             .push_back((request_contains.to_string(), fault));
     }
 
+    /// Requests whose first line contains the text.
     pub fn count(&self, request_contains: &str) -> usize {
         self.requests
             .lock()
             .unwrap()
             .iter()
-            .filter(|l| l.contains(request_contains))
+            .filter(|h| {
+                h.lines()
+                    .next()
+                    .unwrap_or_default()
+                    .contains(request_contains)
+            })
             .count()
+    }
+
+    /// Every request head (request line and headers) so far.
+    pub fn heads(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
     }
 }

@@ -229,7 +229,11 @@ pub fn drgit_in(repo: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
         .env_remove("GITHUB_TOKEN")
         .env_remove("GH_TOKEN")
         .env_remove("DRGIT_GIT_TOKEN")
-        .env_remove("SSH_AUTH_SOCK");
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_PROFILE")
+        .env_remove("KUBECONFIG");
     for (k, v) in env {
         cmd.env(k, v);
     }
