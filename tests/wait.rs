@@ -261,12 +261,14 @@ fn cnpg_failure_texts_stop_the_watch() {
     assert_eq!(w.gh.prs().len(), 1, "no revert pull request");
 }
 
-#[test]
-fn interrupted_while_watching_resumes_without_a_second_delete() {
-    let w = world(Behaviour {
-        recreate_after: 1_000_000,
-        ..Behaviour::default()
-    });
+/// Starts `--wait`, interrupts it (SIGINT) once `ready` holds, lets `fix`
+/// unblock the world, and resumes.
+fn interrupt_and_resume(
+    w: &World,
+    step: &str,
+    ready: impl Fn(&World) -> bool,
+    fix: impl Fn(&World),
+) {
     let mut all = vec![
         "--kubeconfig".to_string(),
         w.kubeconfig.clone(),
@@ -293,32 +295,98 @@ fn interrupted_while_watching_resumes_without_a_second_delete() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until it is watching the recovery (the Cluster was deleted).
-    for _ in 0..200 {
-        if w.kube.state.lock().unwrap().deletes == 1 {
+    for _ in 0..400 {
+        if ready(w) {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(25));
     }
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(ready(w), "{step}: never reached");
+    std::thread::sleep(std::time::Duration::from_millis(150));
     unsafe { libc_kill(child.id() as i32, 2) };
     let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{step}: {stderr}");
+    assert!(
+        stderr.contains(&format!("interrupted in step `{step}`")),
+        "{step}: {stderr}"
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted in step `recovered`"));
-
-    w.kube.state.lock().unwrap().behaviour.recreate_after = 0;
-    let r = run(&w, &["--yes", "resume"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    fix(w);
+    let r = run(w, &["--yes", "resume"]);
+    assert_eq!(r.code, 0, "{step}: {}", r.stderr);
     assert_eq!(
         w.kube.state.lock().unwrap().deletes,
         1,
-        "the delete is not repeated"
+        "{step}: the delete ran once"
     );
+}
+
+#[test]
+fn interrupted_at_each_wait_resumes_without_a_second_delete() {
+    // Waiting for the merge.
+    let w = world(Behaviour::default());
+    w.gh.state.lock().unwrap().merge_after_polls = Some(1_000_000);
+    interrupt_and_resume(
+        &w,
+        "merged",
+        |w| w.gh.prs().len() == 1,
+        |w| w.gh.state.lock().unwrap().prs[0].merge_after_polls = Some(0),
+    );
+    // Waiting for Argo CD.
+    let w = world(Behaviour {
+        never_sync: true,
+        ..Behaviour::default()
+    });
+    w.f.config(&format!(
+        "[forge]\napi_url = \"{}\"\nrepo = \"home/home-cluster\"\nmerge_poll_ms = 10\n\n[argocd]\npoll_ms = 10\nsync_timeout_secs = 30\n\n[postgres]\nhealth_poll_ms = 10\nrecovery_timeout_secs = 5\n",
+        w.gh.url
+    ));
+    interrupt_and_resume(
+        &w,
+        "argocd-synced",
+        |w| w.kube.first(&format!("PATCH {APP}")).is_some(),
+        |w| w.kube.state.lock().unwrap().behaviour.never_sync = false,
+    );
+    // Watching the recovery, after the delete.
+    let w = world(Behaviour {
+        recreate_after: 1_000_000,
+        ..Behaviour::default()
+    });
+    interrupt_and_resume(
+        &w,
+        "recovered",
+        |w| w.kube.state.lock().unwrap().deletes == 1,
+        |w| w.kube.state.lock().unwrap().behaviour.recreate_after = 0,
+    );
+}
+
+#[test]
+fn transient_api_errors_and_conflicts_are_retried() {
+    let w = world(Behaviour::default());
+    {
+        let mut st = w.kube.state.lock().unwrap();
+        st.faults.push((format!("PATCH {APP}"), 409));
+        st.faults.push((format!("GET {CLUSTER}"), 500));
+        st.faults.push((format!("GET {CLUSTER}"), 503));
+    }
+    let r = run(
+        &w,
+        &[
+            "--yes",
+            "pg-recover",
+            "--target-time",
+            TARGET,
+            "--pr",
+            "--wait",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        w.kube.state.lock().unwrap().faults.is_empty(),
+        "{:?}",
+        w.kube.state.lock().unwrap().faults
+    );
+    assert_eq!(w.kube.state.lock().unwrap().deletes, 1);
 }
 
 unsafe extern "C" {

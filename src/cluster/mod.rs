@@ -194,6 +194,14 @@ impl ClusterState {
     }
 }
 
+fn transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code >= 500 || s.code == 409 || s.code == 429,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
 pub struct Kube {
     rt: tokio::runtime::Runtime,
     client: kube::Client,
@@ -252,13 +260,9 @@ impl Kube {
         name: &str,
     ) -> Result<Option<ClusterState>, ClusterError> {
         let api = self.cnpg_clusters(namespace);
-        let obj = self
-            .rt
-            .block_on(api.get_opt(name))
-            .map_err(|e| ClusterError::Api {
-                what: format!("read Cluster {namespace}/{name}"),
-                detail: e.to_string(),
-            })?;
+        let obj = self.call(format!("read Cluster {namespace}/{name}"), || {
+            api.get_opt(name)
+        })?;
         Ok(obj.as_ref().map(ClusterState::from_object))
     }
 
@@ -266,6 +270,27 @@ impl Kube {
         let gvk = GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application");
         let ar = ApiResource::from_gvk_with_plural(&gvk, "applications");
         Api::namespaced_with(self.client.clone(), namespace, &ar)
+    }
+
+    /// Runs one API call, again after transient failures (connection errors,
+    /// 5xx, 409 conflicts, 429), a few times with backoff.
+    fn call<T, F, Fut>(&self, what: String, f: F) -> Result<T, ClusterError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, kube::Error>>,
+    {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match self.rt.block_on(f()) {
+                Ok(v) => return Ok(v),
+                Err(e) if attempt < 4 && transient(&e) => {
+                    tracing::warn!(%e, what, "Kubernetes API call failed; retrying");
+                    std::thread::sleep(Duration::from_millis(100 * 2u64.pow(attempt)));
+                }
+                Err(e) => return Err(Self::api_err(what)(e)),
+            }
+        }
     }
 
     fn api_err(what: String) -> impl FnOnce(kube::Error) -> ClusterError {
@@ -286,21 +311,19 @@ impl Kube {
         let api = self.applications(namespace);
         if let Some(name) = name {
             let app = self
-                .rt
-                .block_on(api.get_opt(name))
-                .map_err(Self::api_err(format!(
-                    "read Application {namespace}/{name}"
-                )))?
+                .call(format!("read Application {namespace}/{name}"), || {
+                    api.get_opt(name)
+                })?
                 .ok_or_else(|| ClusterError::NoApplication {
                     namespace: namespace.into(),
                     path: manifest_dir.into(),
                 })?;
             return Ok(AppState::from_object(&app));
         }
-        let list = self
-            .rt
-            .block_on(api.list(&kube::api::ListParams::default()))
-            .map_err(Self::api_err(format!("list Applications in {namespace}")))?;
+        let lp = kube::api::ListParams::default();
+        let list = self.call(format!("list Applications in {namespace}"), || {
+            api.list(&lp)
+        })?;
         let dir = manifest_dir.trim_end_matches('/');
         list.items
             .iter()
@@ -325,15 +348,12 @@ impl Kube {
     /// Asks Argo CD for a hard refresh (annotation `argocd.argoproj.io/refresh=hard`).
     pub fn refresh_application(&self, namespace: &str, name: &str) -> Result<(), ClusterError> {
         let patch = serde_json::json!({"metadata": {"annotations": {"argocd.argoproj.io/refresh": "hard"}}});
-        self.rt
-            .block_on(self.applications(namespace).patch(
-                name,
-                &kube::api::PatchParams::default(),
-                &kube::api::Patch::Merge(&patch),
-            ))
-            .map_err(Self::api_err(format!(
-                "refresh Application {namespace}/{name}"
-            )))?;
+        let api = self.applications(namespace);
+        let pp = kube::api::PatchParams::default();
+        let merge = kube::api::Patch::Merge(&patch);
+        self.call(format!("refresh Application {namespace}/{name}"), || {
+            api.patch(name, &pp, &merge)
+        })?;
         Ok(())
     }
 
@@ -341,9 +361,10 @@ impl Kube {
     /// CNPG owns them, its PVCs go with it).
     pub fn delete_cnpg_cluster(&self, namespace: &str, name: &str) -> Result<(), ClusterError> {
         let dp = kube::api::DeleteParams::foreground();
-        self.rt
-            .block_on(self.cnpg_clusters(namespace).delete(name, &dp))
-            .map_err(Self::api_err(format!("delete Cluster {namespace}/{name}")))?;
+        let api = self.cnpg_clusters(namespace);
+        self.call(format!("delete Cluster {namespace}/{name}"), || {
+            api.delete(name, &dp)
+        })?;
         Ok(())
     }
 
@@ -357,10 +378,9 @@ impl Kube {
         use k8s_openapi::api::batch::v1::Job;
         let api: Api<Job> = Api::namespaced(self.client.clone(), namespace);
         let name = format!("{cluster}-1-full-recovery");
-        let job = self
-            .rt
-            .block_on(api.get_opt(&name))
-            .map_err(Self::api_err(format!("read Job {namespace}/{name}")))?;
+        let job = self.call(format!("read Job {namespace}/{name}"), || {
+            api.get_opt(&name)
+        })?;
         Ok(job.map(|j| {
             let st = j.status.unwrap_or_default();
             let failed_message = st
@@ -388,10 +408,9 @@ impl Kube {
         use k8s_openapi::api::core::v1::Pod;
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let lp = kube::api::ListParams::default().labels(&format!("cnpg.io/cluster={cluster}"));
-        let pods = self
-            .rt
-            .block_on(api.list(&lp))
-            .map_err(Self::api_err(format!("list pods of {namespace}/{cluster}")))?;
+        let pods = self.call(format!("list pods of {namespace}/{cluster}"), || {
+            api.list(&lp)
+        })?;
         Ok(pods
             .items
             .into_iter()
@@ -416,10 +435,9 @@ impl Kube {
     ) -> Result<Option<String>, ClusterError> {
         use k8s_openapi::api::core::v1::Secret;
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        let secret = self
-            .rt
-            .block_on(api.get_opt(name))
-            .map_err(Self::api_err(format!("read Secret {namespace}/{name}")))?;
+        let secret = self.call(format!("read Secret {namespace}/{name}"), || {
+            api.get_opt(name)
+        })?;
         Ok(secret.and_then(|s| s.data).and_then(|d| {
             d.get(key)
                 .map(|v| String::from_utf8_lossy(&v.0).trim().to_string())

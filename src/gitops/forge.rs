@@ -67,6 +67,8 @@ pub enum ForgeError {
     AppKey { path: String, detail: String },
     #[error("pull request #{number} was closed without being merged ({url})")]
     ClosedUnmerged { number: u64, url: String },
+    #[error("stopped while waiting for pull request #{number} to be merged")]
+    Interrupted { number: u64 },
     #[error("pull request #{number} was not merged within {waited:?} ({url})")]
     MergeTimeout {
         number: u64,
@@ -443,6 +445,7 @@ impl GitHub {
         number: u64,
         timeout: Duration,
         first_poll: Duration,
+        stop: &std::sync::atomic::AtomicBool,
     ) -> Result<String, ForgeError> {
         let start = std::time::Instant::now();
         let mut delay = first_poll;
@@ -465,7 +468,16 @@ impl GitHub {
                 });
             }
             tracing::info!(number, "waiting for the pull request to be merged");
-            std::thread::sleep(delay);
+            // Sleep in slices so that Ctrl-C is heard.
+            let until = std::time::Instant::now() + delay;
+            while std::time::Instant::now() < until {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Err(ForgeError::Interrupted { number });
+                }
+                std::thread::sleep(
+                    Duration::from_millis(50).min(until - std::time::Instant::now()),
+                );
+            }
             delay = (delay * 2).min(Duration::from_secs(30));
         }
     }

@@ -64,14 +64,22 @@ impl Step for Merged<'_> {
             None => "The recovery commit is on the branch Argo CD tracks".into(),
         }
     }
-    fn run(&self, _: &Journal, _stop: &AtomicBool) -> Result<Value, Error> {
+    fn run(&self, _: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
         let e = self.0;
         let commit = match (e.params.pr, &e.gh, &e.params.commit) {
-            (Some(n), Some(gh), _) => gh.wait_merged(
-                n,
-                Duration::from_secs(e.ctx.config.forge.merge_timeout_secs),
-                poll(e.ctx.config.forge.merge_poll_ms),
-            )?,
+            (Some(n), Some(gh), _) => gh
+                .wait_merged(
+                    n,
+                    Duration::from_secs(e.ctx.config.forge.merge_timeout_secs),
+                    poll(e.ctx.config.forge.merge_poll_ms),
+                    stop,
+                )
+                .map_err(|err| match err {
+                    crate::gitops::forge::ForgeError::Interrupted { .. } => Error::Interrupted {
+                        step: "merged".into(),
+                    },
+                    other => other.into(),
+                })?,
             (_, _, Some(c)) => c.clone(),
             _ => return Err(Error::WaitNeedsPublish),
         };

@@ -283,7 +283,8 @@ fn finish(
     if opts.wait_merge {
         let timeout = Duration::from_secs(ctx.config.forge.merge_timeout_secs);
         let first = Duration::from_millis(ctx.config.forge.merge_poll_ms);
-        out.merge_commit = Some(gh.wait_merged(pr.number, timeout, first)?);
+        out.merge_commit =
+            Some(gh.wait_merged(pr.number, timeout, first, crate::plan::stop_flag())?);
     }
     Ok((out, Some((gh, pr))))
 }
@@ -344,7 +345,11 @@ pub fn undo_after(
     // so does the commit it was opened from.
     if matches!(
         e,
-        Error::Forge(ForgeError::MergeTimeout { .. } | ForgeError::ClosedUnmerged { .. })
+        Error::Forge(
+            ForgeError::MergeTimeout { .. }
+                | ForgeError::ClosedUnmerged { .. }
+                | ForgeError::Interrupted { .. }
+        )
     ) {
         return e;
     }

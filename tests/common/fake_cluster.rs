@@ -56,6 +56,8 @@ pub struct State {
     pub gets_since_delete: u32,
     pub phase_index: usize,
     pub deletes: u32,
+    /// Forced answers: (request containing, status) for the next matching request.
+    pub faults: Vec<(String, u16)>,
 }
 
 pub struct FakeCluster {
@@ -121,6 +123,7 @@ impl FakeCluster {
             gets_since_delete: 0,
             phase_index: 0,
             deletes: 0,
+            faults: Vec::new(),
         }));
         let (s2, st2) = (server.clone(), state.clone());
         let thread = std::thread::spawn(move || {
@@ -131,9 +134,27 @@ impl FakeCluster {
                 let path = req.url().split('?').next().unwrap_or_default().to_string();
                 let (status, value) = {
                     let mut st = st2.lock().unwrap();
-                    st.requests
-                        .push((Instant::now(), format!("{method} {path}")));
-                    handle(&mut st, &bare, &method, &path, &body)
+                    let line = format!("{method} {path}");
+                    st.requests.push((Instant::now(), line.clone()));
+                    match st
+                        .faults
+                        .iter()
+                        .position(|(m, _)| line.contains(m.as_str()))
+                    {
+                        Some(i) => {
+                            let (_, code) = st.faults.remove(i);
+                            let reason = if code == 409 {
+                                "Conflict"
+                            } else {
+                                "InternalError"
+                            };
+                            (
+                                code,
+                                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code, "message": "injected"}),
+                            )
+                        }
+                        None => handle(&mut st, &bare, &method, &path, &body),
+                    }
                 };
                 let mut resp =
                     tiny_http::Response::from_string(value.to_string()).with_status_code(status);
