@@ -98,6 +98,18 @@ impl AppState {
     }
 }
 
+/// What a command run in a pod said.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ExecOutput {
+    pub stdout: String,
+    pub stderr: String,
+    /// The API's status channel said Success.
+    pub success: bool,
+    pub exit_code: Option<i32>,
+    /// The status channel's message on failure.
+    pub message: String,
+}
+
 /// The recovery Job's progress.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct JobState {
@@ -423,6 +435,78 @@ impl Kube {
                 )
             })
             .collect())
+    }
+
+    /// Runs a command in a pod's container and returns its stdout, stderr
+    /// and exit status separately (the API's status channel; an exit code
+    /// alone is not trusted by callers that know better).
+    pub fn exec(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: Option<&str>,
+        command: &[&str],
+    ) -> Result<ExecOutput, ClusterError> {
+        use k8s_openapi::api::core::v1::Pod;
+        use kube::api::AttachParams;
+        use tokio::io::AsyncReadExt;
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let mut ap = AttachParams::default()
+            .stdin(false)
+            .stdout(true)
+            .stderr(true);
+        if let Some(c) = container {
+            ap = ap.container(c);
+        }
+        let what = format!("exec `{}` in pod {namespace}/{pod}", command.join(" "));
+        let cmd: Vec<String> = command.iter().map(|s| s.to_string()).collect();
+        self.rt.block_on(async {
+            let mut proc = api
+                .exec(pod, cmd, &ap)
+                .await
+                .map_err(Self::api_err(what.clone()))?;
+            let mut out = proc.stdout();
+            let mut err = proc.stderr();
+            let status = proc.take_status();
+            let (mut o, mut e) = (Vec::new(), Vec::new());
+            let read_out = async {
+                if let Some(r) = out.as_mut() {
+                    let _ = r.read_to_end(&mut o).await;
+                }
+            };
+            let read_err = async {
+                if let Some(r) = err.as_mut() {
+                    let _ = r.read_to_end(&mut e).await;
+                }
+            };
+            tokio::join!(read_out, read_err);
+            let status = match status {
+                Some(s) => s.await,
+                None => None,
+            };
+            let _ = proc.join().await;
+            let (ok, exit_code, message) = match &status {
+                Some(s) if s.status.as_deref() == Some("Success") => (true, Some(0), String::new()),
+                Some(s) => {
+                    let code = s
+                        .details
+                        .as_ref()
+                        .and_then(|d| d.causes.as_ref())
+                        .and_then(|c| c.iter().find(|c| c.reason.as_deref() == Some("ExitCode")))
+                        .and_then(|c| c.message.as_deref())
+                        .and_then(|m| m.parse().ok());
+                    (false, code, s.message.clone().unwrap_or_default())
+                }
+                None => (false, None, "no status from the API server".into()),
+            };
+            Ok(ExecOutput {
+                stdout: String::from_utf8_lossy(&o).into_owned(),
+                stderr: String::from_utf8_lossy(&e).into_owned(),
+                success: ok,
+                exit_code,
+                message,
+            })
+        })
     }
 
     /// Reads one key of a Secret. The value is returned to the caller only;

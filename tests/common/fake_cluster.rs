@@ -28,6 +28,30 @@ pub struct Behaviour {
     pub job_fails: Option<&'static str>,
     /// Secret `database/r2-backup-credentials` (credential, password).
     pub secret: Option<(&'static str, &'static str)>,
+    /// What `exec` in a pod prints and returns: (stdout, stderr, exit code).
+    pub exec: fn(&[String]) -> (String, String, i32),
+}
+
+/// A pod's answers: kanidmd's certificate, `false`, or what it was asked.
+pub fn default_exec(cmd: &[String]) -> (String, String, i32) {
+    match cmd
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["kanidmd", "show-replication-certificate", ..] => (
+            "certificate: \"MIIBmjCCAUCgAwIBAgIBATAKBggqhkjOPQQDAjA2\"\n".into(),
+            String::new(),
+            0,
+        ),
+        ["false"] => (String::new(), "something went wrong\n".into(), 1),
+        other => (
+            format!("{}\n", other.join(" ")),
+            "note on stderr\n".into(),
+            0,
+        ),
+    }
 }
 
 impl Default for Behaviour {
@@ -43,6 +67,7 @@ impl Default for Behaviour {
             ],
             job_fails: None,
             secret: None,
+            exec: default_exec,
         }
     }
 }
@@ -128,6 +153,17 @@ impl FakeCluster {
         let (s2, st2) = (server.clone(), state.clone());
         let thread = std::thread::spawn(move || {
             for mut req in s2.incoming_requests() {
+                if req
+                    .url()
+                    .split('?')
+                    .next()
+                    .unwrap_or_default()
+                    .ends_with("/exec")
+                {
+                    let exec = st2.lock().unwrap().behaviour.exec;
+                    serve_exec(req, exec);
+                    continue;
+                }
                 let mut body = String::new();
                 let _ = req.as_reader().read_to_string(&mut body);
                 let method = req.method().as_str().to_string();
@@ -338,4 +374,79 @@ fn handle(
 
 fn b64(s: &str) -> String {
     super::git_http::base64(s.as_bytes())
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Kubernetes exec over a websocket (`v4.channel.k8s.io`): channel 1 is
+/// stdout, 2 stderr, 3 the status object.
+fn serve_exec(req: tiny_http::Request, exec: fn(&[String]) -> (String, String, i32)) {
+    use tungstenite::Message;
+    let query = req
+        .url()
+        .split_once('?')
+        .map(|(_, q)| q.to_string())
+        .unwrap_or_default();
+    let cmd: Vec<String> = query
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("command="))
+        .map(percent_decode)
+        .collect();
+    let key = req
+        .headers()
+        .iter()
+        .find(|h| {
+            h.field
+                .to_string()
+                .eq_ignore_ascii_case("Sec-WebSocket-Key")
+        })
+        .map(|h| h.value.as_str().to_string())
+        .unwrap_or_default();
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut resp = tiny_http::Response::empty(101);
+    resp.add_header(
+        tiny_http::Header::from_bytes("Sec-WebSocket-Accept", accept.as_bytes()).unwrap(),
+    );
+    resp.add_header(
+        tiny_http::Header::from_bytes("Sec-WebSocket-Protocol", "v4.channel.k8s.io").unwrap(),
+    );
+    let stream = req.upgrade("websocket", resp);
+    let mut ws =
+        tungstenite::WebSocket::from_raw_socket(stream, tungstenite::protocol::Role::Server, None);
+    let (out, err, code) = exec(&cmd);
+    let frame = |ch: u8, data: &[u8]| {
+        let mut v = vec![ch];
+        v.extend_from_slice(data);
+        Message::Binary(v.into())
+    };
+    let status = if code == 0 {
+        json!({"metadata": {}, "status": "Success"})
+    } else {
+        json!({"metadata": {}, "status": "Failure", "message": format!("command terminated with non-zero exit code: error executing command {cmd:?}, exit code {code}"), "reason": "NonZeroExitCode", "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]}})
+    };
+    if !out.is_empty() {
+        let _ = ws.send(frame(1, out.as_bytes()));
+    }
+    if !err.is_empty() {
+        let _ = ws.send(frame(2, err.as_bytes()));
+    }
+    let _ = ws.send(frame(3, status.to_string().as_bytes()));
+    let _ = ws.close(None);
+    while ws.read().is_ok() {}
 }
