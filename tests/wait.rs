@@ -422,3 +422,39 @@ fn a_failed_recovery_job_stops_the_watch() {
         r.stderr
     );
 }
+
+#[test]
+fn a_recovery_stuck_pending_times_out_with_what_was_last_seen() {
+    let w = world(Behaviour {
+        phases: vec![("Setting up primary", None)],
+        ..Behaviour::default()
+    });
+    w.f.config(&format!(
+        "[forge]\napi_url = \"{}\"\nrepo = \"home/home-cluster\"\nmerge_poll_ms = 10\n\n[argocd]\npoll_ms = 10\n\n[postgres]\nhealth_poll_ms = 10\nrecovery_timeout_secs = 1\n",
+        w.gh.url
+    ));
+    let r = run(
+        &w,
+        &[
+            "--yes",
+            "pg-recover",
+            "--target-time",
+            TARGET,
+            "--pr",
+            "--wait",
+        ],
+    );
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("was not healthy within"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("last seen: phase \"Setting up primary\""),
+        "{}",
+        r.stderr
+    );
+    let status = run(&w, &["status"]);
+    assert!(
+        status.stdout.contains("[running] recovered"),
+        "{}",
+        status.stdout
+    );
+}
