@@ -126,6 +126,10 @@ pub trait Step {
         Ok(())
     }
     fn run(&self, journal: &Journal, stop: &AtomicBool) -> Result<Value, Error>;
+    /// Checked right after the step ran: did it do what it says?
+    fn verify(&self, _journal: &Journal, _output: &Value) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// Runs the unfinished steps in order.
@@ -152,6 +156,7 @@ pub fn execute(
         set_status(journal, name, Status::Running, Value::Null)?;
         tracing::info!(step = name, "{}", step.describe());
         let output = step.run(journal, stop)?;
+        step.verify(journal, &output)?;
         set_status(journal, name, Status::Done, output)?;
     }
     Ok(())

@@ -132,6 +132,8 @@ pub struct ClusterState {
     /// `status.phaseReason` and the Ready condition's message.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Being deleted (`metadata.deletionTimestamp` is set).
+    pub terminating: bool,
 }
 
 fn ready_message(d: &serde_json::Value) -> Option<&str> {
@@ -202,6 +204,7 @@ impl ClusterState {
                 .flatten()
                 .find(|s| !s.is_empty())
                 .map(str::to_string),
+            terminating: o.metadata.deletion_timestamp.is_some(),
         }
     }
 }

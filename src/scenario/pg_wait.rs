@@ -181,6 +181,22 @@ impl Step for Delete<'_> {
             .delete_cnpg_cluster(&e.params.namespace, &e.params.cluster)?;
         Ok(json!({ "deleted_at": jiff::Timestamp::now().to_string() }))
     }
+    fn verify(&self, _: &Journal, _: &Value) -> Result<(), Error> {
+        // Gone, on its way out (foreground deletion), or already back from
+        // Argo CD in recovery mode: anything but the old Cluster.
+        let e = self.0;
+        match e
+            .kube
+            .cnpg_cluster(&e.params.namespace, &e.params.cluster)?
+        {
+            Some(s) if s.healthy() && !s.terminating && !s.recovering_spec => {
+                Err(Error::RefuseDelete {
+                    reason: "the delete was accepted but the old Cluster is still there".into(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 struct Recovered<'a>(&'a Env<'a>);
