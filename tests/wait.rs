@@ -28,17 +28,23 @@ fn world(behaviour: Behaviour) -> World {
         st.bare_repo = Some(bare.clone());
     }
     let kube = FakeCluster::start(bare, behaviour);
-    f.config(&format!(
-        "[forge]\napi_url = \"{}\"\nrepo = \"home/home-cluster\"\nmerge_poll_ms = 10\n\n[argocd]\npoll_ms = 10\nsync_timeout_secs = 2\n\n[postgres]\nhealth_poll_ms = 10\nrecovery_timeout_secs = 5\n",
-        gh.url
-    ));
     let kubeconfig = kube.kubeconfig(f.dir.path()).display().to_string();
-    World {
+    let w = World {
         f,
         gh,
         kube,
         kubeconfig,
-    }
+    };
+    timeouts(&w, 2, 5);
+    w
+}
+
+/// drgit.toml for the world: fast polls and these timeouts, in seconds.
+fn timeouts(w: &World, sync: u64, recovery: u64) {
+    w.f.config(&format!(
+        "[forge]\napi_url = \"{}\"\nrepo = \"home/home-cluster\"\nmerge_poll_ms = 10\n\n[argocd]\npoll_ms = 10\nsync_timeout_secs = {sync}\n\n[postgres]\nhealth_poll_ms = 10\nrecovery_timeout_secs = {recovery}\n",
+        w.gh.url
+    ));
 }
 
 fn run(w: &World, args: &[&str]) -> common::Run {
@@ -337,10 +343,7 @@ fn interrupted_at_each_wait_resumes_without_a_second_delete() {
         never_sync: true,
         ..Behaviour::default()
     });
-    w.f.config(&format!(
-        "[forge]\napi_url = \"{}\"\nrepo = \"home/home-cluster\"\nmerge_poll_ms = 10\n\n[argocd]\npoll_ms = 10\nsync_timeout_secs = 30\n\n[postgres]\nhealth_poll_ms = 10\nrecovery_timeout_secs = 5\n",
-        w.gh.url
-    ));
+    timeouts(&w, 30, 5);
     interrupt_and_resume(
         &w,
         "argocd-synced",
@@ -429,10 +432,7 @@ fn a_recovery_stuck_pending_times_out_with_what_was_last_seen() {
         phases: vec![("Setting up primary", None)],
         ..Behaviour::default()
     });
-    w.f.config(&format!(
-        "[forge]\napi_url = \"{}\"\nrepo = \"home/home-cluster\"\nmerge_poll_ms = 10\n\n[argocd]\npoll_ms = 10\n\n[postgres]\nhealth_poll_ms = 10\nrecovery_timeout_secs = 1\n",
-        w.gh.url
-    ));
+    timeouts(&w, 1800, 1);
     let r = run(
         &w,
         &[

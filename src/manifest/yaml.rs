@@ -184,10 +184,11 @@ pub fn resolve_plain(s: &str) -> Value {
         return Value::Int(i);
     }
     let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(i) = s.parse::<i128>() {
-            return Value::Int(i);
-        }
+    if !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(i) = s.parse::<i128>()
+    {
+        return Value::Int(i);
     }
     if is_core_float(s) {
         return Value::Float(s.to_string());

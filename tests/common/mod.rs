@@ -100,23 +100,9 @@ impl Fixture {
         .unwrap();
     }
 
-    /// Runs git in another directory.
+    /// Runs git in another directory, as someone else.
     pub fn git_in(&self, dir: &Path, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_AUTHOR_NAME", "Other")
-            .env("GIT_AUTHOR_EMAIL", "other@example.com")
-            .env("GIT_COMMITTER_NAME", "Other")
-            .env("GIT_COMMITTER_EMAIL", "other@example.com")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        run_git(dir, args, "Other", "other@example.com")
     }
 
     /// Replaces the manifest and commits it.
@@ -126,21 +112,7 @@ impl Fixture {
     }
 
     pub fn git(&self, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(self.repo())
-            .env("GIT_AUTHOR_NAME", "Test")
-            .env("GIT_AUTHOR_EMAIL", "test@example.com")
-            .env("GIT_COMMITTER_NAME", "Test")
-            .env("GIT_COMMITTER_EMAIL", "test@example.com")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        run_git(&self.repo(), args, "Test", "test@example.com")
     }
 
     /// Runs drgit with `--repo <repo>` and a fixed clock.
@@ -165,6 +137,25 @@ impl Fixture {
             status: self.git(&["status", "--porcelain"]),
         }
     }
+}
+
+/// Runs the git CLI in `dir` as `name <email>`; panics with git's message on failure.
+pub fn run_git(dir: &Path, args: &[&str], name: &str, email: &str) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", name)
+        .env("GIT_AUTHOR_EMAIL", email)
+        .env("GIT_COMMITTER_NAME", name)
+        .env("GIT_COMMITTER_EMAIL", email)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[derive(Debug, PartialEq)]
