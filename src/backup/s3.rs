@@ -275,6 +275,40 @@ async fn fetch_range(
 }
 
 impl S3Store {
+    /// One GET (of a byte range, when given) read whole; a body shorter
+    /// than its Content-Length is an error.
+    fn fetch(&self, key: &str, range: Option<String>) -> Result<Vec<u8>, StoreError> {
+        let full = format!("{}{key}", self.root);
+        self.rt.block_on(async {
+            let resp = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .set_range(range)
+                .send()
+                .await
+                .map_err(|e| map_err(e, &self.bucket, self.location(key), &self.endpoint))?;
+            let expected = resp.content_length();
+            let bytes = resp.body.collect().await.map_err(|e| StoreError::S3 {
+                location: self.location(key),
+                detail: format!("the download broke off: {e}"),
+            })?;
+            let bytes = bytes.into_bytes().to_vec();
+            if let Some(n) = expected
+                && n >= 0
+                && bytes.len() as i64 != n
+            {
+                return Err(StoreError::Truncated {
+                    location: self.location(key),
+                    expected: n as u64,
+                    got: bytes.len() as u64,
+                });
+            }
+            Ok(bytes)
+        })
+    }
+
     /// Every page under `prefix` (one level with `delimiter`), keys relative to the root.
     fn pages(
         &self,
@@ -364,23 +398,7 @@ impl BackupStore for S3Store {
     }
 
     fn get_head(&self, key: &str, len: u64) -> Result<Vec<u8>, StoreError> {
-        let full = format!("{}{key}", self.root);
-        self.rt.block_on(async {
-            let resp = self
-                .client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(&full)
-                .range(format!("bytes=0-{}", len.saturating_sub(1)))
-                .send()
-                .await
-                .map_err(|e| map_err(e, &self.bucket, self.location(key), &self.endpoint))?;
-            let bytes = resp.body.collect().await.map_err(|e| StoreError::S3 {
-                location: self.location(key),
-                detail: format!("the download broke off: {e}"),
-            })?;
-            Ok(bytes.into_bytes().to_vec())
-        })
+        self.fetch(key, Some(format!("bytes=0-{}", len.saturating_sub(1))))
     }
 
     fn stat(&self, key: &str) -> Result<(u64, Option<String>), StoreError> {
@@ -481,34 +499,7 @@ impl BackupStore for S3Store {
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
-        let full = format!("{}{key}", self.root);
-        self.rt.block_on(async {
-            let resp = self
-                .client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(&full)
-                .send()
-                .await
-                .map_err(|e| map_err(e, &self.bucket, self.location(key), &self.endpoint))?;
-            let expected = resp.content_length();
-            let bytes = resp.body.collect().await.map_err(|e| StoreError::S3 {
-                location: self.location(key),
-                detail: format!("the download broke off: {e}"),
-            })?;
-            let bytes = bytes.into_bytes().to_vec();
-            if let Some(n) = expected
-                && n >= 0
-                && bytes.len() as i64 != n
-            {
-                return Err(StoreError::Truncated {
-                    location: self.location(key),
-                    expected: n as u64,
-                    got: bytes.len() as u64,
-                });
-            }
-            Ok(bytes)
-        })
+        self.fetch(key, None)
     }
 }
 
