@@ -37,9 +37,18 @@ pub enum Error {
     )]
     NoInitdbHistory { file: String },
     #[error(
-        "{location}: the next 100 serverNames after `{after}` all hold objects already; set `serverName` in the manifest to a new lineage by hand"
+        "{location}: the 100 serverNames from `{after}` on all hold objects already; set `serverName` in the manifest to a new lineage by hand"
     )]
     NoFreeLineage { after: String, location: String },
+    #[error(
+        "{file}: {field} is {destination}, but drgit reads the backups from {reads} (`[backup] url` or --backup-url, plus `[postgres] catalog_prefix`): drgit would check one catalog and CNPG restore from another. Point `[backup] url` at the bucket the manifest names"
+    )]
+    BackupLocation {
+        file: String,
+        field: String,
+        destination: String,
+        reads: String,
+    },
     #[error(transparent)]
     Forge(#[from] ForgeError),
     #[error(transparent)]
@@ -99,7 +108,8 @@ impl Error {
             Error::Config(_)
             | Error::Manifest { .. }
             | Error::ReadManifest { .. }
-            | Error::Time(_) => 2,
+            | Error::Time(_)
+            | Error::BackupLocation { .. } => 2,
             Error::Catalog(CatalogError::Target { .. }) => 2,
             Error::NoInitdbHistory { .. } => 2,
             Error::PublishFailed { source, .. } => source.exit_code(),

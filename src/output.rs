@@ -63,13 +63,17 @@ pub fn human(o: &Outcome, colour: bool) -> String {
     }
     if o.scenario == "pg-recover" {
         s.push_str(&format!(
-            "Target:   {}{}\n",
+            "Target:   {}{}{}\n",
             o.target_time
                 .as_deref()
                 .unwrap_or("end of the archived WAL"),
+            o.recovery_target_time
+                .as_ref()
+                .map(|t| format!(" (written as `{t}`)"))
+                .unwrap_or_default(),
             o.base_backup
                 .as_ref()
-                .map(|b| format!(", from base backup {b}"))
+                .map(|b| format!(", from base backup {b} (pinned)"))
                 .unwrap_or_default()
         ));
     }

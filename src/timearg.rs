@@ -3,8 +3,17 @@
 //! RFC 3339 with `Z` or an offset is taken as is. A plain
 //! `YYYY-MM-DD HH:MM:SS` is accepted only with an explicit `--timezone`:
 //! guessing the zone in the middle of an outage is how a recovery lands nine
-//! hours off. CNPG reads a `targetTime` without offset as UTC, so drgit
-//! always writes it normalised to UTC with a `Z`.
+//! hours off.
+//!
+//! drgit writes `targetTime` in PostgreSQL's own form, in UTC with an
+//! explicit offset and microseconds: `2026-11-24 09:00:00.000000+00`.
+//! PostgreSQL's `recovery_target_time` refuses RFC 3339's `T` and `Z`
+//! ("invalid value for parameter", checked with PostgreSQL 15), and CNPG
+//! before 1.27.3 / 1.28.1 passes a `Z` value through unchanged
+//! (cloudnative-pg issue 10819; the conversion lives in cloudnative-pg/
+//! machinery pkg/postgres/time/time.go, which leaves this form alone).
+//! Without an offset PostgreSQL would read the time in the server's
+//! `timezone`, so the offset is always written.
 
 use jiff::{Timestamp, civil::DateTime, tz::TimeZone};
 
@@ -69,6 +78,37 @@ pub fn now() -> Result<Timestamp, TimeError> {
     }
 }
 
+/// A target as drgit writes it into `recoveryTarget.targetTime`:
+/// `2026-11-24 09:00:00.000000+00`. PostgreSQL keeps microseconds; drgit
+/// truncates first ([`to_micros`]) so that what is written is what was checked.
+pub fn postgres(t: Timestamp) -> String {
+    to_micros(t)
+        .strftime("%Y-%m-%d %H:%M:%S%.6f+00")
+        .to_string()
+}
+
+/// The instant truncated to whole microseconds (PostgreSQL's precision),
+/// never later than `t`.
+pub fn to_micros(t: Timestamp) -> Timestamp {
+    let us = t.as_nanosecond().div_euclid(1000) as i64;
+    Timestamp::from_microsecond(us).unwrap_or(t)
+}
+
+/// Reads a `targetTime` as found in a manifest: PostgreSQL's form
+/// (`2026-11-24 09:00:00[.ffffff]+00[:00]`) or RFC 3339.
+pub fn parse_written(s: &str) -> Option<Timestamp> {
+    let s = s.trim();
+    if let Ok(t) = s.parse::<Timestamp>() {
+        return Some(t);
+    }
+    // `+00` → `+00:00`, then RFC 3339 with a space.
+    let fixed = match s.rfind(['+', '-']) {
+        Some(i) if i > 10 && s[i + 1..].len() == 2 => format!("{s}:00"),
+        _ => s.to_string(),
+    };
+    fixed.replacen(' ', "T", 1).parse().ok()
+}
+
 /// `20261126T031500Z`, for branch names.
 pub fn compact(t: Timestamp) -> String {
     t.strftime("%Y%m%dT%H%M%SZ").to_string()
@@ -86,6 +126,27 @@ mod tests {
     fn rfc3339_normalises_to_utc() {
         let t = parse_target_time("2026-11-24T18:00:00+09:00", None, now()).unwrap();
         assert_eq!(t.to_string(), "2026-11-24T09:00:00Z");
+    }
+
+    #[test]
+    fn written_in_postgres_form() {
+        let t: Timestamp = "2026-11-24T09:00:00.123456789Z".parse().unwrap();
+        assert_eq!(postgres(t), "2026-11-24 09:00:00.123456+00");
+        let t: Timestamp = "2026-11-24T18:00:00+09:00".parse().unwrap();
+        assert_eq!(postgres(t), "2026-11-24 09:00:00.000000+00");
+        assert_eq!(
+            parse_written("2026-11-24 09:00:00.123456+00"),
+            Some(to_micros("2026-11-24T09:00:00.123456789Z".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_written("2026-11-24T09:00:00Z"),
+            Some("2026-11-24T09:00:00Z".parse().unwrap())
+        );
+        assert_eq!(
+            parse_written("2026-11-24 18:00:00+09"),
+            Some("2026-11-24T09:00:00Z".parse().unwrap())
+        );
+        assert_eq!(parse_written("yesterday"), None);
     }
 
     #[test]

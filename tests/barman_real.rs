@@ -74,6 +74,7 @@ fn catalog_matches_barman_across_a_timeline_switch_and_finds_the_gap() {
     assert_eq!(barman.len(), 2);
 
     let f = Fixture::new();
+    f.point_manifest_at(&format!("s3://{BUCKET}/cnpg/"));
     std::fs::write(
         f.repo().join("drgit.toml"),
         format!(

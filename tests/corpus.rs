@@ -82,14 +82,20 @@ fn corpus_recover_and_revert() {
 fn attempt(text: &str, stream: &yaml::Stream, name: &str) -> Result<String, String> {
     let doc = cnpg::find_cluster(stream, name).map_err(|e| e.to_string())?;
     let cluster = cnpg::inspect(stream, doc).map_err(|e| e.to_string())?;
-    let new_lineage = cnpg::next_server_name(&cluster.server_name);
+    // A Cluster already in recovery keeps its lineage (drgit moves it only
+    // when the store shows it is no longer empty).
+    let new_lineage = match cluster.bootstrap {
+        Bootstrap::Recovery { .. } => cluster.server_name.clone(),
+        _ => cnpg::next_server_name(&cluster.server_name),
+    };
     let source = match &cluster.bootstrap {
         Bootstrap::Recovery { source, .. } => source.clone(),
         Bootstrap::Initdb | Bootstrap::Default => "drgit-backup".to_string(),
     };
     let spec = RecoverySpec {
         source: &source,
-        target_time: Some("2026-11-24T09:00:00Z"),
+        target_time: Some("2026-11-24 09:00:00.000000+00"),
+        backup_id: Some("20261124T030000"),
         new_server_name: &new_lineage,
     };
     let rewrite = cnpg::rewrite_for_recovery(text, stream.clone(), &cluster, &spec)
@@ -102,7 +108,8 @@ fn attempt(text: &str, stream: &yaml::Stream, name: &str) -> Result<String, Stri
         after.bootstrap,
         Bootstrap::Recovery {
             source: source.clone(),
-            target_time: Some("2026-11-24T09:00:00Z".into())
+            target_time: Some("2026-11-24 09:00:00.000000+00".into()),
+            backup_id: Some("20261124T030000".into()),
         },
         "{name}"
     );

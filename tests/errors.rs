@@ -99,6 +99,55 @@ fn unparsable_target_time() {
 }
 
 #[test]
+fn backup_location_that_disagrees_with_the_manifest() {
+    // In-tree: the Cluster's destinationPath.
+    let f = Fixture::new();
+    let err = refused(
+        &f,
+        &[
+            "--backup-url",
+            "s3://elsewhere/",
+            "pg-recover",
+            "--target-time",
+            TARGET,
+        ],
+        2,
+    );
+    assert!(
+        err.contains("manifests/database/shared-pg.yaml: `spec.backup.barmanObjectStore.destinationPath` is s3://home-cluster-backup/cnpg/, but drgit reads the backups from s3://elsewhere/cnpg/"),
+        "{err}"
+    );
+    // Plugin: the ObjectStore it names, found in another file of the repo.
+    let f = Fixture::new();
+    f.set_manifest(&f.read_manifest().replace(
+        "  backup:\n    retentionPolicy: \"7d\"\n",
+        "  plugins:\n    - name: barman-cloud.cloudnative-pg.io\n      isWALArchiver: true\n      parameters:\n        barmanObjectName: r2-store\n  backup:\n    retentionPolicy: \"7d\"\n",
+    ).replace("    barmanObjectStore:\n", "    nothing:\n"));
+    std::fs::write(
+        f.repo().join("manifests/database/objectstore.yaml"),
+        "apiVersion: barmancloud.cnpg.io/v1\nkind: ObjectStore\nmetadata:\n  name: r2-store\nspec:\n  configuration:\n    destinationPath: s3://plugin-bucket/cnpg/\n",
+    )
+    .unwrap();
+    f.git(&["add", "-A"]);
+    f.git(&["commit", "-qm", "object store"]);
+    let err = refused(
+        &f,
+        &[
+            "--backup-url",
+            "s3://home-cluster-backup/",
+            "pg-recover",
+            "--target-time",
+            TARGET,
+        ],
+        2,
+    );
+    assert!(
+        err.contains("manifests/database/objectstore.yaml: `spec.configuration.destinationPath` of ObjectStore `r2-store` (named by `spec.plugins[0].parameters.barmanObjectName`) is s3://plugin-bucket/cnpg/"),
+        "{err}"
+    );
+}
+
+#[test]
 fn target_in_the_future() {
     let f = Fixture::new();
     let err = recover(&f, "2026-11-27T00:00:00Z", 2);
@@ -127,10 +176,52 @@ fn target_after_the_last_wal() {
     let f = Fixture::new();
     let err = recover(&f, "2026-11-26T03:30:00Z", 2);
     assert!(
-        err.contains("after the newest archived WAL (2026-11-26T03:02:41Z)"),
+        err.contains("after the last transaction in the archived WAL (committed at 2026-11-26T03:02:41.338873Z, in segment 00000001000000000000000A)"),
         "{err}"
     );
     insta::assert_snapshot!(err);
+}
+
+#[test]
+fn target_after_the_last_commit_but_before_the_last_upload() {
+    // The newest segment was archived 20 s after its last commit (at
+    // archive_timeout, as PostgreSQL does when nothing fills it): a target
+    // between the two is not reachable, whatever LastModified says.
+    let f = Fixture::new();
+    let last = f
+        .store()
+        .join("cnpg/shared-pg/wals/0000000100000000/00000001000000000000000A.gz");
+    let at = std::time::UNIX_EPOCH
+        + std::time::Duration::from_secs(
+            "2026-11-26T03:03:01Z"
+                .parse::<jiff::Timestamp>()
+                .unwrap()
+                .as_second() as u64,
+        );
+    std::fs::File::options()
+        .write(true)
+        .open(&last)
+        .unwrap()
+        .set_modified(at)
+        .unwrap();
+    let err = recover(&f, "2026-11-26T03:02:51Z", 2);
+    assert!(
+        err.contains("committed at 2026-11-26T03:02:41.338873Z"),
+        "{err}"
+    );
+    // Up to the last commit itself is fine.
+    let ok = f.drgit(&[
+        "--json",
+        "pg-recover",
+        "--target-time",
+        "2026-11-26T03:02:41.338873Z",
+        "--dry-run",
+    ]);
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    assert_eq!(
+        ok.json()["recovery_target_time"],
+        "2026-11-26 03:02:41.338873+00"
+    );
 }
 
 #[test]

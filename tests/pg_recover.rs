@@ -120,7 +120,8 @@ fn already_recovering_changes_only_the_target() {
         diff.lines()
             .filter(|l| l.starts_with(['+', '-']) && !l.starts_with("+++") && !l.starts_with("---"))
             .count(),
-        2
+        4,
+        "the pinned backup and the time, nothing else"
     );
     // The catalog read is still the old lineage, not the new one.
     assert_eq!(run.json()["catalog"]["lineage"], "shared-pg");
@@ -206,7 +207,15 @@ fn json_output_is_one_document() {
         out["catalog"]["windows"][0]["start"],
         "2026-11-26T03:02:26.121822Z"
     );
-    assert_eq!(out["catalog"]["windows"][0]["end"], "2026-11-26T03:02:41Z");
+    // The window ends at the last commit in the archived WAL (pg_waldump:
+    // `COMMIT 2026-11-26 03:02:41.338873 UTC` in segment …0A), not at the
+    // segment's LastModified (03:02:41, whole seconds).
+    assert_eq!(
+        out["catalog"]["windows"][0]["end"],
+        "2026-11-26T03:02:41.338873Z"
+    );
+    assert_eq!(out["recovery_target_time"], "2026-11-26 03:02:38.000000+00");
+    assert_eq!(out["base_backup"], "20261126T030232");
     assert!(out["plan"].as_array().unwrap().len() >= 5);
     assert!(out["branch"].is_null() && out["commit"].is_null());
 }
@@ -216,7 +225,10 @@ fn no_target_recovers_to_the_end_of_wal() {
     let f = Fixture::new();
     let run = f.drgit(&["--json", "pg-recover", "--dry-run"]);
     let diff = diff_of(&run);
-    assert!(!diff.contains("recoveryTarget"), "{diff}");
+    // No targetTime: PostgreSQL replays everything archived; the backup
+    // whose chain reaches the end is pinned.
+    assert!(!diff.contains("targetTime"), "{diff}");
+    assert!(diff.contains("backupID: \"20261126T030232\""), "{diff}");
     assert_eq!(run.json()["base_backup"], "20261126T030232");
 }
 
@@ -246,6 +258,53 @@ fn lineage_already_in_the_bucket_is_skipped() {
         .drgit(&["--json", "pg-recover", "--target-time", TARGET, "--dry-run"])
         .json();
     assert_eq!(out["new_lineage"], "shared-pg-3");
+}
+
+#[test]
+fn a_rerun_moves_off_a_lineage_that_is_no_longer_empty() {
+    let f = Fixture::new();
+    let first = f.drgit(&["pg-recover", "--target-time", TARGET]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    f.git(&["checkout", "-q", "main"]);
+    f.git(&[
+        "merge",
+        "-q",
+        "--ff-only",
+        "drgit/pg-recover-20261126T040000Z",
+    ]);
+    // Still empty: a re-run keeps the lineage it chose.
+    let again = f
+        .drgit(&[
+            "--json",
+            "pg-recover",
+            "--target-time",
+            "2026-11-26T03:02:30Z",
+            "--dry-run",
+        ])
+        .json();
+    assert!(again["new_lineage"].is_null(), "{again}");
+    // The old primary archived into it meanwhile (Argo CD applied the new
+    // serverName before it was fenced): CNPG would answer "Expected empty
+    // archive", so the re-run moves on to the next empty lineage.
+    let taken = f.store().join("cnpg/shared-pg-2/wals/0000000100000000");
+    std::fs::create_dir_all(&taken).unwrap();
+    std::fs::write(taken.join("00000001000000000000000B.gz"), b"x").unwrap();
+    let run = f.drgit(&[
+        "--json",
+        "pg-recover",
+        "--target-time",
+        "2026-11-26T03:02:30Z",
+        "--dry-run",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.json()["new_lineage"], "shared-pg-3");
+    let diff = diff_of(&run);
+    assert!(
+        diff.contains("-      serverName: shared-pg-2\n+      serverName: shared-pg-3"),
+        "{diff}"
+    );
+    // The recovery still reads the old lineage.
+    assert_eq!(run.json()["catalog"]["lineage"], "shared-pg");
 }
 
 #[test]

@@ -87,7 +87,7 @@ proptest! {
         let stream = yaml::parse(&text).expect("decorated fixture parses");
         let doc = cnpg::find_cluster(&stream, "shared-pg").unwrap();
         let cluster = cnpg::inspect(&stream, doc).unwrap();
-        let spec = RecoverySpec { source: "shared-pg-backup", target_time: Some("2026-11-26T03:02:38Z"), new_server_name: "shared-pg-2" };
+        let spec = RecoverySpec { source: "shared-pg-backup", target_time: Some("2026-11-26 03:02:38.000000+00"), backup_id: Some("20261126T030232"), new_server_name: "shared-pg-2" };
         let rewrite = cnpg::rewrite_for_recovery(&text, stream, &cluster, &spec).expect("rewrite verifies");
 
         // Everything before the initdb block is a prefix of the result, and
@@ -108,7 +108,7 @@ proptest! {
         // And the result is the intended recovery.
         let new_stream = yaml::parse(&rewrite.text).unwrap();
         let after = cnpg::inspect(&new_stream, cnpg::find_cluster(&new_stream, "shared-pg").unwrap()).unwrap();
-        prop_assert_eq!(after.bootstrap, Bootstrap::Recovery { source: "shared-pg-backup".into(), target_time: Some("2026-11-26T03:02:38Z".into()) });
+        prop_assert_eq!(after.bootstrap, Bootstrap::Recovery { source: "shared-pg-backup".into(), target_time: Some("2026-11-26 03:02:38.000000+00".into()), backup_id: Some("20261126T030232".into()) });
         prop_assert_eq!(after.server_name, "shared-pg-2");
         prop_assert_eq!(rewrite.text.contains("\r\n"), crlf);
     }

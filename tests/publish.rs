@@ -74,7 +74,7 @@ fn push_then_update_own_branch_under_lease() {
             &format!("{BRANCH}:manifests/database/shared-pg.yaml"),
         ],
     );
-    assert!(pushed.contains("targetTime: \"2026-11-26T03:02:30Z\""));
+    assert!(pushed.contains("targetTime: \"2026-11-26 03:02:30.000000+00\""));
 }
 
 #[test]
@@ -367,7 +367,7 @@ fn pr_twice_is_one_pr_then_the_revert_pr_links_back() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
         run.stderr
-            .contains("already recovers to 2026-11-26T03:02:30Z"),
+            .contains("already recovers to 2026-11-26 03:02:30.000000+00"),
         "{}",
         run.stderr
     );

@@ -40,6 +40,7 @@ fn server_with_fixture(prefix: &str) -> S3Server {
 fn pg_recover_reads_the_catalog_from_s3() {
     let s3 = server_with_fixture("cluster-a/");
     let f = Fixture::new();
+    f.point_manifest_at(&format!("s3://{BUCKET}/cluster-a/cnpg/"));
     s3_config(&f, &format!("s3://{BUCKET}/cluster-a/"), &s3.endpoint);
     let run = f.drgit_env(
         &["--json", "pg-recover", "--target-time", TARGET, "--dry-run"],
@@ -79,6 +80,20 @@ fn listing_pages_past_a_thousand_keys_and_finds_the_gap() {
         })
         .collect();
     s3.put_many(BUCKET, &keys);
+    // The backups' chain now ends before the gap, at 0x0B + 699: drgit
+    // reads that segment for its last commit.
+    let end = 0x0B + 699u64;
+    let name = format!("{:08X}{:08X}{:08X}", 1, end / 256, end % 256);
+    let dir = tempfile::tempdir().unwrap();
+    let key = format!("cnpg/shared-pg/wals/{}/{name}.gz", &name[..16]);
+    std::fs::create_dir_all(dir.path().join(&key).parent().unwrap()).unwrap();
+    let commit: jiff::Timestamp = "2026-11-26T03:50:00Z".parse().unwrap();
+    std::fs::write(
+        dir.path().join(&key),
+        common::walgen::segment_gz(&name, &[commit]),
+    )
+    .unwrap();
+    s3.upload_dir(BUCKET, dir.path(), "");
     let f = Fixture::new();
     s3_config(&f, &format!("s3://{BUCKET}/"), &s3.endpoint);
     let run = f.drgit_env(
@@ -96,6 +111,8 @@ fn listing_pages_past_a_thousand_keys_and_finds_the_gap() {
         format!("{:08X}{:08X}{:08X}", 1, missing / 256, missing % 256)
     );
     assert_eq!(gaps[0]["missing"], 1);
+    assert_eq!(gaps[0]["reach"], "2026-11-26T03:50:00Z");
+    assert_eq!(out["catalog"]["windows"][0]["end"], "2026-11-26T03:50:00Z");
 }
 
 #[test]
@@ -104,6 +121,15 @@ fn wrong_bucket_endpoint_and_credentials_are_named() {
     let f = Fixture::new();
 
     s3_config(&f, "s3://no-such-bucket/", &s3.endpoint);
+    // The manifest restores from another bucket: refused before any request.
+    let run = f.drgit_env(&["pg-recover", "--dry-run"], &s3_env());
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("`spec.backup.barmanObjectStore.destinationPath` is s3://home-cluster-backup/cnpg/, but drgit reads the backups from s3://no-such-bucket/cnpg/"),
+        "{}",
+        run.stderr
+    );
+    f.point_manifest_at("s3://no-such-bucket/cnpg");
     let run = f.drgit_env(&["pg-recover", "--dry-run"], &s3_env());
     assert_eq!(run.code, 1);
     assert!(
@@ -118,6 +144,7 @@ fn wrong_bucket_endpoint_and_credentials_are_named() {
         .local_addr()
         .unwrap()
         .port();
+    f.point_manifest_at(&format!("s3://{BUCKET}/cnpg/"));
     s3_config(
         &f,
         &format!("s3://{BUCKET}/"),

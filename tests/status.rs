@@ -31,6 +31,23 @@ fn seg(pos: u64) -> String {
     format!("{:08X}{:08X}{:08X}", 1, pos / 256, pos % 256)
 }
 
+/// Segment `pos` with one commit a minute before it was archived: real
+/// WAL for the segments drgit reads (a chain's last), a token elsewhere.
+fn put_segment(root: &Path, pos: u64, t: Timestamp, real: bool) {
+    let name = seg(pos);
+    let bytes = if real {
+        common::walgen::segment_gz(&name, &[t - SignedDuration::from_mins(1)])
+    } else {
+        b"wal".to_vec()
+    };
+    put(
+        root,
+        &format!("cnpg/shared-pg/wals/{}/{name}.gz", &name[..16]),
+        &bytes,
+        t,
+    );
+}
+
 fn gz_json(version: &str) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     std::io::Write::write_all(
@@ -48,12 +65,7 @@ fn healthy_store(root: &Path) {
     let start = now - SignedDuration::from_hours(8 * 24);
     for h in 0..(8 * 24) {
         let t = start + SignedDuration::from_hours(h as i64 + 1);
-        put(
-            root,
-            &format!("cnpg/shared-pg/wals/{}/{}.gz", &seg(h)[..16], seg(h)),
-            b"wal",
-            t,
-        );
+        put_segment(root, h, t, h == 8 * 24 - 1);
     }
     for d in 0..8u64 {
         let begin = start + SignedDuration::from_hours((d * 24) as i64);
@@ -167,13 +179,16 @@ fn each_kind_of_trouble_is_named() {
         ),
         (
             "wal gap",
-            |s, _| {
+            |s, now| {
                 std::fs::remove_file(s.join(format!(
                     "cnpg/shared-pg/wals/{}/{}.gz",
                     &seg(100)[..16],
                     seg(100)
                 )))
-                .unwrap()
+                .unwrap();
+                // The chain before the gap now ends at 99: drgit reads it.
+                let start = now - SignedDuration::from_hours(8 * 24);
+                put_segment(s, 99, start + SignedDuration::from_hours(100), true);
             },
             "WAL gap: 1 segment(s) missing from 000000010000000000000064",
         ),

@@ -9,11 +9,15 @@
 //!
 //! The window: a target is reachable from a DONE base backup that ended
 //! before it when every WAL segment from the backup's first one up to the
-//! target is archived. A missing segment is a gap; the reach of the chain
-//! before it ends at the LastModified of the last segment before the gap
-//! (a segment is archived only once it is complete, so its records are all
-//! older than that). The newest segment's LastModified bounds the whole
-//! window, which is the honest bound the object store offers.
+//! target is archived, and a commit or abort record at or after the target
+//! is archived too: PostgreSQL stops only at those, and a target after the
+//! last one ends with "recovery ended before configured recovery target
+//! was reached". So each unbroken chain of segments ends at the newest
+//! transaction end read from its last segments ([`super::wal`]), not at
+//! the newest object's LastModified (a segment is archived when it fills
+//! or at `archive_timeout`, long after its last commit; and S3's
+//! LastModified has whole seconds). A missing segment is a gap: the chain
+//! before it ends there.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,7 +25,13 @@ use std::fmt;
 use jiff::Timestamp;
 use serde::Serialize;
 
+use super::wal::{self, WalError};
 use super::{BackupStore, ObjectMeta, StoreError};
+
+/// How many segments drgit reads back from a chain's end looking for its
+/// newest transaction end, before it gives up (4 GiB of WAL at 16 MiB:
+/// more than a day of an idle server switching every 5 minutes).
+const MAX_SEGMENTS_BACK: u64 = 256;
 
 /// Why the catalog cannot support a recovery.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +72,9 @@ pub struct BaseBackup {
 #[derive(Debug, Clone, Serialize)]
 pub struct WalSegment {
     pub name: String,
+    /// The object's key in the store.
+    #[serde(skip)]
+    pub key: String,
     pub timeline: u32,
     /// log * segments-per-log + segment: consecutive segments differ by one.
     pub position: u64,
@@ -77,6 +90,25 @@ pub struct Window {
     pub backup: String,
 }
 
+/// Where an unbroken chain of archived segments ends, and the newest
+/// point in it that a recovery can stop at.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChainEnd {
+    /// The chain's last segment.
+    pub segment: String,
+    pub position: u64,
+    /// The newest commit or abort record in the chain, read from the WAL.
+    pub last_xact_end: Option<Timestamp>,
+    /// The segment it is in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub found_in: Option<String>,
+    /// How many segments were read back from the end.
+    pub segments_read: u64,
+    /// Why the WAL could not be read, when it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// Segments missing from the archive.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Gap {
@@ -86,7 +118,9 @@ pub struct Gap {
     pub missing: u64,
     /// The first missing segment's name (on the timeline before the gap).
     pub first_missing: String,
-    /// LastModified of the segment before the gap: recovery reaches no later.
+    /// The newest transaction end before the gap (read from the WAL; the
+    /// LastModified of the segment before it when that was not read):
+    /// recovery reaches no later.
     pub reach: Timestamp,
 }
 
@@ -111,11 +145,12 @@ pub enum TargetError {
         windows: WindowList,
     },
     #[error(
-        "target {target} is after the newest archived WAL ({end}); CNPG would fail with \"recovery ended before configured recovery target was reached\". Recoverable: {windows}"
+        "target {target} is after the last transaction in the archived WAL (committed at {end}, in segment {segment}); PostgreSQL stops only at a commit, so it would fail with \"recovery ended before configured recovery target was reached\". Pick a time up to {end}, or leave out --target-time to recover everything archived. Recoverable: {windows}"
     )]
     AfterLastWal {
         target: Timestamp,
         end: Timestamp,
+        segment: String,
         windows: WindowList,
     },
     #[error(
@@ -157,6 +192,8 @@ pub struct Catalog {
     pub histories: Vec<String>,
     pub partials: Vec<String>,
     pub segment_size: u64,
+    /// Where each unbroken chain of segments ends, read from the WAL.
+    pub chain_ends: Vec<ChainEnd>,
 }
 
 const DEFAULT_SEGMENT_SIZE: u64 = 16 * 1024 * 1024;
@@ -304,6 +341,7 @@ impl Catalog {
             let position = log * per_log + seg;
             let s = WalSegment {
                 name: file.split('.').next().unwrap_or(file).to_string(),
+                key: o.key.clone(),
                 timeline: tli,
                 position,
                 last_modified: o.last_modified,
@@ -315,14 +353,116 @@ impl Catalog {
                 }
             }
         }
-        Ok(Catalog {
+        let mut catalog = Catalog {
             location,
             backups,
             segments: by_pos.into_values().collect(),
             histories,
             partials,
             segment_size,
-        })
+            chain_ends: Vec::new(),
+        };
+        catalog.chain_ends = catalog.read_chain_ends(store)?;
+        Ok(catalog)
+    }
+
+    /// Each DONE backup's chain: the positions of its first segment and of
+    /// the last one before the archive ends or a gap.
+    fn chains(&self) -> Vec<(&BaseBackup, u64, u64)> {
+        let by_pos: BTreeMap<u64, &WalSegment> =
+            self.segments.iter().map(|s| (s.position, s)).collect();
+        let mut out = Vec::new();
+        for b in self.backups.iter().filter(|b| b.status == "DONE") {
+            let (Some(begin), Some(end)) = (
+                b.begin_wal.as_deref().and_then(|w| self.position_of(w)),
+                b.end_wal.as_deref().and_then(|w| self.position_of(w)),
+            ) else {
+                continue;
+            };
+            let mut pos = begin;
+            while by_pos.contains_key(&pos) {
+                pos += 1;
+            }
+            if pos == begin || pos - 1 < end {
+                continue; // the backup's own WAL is incomplete: not restorable
+            }
+            out.push((b, begin, pos - 1));
+        }
+        out
+    }
+
+    /// Reads the newest transaction end of every chain from its last
+    /// segments, going back (at most [`MAX_SEGMENTS_BACK`], and not before
+    /// the chain's first backup) until a segment holds one.
+    fn read_chain_ends(&self, store: &dyn BackupStore) -> Result<Vec<ChainEnd>, StoreError> {
+        let by_pos: BTreeMap<u64, &WalSegment> =
+            self.segments.iter().map(|s| (s.position, s)).collect();
+        let mut lowest: BTreeMap<u64, u64> = BTreeMap::new();
+        for (_, begin, end) in self.chains() {
+            let low = lowest.entry(end).or_insert(begin);
+            *low = (*low).min(begin);
+        }
+        let mut out = Vec::new();
+        for (end, low) in lowest {
+            let last = by_pos[&end];
+            let mut found = ChainEnd {
+                segment: last.name.clone(),
+                position: end,
+                last_xact_end: None,
+                found_in: None,
+                segments_read: 0,
+                error: None,
+            };
+            let mut next: Option<Vec<u8>> = None;
+            let mut pos = end;
+            loop {
+                let seg = by_pos[&pos];
+                found.segments_read += 1;
+                let scanned = store
+                    .get(&seg.key)
+                    .map_err(ReadErr::Store)
+                    .and_then(|bytes| wal::decompress(&seg.key, &bytes).map_err(ReadErr::Wal))
+                    .and_then(|bytes| {
+                        let start =
+                            wal::segment_start(&seg.name, self.segment_size).unwrap_or_default();
+                        wal::scan(&seg.name, start, &bytes, next.as_deref())
+                            .map(|s| (s, bytes))
+                            .map_err(ReadErr::Wal)
+                    });
+                match scanned {
+                    Ok((scan, bytes)) => {
+                        if let Some(t) = scan.newest() {
+                            found.last_xact_end = Some(t);
+                            found.found_in = Some(seg.name.clone());
+                            break;
+                        }
+                        next = Some(bytes);
+                    }
+                    Err(ReadErr::Store(e)) => return Err(e),
+                    Err(ReadErr::Wal(e)) => {
+                        found.error = Some(e.to_string());
+                        break;
+                    }
+                }
+                if pos == low || end - pos + 1 >= MAX_SEGMENTS_BACK {
+                    if pos != low {
+                        found.error = Some(format!(
+                            "no commit or abort record in the last {MAX_SEGMENTS_BACK} segments up to {}",
+                            last.name
+                        ));
+                    }
+                    break;
+                }
+                pos -= 1;
+            }
+            tracing::debug!(segment = %found.segment, last = ?found.last_xact_end, read = found.segments_read, "chain end");
+            out.push(found);
+        }
+        Ok(out)
+    }
+
+    fn chain_end(&self, position: u64) -> Option<&ChainEnd> {
+        self.chain_ends.iter().find(|c| c.position == position)
     }
 
     fn per_log(&self) -> u64 {
@@ -350,39 +490,33 @@ impl Catalog {
                 after: w[0].name.clone(),
                 missing: w[1].position - w[0].position - 1,
                 first_missing: self.name_at(w[0].timeline, w[0].position + 1),
-                reach: w[0].last_modified,
+                reach: self
+                    .chain_end(w[0].position)
+                    .and_then(|c| c.last_xact_end)
+                    .unwrap_or(w[0].last_modified),
             })
             .collect()
     }
 
-    /// The recoverable windows, oldest first, overlapping ones merged.
+    /// The recoverable windows, oldest first, overlapping ones merged: from
+    /// a backup's end to the newest transaction end of its chain. A chain
+    /// whose WAL could not be read, or that holds no transaction end after
+    /// the backup, gives no window.
     pub fn windows(&self) -> Vec<Window> {
-        let by_pos: BTreeMap<u64, &WalSegment> =
-            self.segments.iter().map(|s| (s.position, s)).collect();
         let mut raw: Vec<Window> = Vec::new();
-        for b in self.backups.iter().filter(|b| b.status == "DONE") {
-            let (Some(end_time), Some(begin), Some(end)) = (
+        for (b, _, end) in self.chains() {
+            let (Some(start), Some(last)) = (
                 b.end_time,
-                b.begin_wal.as_deref().and_then(|w| self.position_of(w)),
-                b.end_wal.as_deref().and_then(|w| self.position_of(w)),
+                self.chain_end(end).and_then(|c| c.last_xact_end),
             ) else {
                 continue;
             };
-            // Walk the chain from the backup's first segment.
-            let mut pos = begin;
-            let mut last = None;
-            while let Some(seg) = by_pos.get(&pos) {
-                last = Some(*seg);
-                pos += 1;
+            if last < start {
+                continue; // nothing committed after the backup: no time to stop at
             }
-            let Some(last) = last else { continue };
-            if last.position < end {
-                continue; // the backup's own WAL is incomplete: not restorable
-            }
-            let reach = last.last_modified.max(end_time);
             raw.push(Window {
-                start: end_time,
-                end: reach,
+                start,
+                end: last,
                 backup: b.id.clone(),
             });
         }
@@ -421,6 +555,12 @@ impl Catalog {
                 TargetError::AfterLastWal {
                     target,
                     end: last.end,
+                    segment: self
+                        .chain_ends
+                        .iter()
+                        .find(|c| c.last_xact_end == Some(last.end))
+                        .and_then(|c| c.found_in.clone())
+                        .unwrap_or_default(),
                     windows: list,
                 }
             } else {
@@ -448,12 +588,20 @@ impl Catalog {
                 source: Box::new(err),
             });
         };
+        // The newest backup that ended before the target and whose own
+        // chain of WAL reaches it: the one drgit pins.
         let backup = self
-            .backups
-            .iter()
-            .filter(|b| b.status == "DONE" && b.end_time.is_some_and(|e| e <= target))
-            .max_by_key(|b| b.end_time)
-            .map(|b| b.id.clone())
+            .chains()
+            .into_iter()
+            .filter(|(b, _, end)| {
+                b.end_time.is_some_and(|e| e <= target)
+                    && self
+                        .chain_end(*end)
+                        .and_then(|c| c.last_xact_end)
+                        .is_some_and(|last| target <= last)
+            })
+            .max_by_key(|(b, _, _)| b.end_time)
+            .map(|(b, _, _)| b.id.clone())
             .unwrap_or_else(|| window.backup.clone());
         Ok(TargetCheck {
             target,
@@ -489,9 +637,21 @@ impl Catalog {
         }
         let windows = self.windows();
         if windows.is_empty() {
-            return Err(unusable(
-                "no base backup has its own WAL archived (every DONE backup misses segments between its begin_wal and end_wal)".into(),
-            ));
+            let unread: Vec<String> = self
+                .chain_ends
+                .iter()
+                .filter_map(|c| c.error.as_ref().map(|e| format!("{}: {e}", c.segment)))
+                .collect();
+            return Err(unusable(if !unread.is_empty() {
+                format!(
+                    "the end of the archived WAL cannot be read, so no target time can be checked ({})",
+                    unread.join("; ")
+                )
+            } else if self.chain_ends.is_empty() {
+                "no base backup has its own WAL archived (every DONE backup misses segments between its begin_wal and end_wal)".into()
+            } else {
+                "no transaction was committed after the newest base backup's end, so there is no time to stop at; leave out --target-time to recover everything archived".into()
+            }));
         }
         Ok(windows)
     }
@@ -500,6 +660,22 @@ impl Catalog {
     pub fn latest(&self) -> Option<Timestamp> {
         self.windows().last().map(|w| w.end)
     }
+
+    /// For a recovery to the end of the archived WAL: the newest DONE
+    /// backup whose chain reaches the newest archived segment.
+    pub fn newest_restorable(&self) -> Option<String> {
+        let newest = self.segments.last()?.position;
+        self.chains()
+            .into_iter()
+            .filter(|(_, _, end)| *end == newest)
+            .max_by_key(|(b, _, _)| b.end_time)
+            .map(|(b, _, _)| b.id.clone())
+    }
+}
+
+enum ReadErr {
+    Store(StoreError),
+    Wal(WalError),
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod kinds;
 pub mod local;
 pub mod s3;
 pub mod verify;
+pub mod wal;
 
 use std::path::Path;
 

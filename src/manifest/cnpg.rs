@@ -31,6 +31,8 @@ pub enum Bootstrap {
     Recovery {
         source: String,
         target_time: Option<String>,
+        /// `recoveryTarget.backupID`: the base backup the recovery starts from.
+        backup_id: Option<String>,
     },
 }
 
@@ -46,6 +48,21 @@ pub struct Cluster {
     /// For a Cluster already in recovery: the serverName it recovers from.
     pub source_server_name: Option<String>,
     pub destination_path: Option<String>,
+    /// Where the recovery reads the backups from: the external cluster's
+    /// store for a Cluster already in recovery, else the Cluster's own.
+    pub recovery_store: StoreRef,
+}
+
+/// A barman object store as a manifest names it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreRef {
+    /// `barmanObjectStore.destinationPath` (in-tree), with its field path.
+    Path { path: String, field: String },
+    /// The barman-cloud plugin's `barmanObjectName`: an `ObjectStore`
+    /// (barmancloud.cnpg.io/v1) whose `spec.configuration.destinationPath` says.
+    ObjectStore { name: String, field: String },
+    /// The manifest does not say (an external cluster without a store).
+    Unknown,
 }
 
 impl Cluster {
@@ -143,6 +160,10 @@ pub fn inspect(stream: &Stream, doc: usize) -> Result<Cluster, ManifestError> {
                     .path(&["recoveryTarget", "targetTime"])
                     .and_then(Value::as_str)
                     .map(str::to_string),
+                backup_id: r
+                    .path(&["recoveryTarget", "backupID"])
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
             }
         }
         (false, None) if is_empty_bootstrap(boot) => Bootstrap::Default,
@@ -217,6 +238,20 @@ pub fn inspect(stream: &Stream, doc: usize) -> Result<Cluster, ManifestError> {
         }
     };
 
+    let own_store = match &backup {
+        BackupKind::InTree { .. } => match &destination_path {
+            Some(p) => StoreRef::Path {
+                path: p.clone(),
+                field: "spec.backup.barmanObjectStore.destinationPath".into(),
+            },
+            None => StoreRef::Unknown,
+        },
+        BackupKind::Plugin { index, object_name } => StoreRef::ObjectStore {
+            name: object_name.clone(),
+            field: format!("spec.plugins[{index}].parameters.barmanObjectName"),
+        },
+    };
+    let mut recovery_store = own_store;
     let source_server_name = match &bootstrap {
         Bootstrap::Recovery { source, .. } => {
             let ext = external_clusters(spec)
@@ -232,6 +267,29 @@ pub fn inspect(stream: &Stream, doc: usize) -> Result<Cluster, ManifestError> {
                 .or_else(|| ext.path(&["plugin", "parameters", "serverName"]))
                 .and_then(Value::as_str)
                 .unwrap_or(source);
+            recovery_store = if let Some(p) = ext
+                .path(&["barmanObjectStore", "destinationPath"])
+                .and_then(Value::as_str)
+            {
+                StoreRef::Path {
+                    path: p.to_string(),
+                    field: format!(
+                        "spec.externalClusters[{source}].barmanObjectStore.destinationPath"
+                    ),
+                }
+            } else if let Some(n) = ext
+                .path(&["plugin", "parameters", "barmanObjectName"])
+                .and_then(Value::as_str)
+            {
+                StoreRef::ObjectStore {
+                    name: n.to_string(),
+                    field: format!(
+                        "spec.externalClusters[{source}].plugin.parameters.barmanObjectName"
+                    ),
+                }
+            } else {
+                StoreRef::Unknown
+            };
             Some(sn.to_string())
         }
         Bootstrap::Initdb | Bootstrap::Default => None,
@@ -245,6 +303,28 @@ pub fn inspect(stream: &Stream, doc: usize) -> Result<Cluster, ManifestError> {
         server_name,
         source_server_name,
         destination_path,
+        recovery_store,
+    })
+}
+
+/// The `spec.configuration.destinationPath` of the barman-cloud plugin's
+/// `ObjectStore` named `name` in a manifest text, when it holds one.
+pub fn object_store_destination(text: &str, name: &str) -> Option<String> {
+    let stream = yaml::parse(text).ok()?;
+    stream.docs.iter().find_map(|doc| {
+        let v = Resolver::document(doc);
+        let is_store = v.get("kind").and_then(Value::as_str) == Some("ObjectStore")
+            && v.get("apiVersion")
+                .and_then(Value::as_str)
+                .is_some_and(|a| a.starts_with("barmancloud.cnpg.io/"))
+            && v.path(&["metadata", "name"]).and_then(Value::as_str) == Some(name);
+        is_store
+            .then(|| {
+                v.path(&["spec", "configuration", "destinationPath"])
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .flatten()
     })
 }
 
@@ -284,10 +364,35 @@ pub fn next_server_name(current: &str) -> String {
 pub struct RecoverySpec<'a> {
     /// Name for the external cluster that reads the old lineage.
     pub source: &'a str,
-    /// RFC 3339 with an explicit offset, or None for the end of the WAL.
+    /// In PostgreSQL's own form with an explicit offset
+    /// (`2026-11-24 09:00:00.000000+00`, see [`crate::timearg::postgres`]),
+    /// or None for the end of the WAL.
     pub target_time: Option<&'a str>,
+    /// The base backup drgit checked the WAL chain of. CNPG otherwise picks
+    /// the newest finished backup before the target by itself
+    /// (barman-cloud pkg/catalog/catalog.go `FindBackupInfo`: a backupID,
+    /// when given, always wins).
+    pub backup_id: Option<&'a str>,
     /// The lineage the recovered Cluster archives under.
     pub new_server_name: &'a str,
+}
+
+/// `recoveryTarget` as drgit writes it: the pinned backup, then the time.
+fn recovery_target(spec: &RecoverySpec, keep: Vec<(String, Value)>) -> Option<Out> {
+    let mut entries: Vec<(String, Out)> = keep
+        .into_iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "backupID" | "targetTime"))
+        .map(|(k, v)| (k, Out::from_value(&v)))
+        .collect();
+    let mut ours = Vec::new();
+    if let Some(id) = spec.backup_id {
+        ours.push(("backupID".to_string(), Out::str(id)));
+    }
+    if let Some(t) = spec.target_time {
+        ours.push(("targetTime".to_string(), Out::str(t)));
+    }
+    ours.append(&mut entries);
+    (!ours.is_empty()).then_some(Out::Map(ours))
 }
 
 /// The result of a manifest rewrite.
@@ -311,7 +416,11 @@ pub fn rewrite_for_recovery(
     let specp = [Seg::key("spec")];
     let boot = [Seg::key("spec"), Seg::key("bootstrap")];
     match &cluster.bootstrap {
-        Bootstrap::Recovery { target_time, .. } => {
+        Bootstrap::Recovery {
+            target_time,
+            backup_id,
+            ..
+        } => {
             let rec = [
                 Seg::key("spec"),
                 Seg::key("bootstrap"),
@@ -320,20 +429,39 @@ pub fn rewrite_for_recovery(
             retarget(
                 &mut ed,
                 &rec,
-                target_time.as_deref(),
-                spec.target_time,
+                (target_time.as_deref(), backup_id.as_deref()),
+                spec,
                 &mut changes,
             )?;
-        }
-        Bootstrap::Initdb | Bootstrap::Default => {
-            let mut recovery = vec![("source", Out::str(spec.source))];
-            if let Some(t) = spec.target_time {
-                recovery.push((
-                    "recoveryTarget",
-                    Out::map(vec![("targetTime", Out::str(t))]),
+            if cluster.server_name != spec.new_server_name {
+                let old = &cluster.server_name;
+                move_lineage(&mut ed, cluster, spec.new_server_name)?;
+                changes.push(format!(
+                    "{}: `{old}` → `{}` (`{old}` holds objects already; CNPG refuses to archive into a non-empty lineage)",
+                    lineage_path(cluster),
+                    spec.new_server_name
                 ));
             }
-            let recovery = Out::map(recovery);
+        }
+        Bootstrap::Initdb | Bootstrap::Default => {
+            let mut recovery = vec![("source".to_string(), Out::str(spec.source))];
+            // CNPG applies these after promotion (BootstrapRecovery has
+            // `database`, `owner`, `secret`): the application's database
+            // and role stay as initdb made them.
+            let initdb = value_at(
+                &ed.value(),
+                &[Seg::key("spec"), Seg::key("bootstrap"), Seg::key("initdb")],
+            )
+            .cloned();
+            for key in ["database", "owner", "secret"] {
+                if let Some(v) = initdb.as_ref().and_then(|i| i.get(key)) {
+                    recovery.push((key.to_string(), Out::from_value(v)));
+                }
+            }
+            if let Some(t) = recovery_target(spec, Vec::new()) {
+                recovery.push(("recoveryTarget".to_string(), t));
+            }
+            let recovery = Out::Map(recovery);
             if cluster.bootstrap == Bootstrap::Initdb {
                 ed.replace_entry(&boot, "initdb", "recovery", recovery)?;
             } else if ed
@@ -365,16 +493,32 @@ pub fn rewrite_for_recovery(
                 spec.target_time
                     .map(|t| format!(" to {t}"))
                     .unwrap_or_else(|| " to the end of the archived WAL".into())
+                    + &spec
+                        .backup_id
+                        .map(|b| format!(", from base backup {b}"))
+                        .unwrap_or_default()
             ));
 
             let old = &cluster.server_name;
             let entry = match &cluster.backup {
                 BackupKind::InTree { store } => {
-                    // Reading needs where and how to connect; the archive
-                    // settings (`wal`, `data`, tags) only matter for writing.
+                    // Reading needs where and how to connect, and the two
+                    // WAL settings restore uses (`wal.maxParallel`,
+                    // `wal.restoreAdditionalCommandArgs`); the rest of
+                    // `wal`, `data` and the tags only matter for writing.
                     let mut store = store.clone();
+                    let wal = store.get("wal").cloned();
                     for k in ["wal", "data", "tags", "historyTags"] {
                         store.remove(k);
+                    }
+                    let mut restore_wal = Value::Map(Vec::new());
+                    for k in ["maxParallel", "restoreAdditionalCommandArgs"] {
+                        if let Some(v) = wal.as_ref().and_then(|w| w.get(k)) {
+                            restore_wal.set(k, v.clone());
+                        }
+                    }
+                    if restore_wal != Value::Map(Vec::new()) {
+                        store.set("wal", restore_wal);
                     }
                     store.set("serverName", Value::Str(old.clone()));
                     Out::map(vec![
@@ -422,10 +566,7 @@ pub fn rewrite_for_recovery(
             move_lineage(&mut ed, cluster, spec.new_server_name)?;
             changes.push(format!(
                 "{}: `{old}` → `{}` (the recovered Cluster archives under a new lineage; CNPG refuses to archive into a non-empty one)",
-                match cluster.backup {
-                    BackupKind::InTree { .. } => "spec.backup.barmanObjectStore.serverName".to_string(),
-                    BackupKind::Plugin { index, .. } => format!("spec.plugins[{index}].parameters.serverName"),
-                },
+                lineage_path(cluster),
                 spec.new_server_name
             ));
         }
@@ -436,12 +577,23 @@ pub fn rewrite_for_recovery(
     })
 }
 
-/// Changes only the recovery target of a Cluster already in recovery.
+/// The dotted path of the Cluster's own serverName.
+fn lineage_path(cluster: &Cluster) -> String {
+    match cluster.backup {
+        BackupKind::InTree { .. } => "spec.backup.barmanObjectStore.serverName".to_string(),
+        BackupKind::Plugin { index, .. } => format!("spec.plugins[{index}].parameters.serverName"),
+    }
+}
+
+/// Changes only the recovery target (time and pinned backup) of a Cluster
+/// already in recovery. A time written in another form (RFC 3339 with `Z`,
+/// which PostgreSQL refuses) counts as a change even when it is the same
+/// instant.
 fn retarget(
     ed: &mut DocEditor,
     rec: &[Seg],
-    old: Option<&str>,
-    new: Option<&str>,
+    (old_time, old_backup): (Option<&str>, Option<&str>),
+    spec: &RecoverySpec,
     changes: &mut Vec<String>,
 ) -> Result<(), ManifestError> {
     let target_path: Vec<Seg> = rec
@@ -449,48 +601,48 @@ fn retarget(
         .cloned()
         .chain([Seg::key("recoveryTarget")])
         .collect();
-    let target = value_at(&ed.value(), &target_path).cloned();
-    match (new, target) {
-        (Some(t), Some(Value::Map(m)))
-            if m.iter().all(|(k, _)| {
-                matches!(k.as_str(), Some("targetTime" | "targetTLI" | "exclusive"))
-            }) =>
-        {
-            if old == Some(t) {
-                return Err(cnpg(format!(
-                    "the Cluster already recovers to {t}; nothing to change"
-                )));
+    if old_time == spec.target_time && old_backup == spec.backup_id {
+        return Err(cnpg(match spec.target_time {
+            Some(t) => format!("the Cluster already recovers to {t}; nothing to change"),
+            None => {
+                "the Cluster already recovers to the end of the archived WAL; nothing to change"
+                    .to_string()
             }
-            ed.set_scalar(&target_path, "targetTime", t)?;
-        }
-        (Some(t), Some(_)) => {
-            ed.replace_value(
-                rec,
-                "recoveryTarget",
-                Out::map(vec![("targetTime", Out::str(t))]),
-            )?;
-        }
-        (Some(t), None) => {
-            ed.insert_entry(
-                rec,
-                "recoveryTarget",
-                Out::map(vec![("targetTime", Out::str(t))]),
-            )?;
-        }
+        }));
+    }
+    let target = value_at(&ed.value(), &target_path).cloned();
+    let keep: Vec<(String, Value)> = match &target {
+        // Other target kinds (targetXID, targetLSN, …) go: one target only.
+        Some(Value::Map(m)) => m
+            .iter()
+            .filter_map(|(k, v)| k.as_str().map(|k| (k.to_string(), v.clone())))
+            .filter(|(k, _)| matches!(k.as_str(), "targetTLI" | "exclusive"))
+            .collect(),
+        _ => Vec::new(),
+    };
+    match (recovery_target(spec, keep), target) {
+        (Some(out), Some(_)) => ed.replace_value(rec, "recoveryTarget", out)?,
+        (Some(out), None) => ed.insert_entry(rec, "recoveryTarget", out)?,
         (None, Some(_)) => ed.remove_entry(rec, "recoveryTarget")?,
-        (None, None) => {
-            return Err(cnpg(
-                "the Cluster already recovers to the end of the archived WAL; nothing to change",
-            ));
-        }
+        (None, None) => {}
     }
     changes.push(format!(
         "{}.recoveryTarget: {} → {}",
         path_string(rec),
-        old.unwrap_or("(end of WAL)"),
-        new.unwrap_or("(end of WAL)")
+        describe_target(old_time, old_backup),
+        describe_target(spec.target_time, spec.backup_id)
     ));
     Ok(())
+}
+
+fn describe_target(time: Option<&str>, backup: Option<&str>) -> String {
+    format!(
+        "{}{}",
+        time.unwrap_or("(end of WAL)"),
+        backup
+            .map(|b| format!(" from base backup {b}"))
+            .unwrap_or_default()
+    )
 }
 
 /// Points the Cluster's own backups at a new serverName.

@@ -222,6 +222,10 @@ pub struct Outcome {
     /// RFC 3339 UTC, or None for the end of the archived WAL.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_time: Option<String>,
+    /// The same instant as written into `recoveryTarget.targetTime`
+    /// (PostgreSQL's form: `2026-11-24 09:00:00.000000+00`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery_target_time: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base_backup: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -239,6 +243,96 @@ pub struct Outcome {
     /// The live Cluster's state when it was checked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_state: Option<crate::cluster::ClusterState>,
+}
+
+/// Refuses when the store drgit reads (`[backup] url` or `--backup-url`,
+/// plus `[postgres] catalog_prefix`) is not where the manifest tells CNPG
+/// to restore from: drgit would check one catalog and CNPG read another. A
+/// local mirror (a directory) cannot be compared and is taken as the
+/// bucket's copy; a path with a `${VAR}` (substituted later by Flux) is
+/// not compared either.
+pub fn check_backup_location(ctx: &Context, manifest: &Manifest) -> Result<(), Error> {
+    use crate::manifest::cnpg::StoreRef;
+    if !ctx.backup_url.starts_with("s3://") {
+        return Ok(());
+    }
+    let (dest, field, file) = match &manifest.cluster.recovery_store {
+        StoreRef::Path { path, field } => (path.clone(), format!("`{field}`"), manifest.display()),
+        StoreRef::ObjectStore { name, field } => match find_object_store(ctx, manifest, name) {
+            Some((file, dest)) => (
+                dest,
+                format!(
+                    "`spec.configuration.destinationPath` of ObjectStore `{name}` (named by `{field}`)"
+                ),
+                file,
+            ),
+            None => {
+                tracing::warn!(object_store = %name, "no ObjectStore manifest in the repository; the backup location is not cross-checked");
+                return Ok(());
+            }
+        },
+        StoreRef::Unknown => return Ok(()),
+    };
+    if dest.contains("${") {
+        tracing::warn!(%dest, "destinationPath is substituted later; the backup location is not cross-checked");
+        return Ok(());
+    }
+    let slash = |s: &str| format!("{}/", s.trim_end_matches('/'));
+    let reads = format!(
+        "{}{}",
+        slash(&ctx.backup_url),
+        ctx.config.postgres.catalog_prefix.trim_start_matches('/')
+    );
+    if slash(&dest) != slash(&reads) {
+        return Err(Error::BackupLocation {
+            file,
+            field,
+            destination: dest,
+            reads: slash(&reads),
+        });
+    }
+    Ok(())
+}
+
+/// The barman-cloud plugin's ObjectStore `name`: in the Cluster's own file
+/// first, then in any YAML file of the repository.
+fn find_object_store(ctx: &Context, manifest: &Manifest, name: &str) -> Option<(String, String)> {
+    if let Some(d) = crate::manifest::cnpg::object_store_destination(&manifest.text, name) {
+        return Some((manifest.display(), d));
+    }
+    let mut stack = vec![ctx.repo_dir.clone()];
+    let mut seen = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).ok()?.flatten() {
+            let path = entry.path();
+            if path.file_name().is_some_and(|n| n == ".git") {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                seen += 1;
+                if seen > 20_000 {
+                    return None;
+                }
+                let Ok(text) = std::fs::read_to_string(&path) else {
+                    continue;
+                };
+                if !text.contains("ObjectStore") {
+                    continue;
+                }
+                if let Some(d) = crate::manifest::cnpg::object_store_destination(&text, name) {
+                    let rel = path
+                        .strip_prefix(&ctx.repo_dir)
+                        .unwrap_or(&path)
+                        .display()
+                        .to_string();
+                    return Some((rel, d));
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Opens the working copy and checks that the manifest is committed and

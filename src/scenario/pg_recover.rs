@@ -48,7 +48,10 @@ struct Texts<'a> {
     cluster: &'a str,
     namespace: &'a str,
     manifest: &'a str,
+    /// RFC 3339, UTC.
     target: Option<&'a str>,
+    /// As written into the manifest (PostgreSQL's form).
+    recovery_target_time: Option<&'a str>,
     base_backup: Option<&'a str>,
     location: &'a str,
     lineage: &'a str,
@@ -82,7 +85,9 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     let manifest = read_cluster_manifest(ctx)?;
     let cluster = &manifest.cluster;
 
-    // The target is checked against the lineage the recovery reads.
+    // The target is checked against the lineage the recovery reads, in
+    // the bucket CNPG will read it from.
+    super::check_backup_location(ctx, &manifest)?;
     let store = ctx.open_store()?;
     let lineage = cluster.recovery_lineage().to_string();
     let catalog = Catalog::read(
@@ -91,31 +96,52 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
         &lineage,
     )?;
     let windows = catalog.usable_windows()?;
+    // [fix] PostgreSQL stops only at a commit: the window ends at the
+    // newest one in the archived WAL. The target is truncated to
+    // PostgreSQL's microseconds before it is checked, so that what is
+    // written is what was checked.
     let (target, base_backup) = match &args.target_time {
         Some(t) => {
-            let t = timearg::parse_target_time(t, args.timezone.as_deref(), ctx.now)?;
+            let t = timearg::to_micros(timearg::parse_target_time(
+                t,
+                args.timezone.as_deref(),
+                ctx.now,
+            )?);
             let check = catalog.check_target(t)?;
-            (Some(t.to_string()), Some(check.backup))
+            (Some(t), Some(check.backup))
         }
         None => {
             let newest = catalog
-                .backups
-                .iter()
-                .filter(|b| b.status == "DONE")
-                .max_by_key(|b| b.end_time)
-                .map(|b| b.id.clone());
-            (None, newest)
+                .newest_restorable()
+                .ok_or_else(|| catalog.usable_windows().err())
+                .map_err(|e| match e {
+                    Some(e) => Error::from(e),
+                    None => Error::Catalog(crate::backup::barman::CatalogError::Unusable {
+                        location: catalog.location.clone(),
+                        detail: "no base backup's WAL chain reaches the newest archived segment"
+                            .into(),
+                    }),
+                })?;
+            (None, Some(newest))
         }
     };
+    let written_target = target.map(timearg::postgres);
+    let target_text = target.map(|t| t.to_string());
 
-    // Runbook step 3 [fix]: a new, empty lineage for the recovered Cluster.
+    // Runbook step 3 [fix]: a new, EMPTY lineage for the recovered
+    // Cluster. A re-run keeps the one it chose before only while it is
+    // still empty (an old primary that archived into it meanwhile makes
+    // CNPG fail with "Expected empty archive").
     let new_lineage = match cluster.bootstrap {
         Bootstrap::Initdb | Bootstrap::Default => Some(fresh_lineage(
             store.as_ref(),
             &pg.catalog_prefix,
-            &cluster.server_name,
+            &cnpg::next_server_name(&cluster.server_name),
         )?),
-        Bootstrap::Recovery { .. } => None,
+        Bootstrap::Recovery { .. } => {
+            let name = fresh_lineage(store.as_ref(), &pg.catalog_prefix, &cluster.server_name)?;
+            (name != cluster.server_name).then_some(name)
+        }
     };
 
     // A Cluster already in recovery keeps its source; only the target changes.
@@ -125,7 +151,8 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     };
     let spec = RecoverySpec {
         source,
-        target_time: target.as_deref(),
+        target_time: written_target.as_deref(),
+        backup_id: base_backup.as_deref(),
         new_server_name: new_lineage.as_deref().unwrap_or(&cluster.server_name),
     };
     let rewrite =
@@ -133,7 +160,13 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
             .map_err(|e| manifest.error(e))?;
     let diff = unified_diff(&manifest.display(), &manifest.text, &rewrite.text);
 
-    let plan = next_steps(ctx, &manifest.display(), &branch, mode);
+    let plan = next_steps(
+        ctx,
+        &manifest.display(),
+        &branch,
+        mode,
+        new_lineage.as_deref().unwrap_or(&cluster.server_name),
+    );
     let mut outcome = Outcome {
         scenario: "pg-recover",
         manifest: manifest.display(),
@@ -147,7 +180,8 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
             windows: windows.clone(),
             gaps: catalog.gaps(),
         }),
-        target_time: target.clone(),
+        target_time: target_text.clone(),
+        recovery_target_time: written_target.clone(),
         base_backup: base_backup.clone(),
         new_lineage,
         changes: rewrite.changes.clone(),
@@ -171,7 +205,8 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
         cluster: &cluster.name,
         namespace: &pg.namespace,
         manifest: &manifest.display(),
-        target: target.as_deref(),
+        target: target_text.as_deref(),
+        recovery_target_time: written_target.as_deref(),
         base_backup: base_backup.as_deref(),
         location: &catalog.location,
         lineage: &lineage,
@@ -226,9 +261,9 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     Ok(outcome)
 }
 
-/// The first lineage after `current` with no objects in the store yet.
-fn fresh_lineage(store: &dyn BackupStore, prefix: &str, current: &str) -> Result<String, Error> {
-    let mut name = cnpg::next_server_name(current);
+/// The first lineage from `first` on with no objects in the store yet.
+pub fn fresh_lineage(store: &dyn BackupStore, prefix: &str, first: &str) -> Result<String, Error> {
+    let mut name = first.to_string();
     for _ in 0..100 {
         if store.list(&format!("{prefix}{name}/"))?.is_empty() {
             return Ok(name);
@@ -237,14 +272,21 @@ fn fresh_lineage(store: &dyn BackupStore, prefix: &str, current: &str) -> Result
         name = cnpg::next_server_name(&name);
     }
     Err(Error::NoFreeLineage {
-        after: current.to_string(),
+        after: first.to_string(),
         location: format!("{}{prefix}", store.describe()),
     })
 }
 
 /// What happens after the commit, in the runbook's corrected order.
-fn next_steps(ctx: &Context, manifest: &str, branch: &str, mode: Mode) -> Vec<String> {
+fn next_steps(
+    ctx: &Context,
+    manifest: &str,
+    branch: &str,
+    mode: Mode,
+    lineage: &str,
+) -> Vec<String> {
     let pg = &ctx.config.postgres;
+    let (cluster, ns) = (&pg.cluster, &pg.namespace);
     let first = match mode {
         Mode::Local => {
             format!("Commit the change on branch `{branch}` (nothing leaves this machine).")
@@ -254,7 +296,7 @@ fn next_steps(ctx: &Context, manifest: &str, branch: &str, mode: Mode) -> Vec<St
             format!("Commit the change on branch `{branch}`, push it and open its pull request.")
         }
         Mode::Direct => format!(
-            "Commit the change on `{branch}` and push it: Argo CD applies it without review."
+            "Commit the change on `{branch}`; it is pushed only once the old Cluster is fenced (below)."
         ),
     };
     let merge = match mode {
@@ -263,19 +305,31 @@ fn next_steps(ctx: &Context, manifest: &str, branch: &str, mode: Mode) -> Vec<St
         }
         Mode::Push => format!("Open a pull request for `{branch}` and merge it, after review."),
         Mode::PullRequest => "Review and merge the pull request.".to_string(),
-        Mode::Direct => "Nothing to merge: the commit is on the branch Argo CD tracks.".to_string(),
+        Mode::Direct => {
+            format!("Push `{branch}`: Argo CD applies it without review.")
+        }
     };
     vec![
         first,
-        merge,
-        format!("Wait until the Argo CD Application that owns {manifest} reports Synced at that commit."),
         format!(
-            "Only then delete the Cluster (`kubectl delete cluster {} -n {}`): Argo CD re-creates it in recovery mode. Deleting before the sync lets auto-sync re-apply initdb and bring up an empty database.",
-            pg.cluster, pg.namespace
+            "Where the old primary still runs, switch WAL (`select pg_switch_wal()` in pod `status.currentPrimary` of Cluster {ns}/{cluster}) and wait until that segment is archived: the newest commits reach the bucket."
         ),
         format!(
-            "Watch Job `{}-1-full-recovery` until the Cluster's phase is \"Cluster in healthy state\", Ready is True and every instance is ready.",
-            pg.cluster
+            "Fence the old Cluster (annotation `cnpg.io/fencedInstances: '[\"*\"]'`): PostgreSQL stops, so it cannot archive into the new lineage `{lineage}` once Argo CD applies the change (a running primary archives under the live spec's serverName)."
+        ),
+        merge,
+        format!(
+            "Wait until the Argo CD Application that owns {manifest} reports Synced at a revision that contains that commit and holds the same manifest."
+        ),
+        format!(
+            "Check that the lineage `{lineage}` is still empty, then delete the Cluster (`kubectl delete cluster {cluster} -n {ns}`) and note its uid. Deleting before the sync lets auto-sync re-apply initdb and bring up an empty database."
+        ),
+        "Without Argo CD self-heal, start a sync (`argocd app sync`): Argo CD does not re-create a deleted resource at an already-synced revision by itself.".into(),
+        format!(
+            "Watch the re-created Cluster (a new uid) and Job `{cluster}-1-full-recovery` until the phase is \"Cluster in healthy state\", Ready is True, every instance is ready and the Job is complete."
+        ),
+        format!(
+            "Take an on-demand Backup of {cluster} and wait for its ContinuousArchiving condition: the new lineage is recoverable at once, not only after the next scheduled backup."
         ),
         "Run `drgit pg-revert` to put `bootstrap` back to `initdb` (CNPG ignores it on a running Cluster; it keeps a later re-creation from recovering stale data).".into(),
     ]

@@ -103,6 +103,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
         dry_run: args.dry_run,
         catalog: None,
         target_time: None,
+        recovery_target_time: None,
         base_backup: None,
         new_lineage: None,
         changes: rewrite.changes.clone(),

@@ -11,6 +11,7 @@ pub mod fake_kube;
 pub mod fault_proxy;
 pub mod git_http;
 pub mod s3_server;
+pub mod walgen;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -109,6 +110,22 @@ impl Fixture {
     pub fn set_manifest(&self, text: &str) {
         std::fs::write(self.manifest(), text).unwrap();
         self.git(&["commit", "-q", "-am", "manifest variant"]);
+    }
+
+    /// Points the Cluster's `destinationPath` (where CNPG restores from)
+    /// at `dest`, committed: drgit refuses to check a catalog elsewhere.
+    pub fn point_manifest_at(&self, dest: &str) {
+        let text: String = self
+            .read_manifest()
+            .split_inclusive('\n')
+            .map(|l| match l.find("destinationPath: ") {
+                Some(i) => format!("{}destinationPath: {dest}\n", &l[..i]),
+                None => l.to_string(),
+            })
+            .collect();
+        if text != self.read_manifest() {
+            self.set_manifest(&text);
+        }
     }
 
     pub fn git(&self, args: &[&str]) -> String {
