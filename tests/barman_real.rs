@@ -204,3 +204,166 @@ fn s3_keys(s3: &S3Server) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Runs tests/support/pg-restore.sh: (exit code, what it printed).
+fn restore(
+    s3: &S3Server,
+    bucket: &str,
+    backup: &str,
+    target: &str,
+    dir: &std::path::Path,
+) -> (i32, String) {
+    let out = Command::new(project().join("tests/support/pg-restore.sh"))
+        .args([
+            &s3.endpoint,
+            &format!("s3://{bucket}/cnpg/"),
+            "shared-pg",
+            backup,
+            target,
+            dir.to_str().unwrap(),
+        ])
+        .env("AWS_ACCESS_KEY_ID", KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn postgres_restores_to_exactly_the_target_drgit_writes_and_no_further() {
+    const PITR: &str = "barman-pitr";
+    let s3 = S3Server::start(&[]);
+    s3.create_bucket(PITR);
+    let work = tempfile::tempdir().unwrap();
+    let out = Command::new(project().join("tests/support/barman-pitr.sh"))
+        .args([
+            &s3.endpoint,
+            PITR,
+            work.path().join("src").to_str().unwrap(),
+        ])
+        .env("AWS_ACCESS_KEY_ID", KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "barman run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: std::collections::BTreeMap<String, jiff::Timestamp> =
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(n, t)| {
+                (
+                    n.to_string(),
+                    format!("{}Z", t.replacen(' ', "T", 1)).parse().unwrap(),
+                )
+            })
+            .collect();
+    let (a, b) = (rows["a"], rows["b"]);
+
+    let f = Fixture::new();
+    f.point_manifest_at(&format!("s3://{PITR}/cnpg/"));
+    std::fs::write(
+        f.repo().join("drgit.toml"),
+        format!(
+            "[backup]\nurl = \"s3://{PITR}/\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\n",
+            s3.endpoint
+        ),
+    )
+    .unwrap();
+    let now = jiff::Timestamp::now().to_string();
+
+    // Between the two commits: drgit accepts it, and PostgreSQL, given
+    // exactly what drgit writes, keeps `a` and not `b`.
+    let between = a + jiff::SignedDuration::from_millis(750);
+    let ok = run(
+        &f,
+        &[
+            "--json",
+            "pg-recover",
+            "--target-time",
+            &between.to_string(),
+            "--dry-run",
+        ],
+        &now,
+    );
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    let plan = ok.json();
+    let written = plan["recovery_target_time"].as_str().unwrap().to_string();
+    let backup = plan["base_backup"].as_str().unwrap().to_string();
+    let diff = plan["diff"].as_str().unwrap();
+    assert!(
+        diff.contains(&format!("targetTime: \"{written}\"")),
+        "{diff}"
+    );
+    assert!(diff.contains(&format!("backupID: \"{backup}\"")), "{diff}");
+    // The window ends at `b`'s commit, read from the bzip2 WAL: a few
+    // milliseconds after its insert, seconds before the segment was archived.
+    let end: jiff::Timestamp = plan["catalog"]["windows"][0]["end"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        end >= b && end < b + jiff::SignedDuration::from_secs(1),
+        "window end {end}, b at {b}"
+    );
+    let (code, notes) = restore(&s3, PITR, &backup, &written, &work.path().join("between"));
+    assert_eq!(code, 0, "{notes}");
+    assert_eq!(notes.trim(), "zero\na");
+
+    // After the last commit but before the segment was archived: the old
+    // window (up to LastModified) took it; PostgreSQL fails on it, so drgit
+    // refuses it before anything changes.
+    let after = b + jiff::SignedDuration::from_secs(2);
+    let (code, log) = restore(
+        &s3,
+        PITR,
+        &backup,
+        &drgit::timearg::postgres(after),
+        &work.path().join("after"),
+    );
+    assert_eq!(code, 3, "{log}");
+    assert!(
+        log.contains("recovery ended before configured recovery target was reached"),
+        "{log}"
+    );
+    let before = f.state();
+    let refused = run(
+        &f,
+        &["pg-recover", "--target-time", &after.to_string()],
+        &now,
+    );
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("is after the last transaction in the archived WAL"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(f.state(), before);
+
+    // And the RFC 3339 form an earlier drgit wrote: PostgreSQL refuses it.
+    let (code, log) = restore(
+        &s3,
+        PITR,
+        &backup,
+        &between.to_string(),
+        &work.path().join("rfc3339"),
+    );
+    assert_eq!(code, 3, "{log}");
+    assert!(
+        log.contains("invalid value for parameter \"recovery_target_time\""),
+        "{log}"
+    );
+}

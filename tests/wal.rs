@@ -151,3 +151,74 @@ fn synthetic_test_segments_read_like_real_ones() {
     .unwrap();
     assert_eq!(ours.newest(), Some(times[1]));
 }
+
+#[test]
+fn every_compression_barman_cloud_writes_is_read() {
+    use drgit::backup::BackupStore;
+    use drgit::backup::s3::{S3Settings, S3Store};
+    // The fixture's newest segment, archived again by the real
+    // barman-cloud-wal-archive with each of its compressions (gzip -z,
+    // bzip2 -j, snappy --snappy; python3-snappy for the last).
+    let wals = common::project().join("fixtures/backup-store/cnpg/shared-pg/wals/0000000100000000");
+    let name = "00000001000000000000000A";
+    let raw = wal::decompress(
+        &format!("{name}.gz"),
+        &std::fs::read(wals.join(format!("{name}.gz"))).unwrap(),
+    )
+    .unwrap();
+    let start = wal::segment_start(name, 16 << 20).unwrap();
+    let expected = wal::scan(name, start, &raw, None).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().join("pg_wal").join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, &raw).unwrap();
+
+    let s3 = common::s3_server::S3Server::start(&[]);
+    s3.create_bucket("wal-compression");
+    for (flag, server, suffix) in [
+        ("-z", "gz", "gz"),
+        ("-j", "bz", "bz2"),
+        ("--snappy", "sn", "snappy"),
+    ] {
+        let out = Command::new("barman-cloud-wal-archive")
+            .args([
+                "--endpoint-url",
+                &s3.endpoint,
+                flag,
+                "s3://wal-compression/cnpg/",
+                server,
+                path.to_str().unwrap(),
+            ])
+            .env("AWS_ACCESS_KEY_ID", common::s3_server::KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", common::s3_server::SECRET)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{flag}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // SAFETY: set before this test reads the environment from threads.
+        unsafe {
+            std::env::set_var("AWS_ACCESS_KEY_ID", common::s3_server::KEY_ID);
+            std::env::set_var("AWS_SECRET_ACCESS_KEY", common::s3_server::SECRET);
+        }
+        let store = S3Store::new(&S3Settings {
+            bucket: "wal-compression".into(),
+            prefix: String::new(),
+            endpoint: s3.endpoint.clone(),
+            region: "us-east-1".into(),
+            path_style: None,
+            credentials: None,
+        })
+        .unwrap();
+        let key = format!("cnpg/{server}/wals/{}/{name}.{suffix}", &name[..16]);
+        let stored = store.get(&key).unwrap_or_else(|e| panic!("{key}: {e}"));
+        assert_ne!(stored, raw, "{flag}: compressed");
+        let bytes = wal::decompress(&key, &stored).unwrap();
+        let scanned = wal::scan(name, start, &bytes, None).unwrap();
+        assert_eq!(scanned.xact_ends, expected.xact_ends, "{flag}");
+        assert_eq!(scanned.records, expected.records, "{flag}");
+    }
+}
