@@ -48,6 +48,9 @@ pub struct ArgoCd {
     pub application: Option<String>,
     pub sync_timeout_secs: u64,
     pub poll_ms: u64,
+    /// With self-heal on, how long to let Argo CD re-create a deleted
+    /// Cluster by itself before drgit starts the sync, in seconds.
+    pub self_heal_grace_secs: u64,
 }
 
 impl Default for ArgoCd {
@@ -57,6 +60,7 @@ impl Default for ArgoCd {
             application: None,
             sync_timeout_secs: 1800,
             poll_ms: 2000,
+            self_heal_grace_secs: 60,
         }
     }
 }
@@ -132,6 +136,9 @@ pub struct Postgres {
     pub recovery_timeout_secs: u64,
     /// Its first poll interval in milliseconds (it backs off to 30 s).
     pub health_poll_ms: u64,
+    /// How long `--wait` waits for the segment `pg_switch_wal()` completed
+    /// to be archived, in seconds.
+    pub archive_timeout_secs: u64,
 }
 
 impl Default for Postgres {
@@ -147,6 +154,7 @@ impl Default for Postgres {
             secret_access_key_key: "password".into(),
             recovery_timeout_secs: 6 * 3600,
             health_poll_ms: 5000,
+            archive_timeout_secs: 300,
         }
     }
 }

@@ -87,6 +87,36 @@ pub enum Error {
     },
     #[error("refusing to delete the Cluster: {reason}")]
     RefuseDelete { reason: String },
+    #[error(
+        "the new lineage `{lineage}` is no longer empty ({objects}): the old primary archived into it after Argo CD applied the change, and CNPG would fail the recovery with \"Expected empty archive\". Nothing was deleted. Run `drgit pg-recover` again: it moves the Cluster to the next empty lineage"
+    )]
+    NewLineageNotEmpty { lineage: String, objects: String },
+    #[error(
+        "Argo CD Application {application} is synced at {revision}, which contains the recovery commit {commit} but a different {manifest}: it was changed since. Check what changed it, then run `drgit pg-recover` again"
+    )]
+    ManifestChangedSince {
+        application: String,
+        revision: String,
+        commit: String,
+        manifest: String,
+    },
+    #[error(
+        "the WAL segment {segment} (completed by pg_switch_wal()) was not archived within {waited:?} ({last}); check the Cluster's ContinuousArchiving condition and the bucket, then `drgit resume`"
+    )]
+    NotArchived {
+        segment: String,
+        waited: std::time::Duration,
+        last: String,
+    },
+    #[error(
+        "CNPG Cluster {namespace}/{name} was not re-created within {waited:?} ({last}); check the Argo CD Application's sync status, then `drgit resume`"
+    )]
+    NotRecreated {
+        namespace: String,
+        name: String,
+        waited: std::time::Duration,
+        last: String,
+    },
     #[error("not confirmed: {what}. Run at a terminal to confirm, or pass --yes")]
     NeedsConfirmation { what: String },
     #[error("there is no interrupted run to resume (no .git/drgit/journal.json)")]

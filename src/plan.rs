@@ -121,6 +121,11 @@ pub trait Step {
     fn destructive(&self) -> bool {
         false
     }
+    /// Whether this run of a destructive step needs the confirmation (a
+    /// step with nothing to destroy this time says no).
+    fn confirm(&self, _journal: &Journal) -> bool {
+        true
+    }
     /// Checked right before the step runs (also after a resume).
     fn check(&self, _journal: &Journal) -> Result<(), Error> {
         Ok(())
@@ -148,7 +153,7 @@ pub fn execute(
             return Err(Error::Interrupted { step: name.into() });
         }
         step.check(journal)?;
-        if step.destructive() {
+        if step.destructive() && step.confirm(journal) {
             confirm(&step.describe())?;
             // What was true before the prompt may not be now.
             step.check(journal)?;
@@ -176,6 +181,58 @@ fn set_status(
         rec.status = status;
     }
     journal.save()
+}
+
+/// What one look at the world found.
+pub enum Poll<T> {
+    Ready(T),
+    /// Not yet; what was seen, for progress lines and the timeout message.
+    Waiting(String),
+}
+
+/// A wait that ran out: how long, and what was seen last.
+#[derive(Debug)]
+pub struct TimedOut {
+    pub waited: std::time::Duration,
+    pub last: String,
+}
+
+/// The one wait every step uses: calls `check` until it is ready, at
+/// intervals starting at `every` and doubling up to `max_every`, until
+/// `timeout`; hears Ctrl-C between looks. Progress goes to stderr when what
+/// is seen changes.
+pub fn poll_until<T>(
+    step: &str,
+    timeout: std::time::Duration,
+    (every, max_every): (std::time::Duration, std::time::Duration),
+    stop: &AtomicBool,
+    mut check: impl FnMut(std::time::Duration) -> Result<Poll<T>, Error>,
+) -> Result<Result<T, TimedOut>, Error> {
+    let start = std::time::Instant::now();
+    let mut delay = every;
+    let mut last = String::new();
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted { step: step.into() });
+        }
+        match check(start.elapsed())? {
+            Poll::Ready(v) => return Ok(Ok(v)),
+            Poll::Waiting(seen) => {
+                if seen != last {
+                    crate::progress(&format!("[{:>4}s] {seen}", start.elapsed().as_secs()));
+                    last = seen;
+                }
+            }
+        }
+        if start.elapsed() >= timeout {
+            return Ok(Err(TimedOut {
+                waited: start.elapsed(),
+                last,
+            }));
+        }
+        sleep(delay, stop, step)?;
+        delay = (delay * 2).min(max_every.max(every));
+    }
 }
 
 /// Sleeps in short slices, giving up early when Ctrl-C was pressed.

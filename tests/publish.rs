@@ -687,6 +687,44 @@ fn revert_waits_for_a_healthy_cluster() {
 }
 
 #[test]
+fn revert_does_not_take_the_deleted_clusters_frozen_status_for_a_recovery() {
+    // The last `--wait` run deleted the Cluster with this uid; while it
+    // terminates, CNPG leaves its last status ("healthy") as it was.
+    let f = Fixture::new();
+    let gh = recovered(&f, "");
+    let journal = serde_json::json!({
+        "scenario": "pg-recover-wait", "started_at": "2026-11-26T04:00:00Z", "params": {},
+        "steps": [{"name": "switch-wal", "description": "", "status": "done",
+                   "output": {"uid": "00000000-0000-0000-0000-000000000001"}}]
+    });
+    let dir = f.repo().join(".git/drgit");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("journal.done.json"), journal.to_string()).unwrap();
+    let mut frozen = cluster("Cluster in healthy state", true, 2, true);
+    frozen["metadata"]["deletionTimestamp"] = "2026-11-26T04:30:00Z".into();
+    let kube = FakeKube::start(vec![Some(frozen)]);
+    let kc = kube.kubeconfig(f.dir.path());
+    let run = with_token(
+        &f,
+        &[
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+            "pg-revert",
+            "--pr",
+            "--when-healthy",
+        ],
+        "2026-11-26T06:00:00Z",
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("last seen: still the old Cluster (uid 00000000-0000-0000-0000-000000000001), being deleted"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(gh.prs().len(), 1, "no revert pull request");
+}
+
+#[test]
 fn revert_is_refused_while_recovery_is_not_done() {
     for (state, expect) in [
         (

@@ -1,7 +1,9 @@
-//! `pg-recover --pr --wait`: the whole runbook against a real Git remote, a
-//! FAKE GitHub and a FAKE Kubernetes API server playing Argo CD and CNPG:
-//! the order of syncs and deletes, the refusals that keep data safe, the
-//! journal that lets an interrupted run resume without repeating the delete.
+//! `pg-recover --wait`: the whole runbook against a real Git remote, a
+//! FAKE GitHub and a FAKE Kubernetes API server playing Argo CD and CNPG by
+//! their documented rules (tests/common/fake_cluster.rs names each): the
+//! order of switch, fence, sync and delete, the refusals that keep data
+//! safe, and the journal that lets an interrupted run resume without
+//! repeating a destructive step.
 
 mod common;
 
@@ -16,6 +18,7 @@ struct World {
     gh: FakeGitHub,
     kube: FakeCluster,
     kubeconfig: String,
+    bare: std::path::PathBuf,
 }
 
 fn world(behaviour: Behaviour) -> World {
@@ -27,13 +30,14 @@ fn world(behaviour: Behaviour) -> World {
         st.merge_after_polls = Some(1);
         st.bare_repo = Some(bare.clone());
     }
-    let kube = FakeCluster::start(bare, behaviour);
+    let kube = FakeCluster::start_with_store(bare.clone(), Some(f.store()), behaviour);
     let kubeconfig = kube.kubeconfig(f.dir.path()).display().to_string();
     let w = World {
         f,
         gh,
         kube,
         kubeconfig,
+        bare,
     };
     timeouts(&w, 2, 5);
     w
@@ -42,7 +46,7 @@ fn world(behaviour: Behaviour) -> World {
 /// drgit.toml for the world: fast polls and these timeouts, in seconds.
 fn timeouts(w: &World, sync: u64, recovery: u64) {
     w.f.config(&format!(
-        "[forge]\napi_url = \"{}\"\nrepo = \"home/home-cluster\"\nmerge_poll_ms = 10\n\n[argocd]\npoll_ms = 10\nsync_timeout_secs = {sync}\n\n[postgres]\nhealth_poll_ms = 10\nrecovery_timeout_secs = {recovery}\n",
+        "[forge]\napi_url = \"{}\"\nrepo = \"home/home-cluster\"\nmerge_poll_ms = 10\n\n[argocd]\npoll_ms = 10\nsync_timeout_secs = {sync}\nself_heal_grace_secs = 1\n\n[postgres]\nhealth_poll_ms = 10\nrecovery_timeout_secs = {recovery}\narchive_timeout_secs = 2\n",
         w.gh.url
     ));
 }
@@ -53,27 +57,24 @@ fn run(w: &World, args: &[&str]) -> common::Run {
     w.f.drgit_env(&all, &[("GITHUB_TOKEN", TOKEN)])
 }
 
+fn recover(w: &World, extra: &[&str]) -> common::Run {
+    let mut args = vec![
+        "--yes",
+        "pg-recover",
+        "--target-time",
+        TARGET,
+        "--pr",
+        "--wait",
+    ];
+    args.extend_from_slice(extra);
+    run(w, &args)
+}
+
 const CLUSTER: &str = "/apis/postgresql.cnpg.io/v1/namespaces/database/clusters/shared-pg";
 const APP: &str = "/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/database";
 
-#[test]
-fn the_whole_runbook_in_the_right_order() {
-    let w = world(Behaviour::default());
-    let r = run(
-        &w,
-        &[
-            "--json",
-            "--yes",
-            "pg-recover",
-            "--target-time",
-            TARGET,
-            "--pr",
-            "--auto-revert",
-            "--wait",
-        ],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let steps: Vec<String> = r.json()["wait"]["steps"]
+fn steps(r: &common::Run) -> Vec<String> {
+    r.json()["wait"]["steps"]
         .as_array()
         .unwrap()
         .iter()
@@ -84,40 +85,110 @@ fn the_whole_runbook_in_the_right_order() {
                 s["status"].as_str().unwrap()
             )
         })
-        .collect();
+        .collect()
+}
+
+fn step_output(r: &common::Run, name: &str) -> serde_json::Value {
+    r.json()["wait"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap()["output"]
+        .clone()
+}
+
+/// Objects in a lineage of the fixture's store.
+fn lineage_objects(w: &World, lineage: &str) -> usize {
+    fn count(p: &std::path::Path) -> usize {
+        std::fs::read_dir(p)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| {
+                        if e.path().is_dir() {
+                            count(&e.path())
+                        } else {
+                            1
+                        }
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    count(&w.f.store().join(format!("cnpg/{lineage}")))
+}
+
+#[test]
+fn the_whole_runbook_in_the_right_order() {
+    let w = world(Behaviour::default());
+    let r = recover(&w, &["--json", "--auto-revert"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(
-        steps,
+        steps(&r),
         vec![
+            "switch-wal done",
+            "fence done",
             "merged done",
             "argocd-synced done",
             "delete-cluster done",
+            "recreated done",
             "recovered done",
+            "backup done",
             "revert-pr done"
         ]
     );
 
-    // Argo CD synced the merge commit before the Cluster was deleted.
+    // WAL switched and archived (into the old lineage) before the fence,
+    // the fence before Argo CD applied the change, the delete after.
+    let switch = w
+        .kube
+        .first("EXEC psql -U postgres -AtX -c select pg_walfile_name(pg_switch_wal())")
+        .expect("switch");
+    let fence = w.kube.first(&format!("PATCH {CLUSTER}")).expect("fence");
     let refresh = w.kube.first(&format!("PATCH {APP}")).expect("refresh");
     let delete = w.kube.first(&format!("DELETE {CLUSTER}")).expect("delete");
-    assert!(refresh < delete);
-    assert_eq!(w.kube.state.lock().unwrap().deletes, 1);
+    assert!(switch < fence && fence < refresh && refresh < delete);
+    let switched = step_output(&r, "switch-wal");
+    assert_eq!(switched["archived"], "00000001000000000000000B");
+    assert_eq!(switched["uid"], "00000000-0000-0000-0000-000000000001");
+    {
+        let st = w.kube.state.lock().unwrap();
+        assert_eq!(st.deletes, 1);
+        assert_eq!(st.fences, 1);
+        // C1: a fenced primary archived nothing into the new lineage.
+        assert!(
+            st.archived.iter().all(|k| k.starts_with("cnpg/shared-pg/")),
+            "{:?}",
+            st.archived
+        );
+        assert_eq!(st.syncs_started, 0, "self-heal re-created it");
+        assert_eq!(
+            st.cluster.as_ref().unwrap().uid,
+            "00000000-0000-0000-0000-000000000002"
+        );
+        assert_eq!(st.backups.len(), 1, "the on-demand Backup");
+    }
+    assert_eq!(lineage_objects(&w, "shared-pg-2"), 0);
     let merge = w.gh.prs()[0].merge_sha.clone().expect("merged");
+    assert_eq!(step_output(&r, "argocd-synced")["revision"], merge);
     assert_eq!(
-        w.kube.state.lock().unwrap().synced.as_deref(),
-        Some(merge.as_str())
+        step_output(&r, "recreated")["uid"],
+        "00000000-0000-0000-0000-000000000002"
     );
-    // The revert pull request came only after the Cluster was healthy.
+    assert_eq!(step_output(&r, "backup")["phase"], "completed");
+
+    // The revert pull request came only after the Backup completed.
     let prs = w.gh.prs();
     assert_eq!(prs.len(), 2);
     assert_eq!(prs[1].head, "drgit/pg-revert-shared-pg");
-    let healthy_seen = w
+    let backup_done = w
         .kube
         .state
         .lock()
         .unwrap()
         .requests
         .iter()
-        .rfind(|(_, r)| r == &format!("GET {CLUSTER}"))
+        .rfind(|(_, r)| r.contains("/backups/"))
         .map(|(t, _)| *t)
         .unwrap();
     let revert_opened =
@@ -130,10 +201,7 @@ fn the_whole_runbook_in_the_right_order() {
             })
             .expect("revert PR opened")
             .at;
-    assert!(
-        healthy_seen < revert_opened,
-        "healthy first, then the revert"
-    );
+    assert!(backup_done < revert_opened, "backup first, then the revert");
     let status = run(&w, &["status"]);
     assert!(
         status.stdout.contains("[done   ] revert-pr"),
@@ -143,7 +211,61 @@ fn the_whole_runbook_in_the_right_order() {
 }
 
 #[test]
-fn no_delete_without_confirmation_then_resume_goes_on() {
+fn without_self_heal_drgit_starts_the_sync_and_waits_for_the_new_cluster() {
+    // A3: Argo CD does not re-create a resource deleted at an already
+    // synced revision. The old Cluster's frozen "healthy" status (C3) is
+    // not a recovery.
+    let w = world(Behaviour {
+        self_heal: false,
+        terminating_gets: 4,
+        ..Behaviour::default()
+    });
+    let r = recover(&w, &["--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let st = w.kube.state.lock().unwrap();
+    assert_eq!(st.syncs_started, 1);
+    let c = st.cluster.as_ref().expect("re-created");
+    assert_eq!(c.uid, "00000000-0000-0000-0000-000000000002");
+    assert!(c.recovery && c.terminating.is_none());
+    assert_eq!(step_output(&r, "recreated")["sync_started"], true);
+    assert_eq!(step_output(&r, "recovered")["uid"], c.uid);
+}
+
+#[test]
+fn a_later_push_does_not_stall_the_sync_wait_and_an_older_revision_is_refused() {
+    // A1: someone pushes right after the recovery commit: Argo CD reports
+    // the newer head, which contains the recovery commit.
+    let w = world(Behaviour {
+        push_after_merge: true,
+        ..Behaviour::default()
+    });
+    let r = recover(&w, &["--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let merge = w.gh.prs()[0].merge_sha.clone().unwrap();
+    let head = common::run_git(&w.bare, &["rev-parse", "main"], "t", "t@example.com");
+    let synced = step_output(&r, "argocd-synced")["revision"].clone();
+    assert_eq!(synced, head.trim());
+    assert_ne!(synced, merge.as_str());
+
+    // Argo CD still reports the revision before the recovery commit: not
+    // good enough, whatever its sync status says.
+    let w = world(Behaviour {
+        never_sync: true,
+        stale_revision: true,
+        ..Behaviour::default()
+    });
+    let r = recover(&w, &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("did not report Synced at"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(w.kube.state.lock().unwrap().deletes, 0);
+}
+
+#[test]
+fn no_fence_or_delete_without_confirmation_then_resume_goes_on() {
     let w = world(Behaviour::default());
     let r = run(
         &w,
@@ -152,19 +274,19 @@ fn no_delete_without_confirmation_then_resume_goes_on() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(
         r.stderr
-            .contains("not confirmed: Delete the CNPG Cluster database/shared-pg"),
+            .contains("not confirmed: Fence the old Cluster database/shared-pg"),
         "{}",
         r.stderr
     );
-    assert_eq!(w.kube.state.lock().unwrap().deletes, 0);
+    assert_eq!(w.kube.state.lock().unwrap().fences, 0);
     let status = run(&w, &["status"]);
     assert!(
-        status.stdout.contains("[done   ] argocd-synced"),
+        status.stdout.contains("[done   ] switch-wal"),
         "{}",
         status.stdout
     );
     assert!(
-        status.stdout.contains("[pending] delete-cluster"),
+        status.stdout.contains("[pending] fence"),
         "{}",
         status.stdout
     );
@@ -187,17 +309,7 @@ fn delete_is_refused_when_argo_cd_is_not_synced_or_the_spec_is_old() {
         never_sync: true,
         ..Behaviour::default()
     });
-    let r = run(
-        &w,
-        &[
-            "--yes",
-            "pg-recover",
-            "--target-time",
-            TARGET,
-            "--pr",
-            "--wait",
-        ],
-    );
+    let r = recover(&w, &[]);
     assert_eq!(r.code, 1);
     assert!(
         r.stderr.contains("did not report Synced at"),
@@ -210,17 +322,7 @@ fn delete_is_refused_when_argo_cd_is_not_synced_or_the_spec_is_old() {
         keep_old_spec: true,
         ..Behaviour::default()
     });
-    let r = run(
-        &w,
-        &[
-            "--yes",
-            "pg-recover",
-            "--target-time",
-            TARGET,
-            "--pr",
-            "--wait",
-        ],
-    );
+    let r = recover(&w, &[]);
     assert_eq!(r.code, 1);
     assert!(
         r.stderr.contains(
@@ -244,18 +346,7 @@ fn cnpg_failure_texts_stop_the_watch() {
         ],
         ..Behaviour::default()
     });
-    let r = run(
-        &w,
-        &[
-            "--yes",
-            "pg-recover",
-            "--target-time",
-            TARGET,
-            "--pr",
-            "--auto-revert",
-            "--wait",
-        ],
-    );
+    let r = recover(&w, &["--auto-revert"]);
     assert_eq!(r.code, 1);
     assert!(
         r.stderr.contains(
@@ -268,13 +359,13 @@ fn cnpg_failure_texts_stop_the_watch() {
 }
 
 /// Starts `--wait`, interrupts it (SIGINT) once `ready` holds, lets `fix`
-/// unblock the world, and resumes.
+/// change the world, and resumes; returns the resumed run.
 fn interrupt_and_resume(
     w: &World,
     step: &str,
     ready: impl Fn(&World) -> bool,
     fix: impl Fn(&World),
-) {
+) -> common::Run {
     let mut all = vec![
         "--kubeconfig".to_string(),
         w.kubeconfig.clone(),
@@ -318,13 +409,7 @@ fn interrupt_and_resume(
         "{step}: {stderr}"
     );
     fix(w);
-    let r = run(w, &["--yes", "resume"]);
-    assert_eq!(r.code, 0, "{step}: {}", r.stderr);
-    assert_eq!(
-        w.kube.state.lock().unwrap().deletes,
-        1,
-        "{step}: the delete ran once"
-    );
+    run(w, &["--yes", "resume"])
 }
 
 #[test]
@@ -332,35 +417,82 @@ fn interrupted_at_each_wait_resumes_without_a_second_delete() {
     // Waiting for the merge.
     let w = world(Behaviour::default());
     w.gh.state.lock().unwrap().merge_after_polls = Some(1_000_000);
-    interrupt_and_resume(
+    let r = interrupt_and_resume(
         &w,
         "merged",
-        |w| w.gh.prs().len() == 1,
+        |w| w.gh.prs().len() == 1 && w.kube.state.lock().unwrap().fences == 1,
         |w| w.gh.state.lock().unwrap().prs[0].merge_after_polls = Some(0),
     );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(w.kube.state.lock().unwrap().deletes, 1);
+    assert_eq!(w.kube.state.lock().unwrap().fences, 1, "fenced once");
     // Waiting for Argo CD.
     let w = world(Behaviour {
         never_sync: true,
         ..Behaviour::default()
     });
     timeouts(&w, 30, 5);
-    interrupt_and_resume(
+    let r = interrupt_and_resume(
         &w,
         "argocd-synced",
         |w| w.kube.first(&format!("PATCH {APP}")).is_some(),
         |w| w.kube.state.lock().unwrap().behaviour.never_sync = false,
     );
-    // Watching the recovery, after the delete.
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(w.kube.state.lock().unwrap().deletes, 1);
+    // Waiting for the re-creation, after the delete.
     let w = world(Behaviour {
-        recreate_after: 1_000_000,
+        terminating_gets: 1_000_000,
         ..Behaviour::default()
     });
-    interrupt_and_resume(
+    timeouts(&w, 30, 5);
+    let r = interrupt_and_resume(
         &w,
-        "recovered",
+        "recreated",
         |w| w.kube.state.lock().unwrap().deletes == 1,
-        |w| w.kube.state.lock().unwrap().behaviour.recreate_after = 0,
+        |w| {
+            let mut st = w.kube.state.lock().unwrap();
+            st.cluster.as_mut().unwrap().terminating = Some(0);
+        },
     );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        w.kube.state.lock().unwrap().deletes,
+        1,
+        "the delete ran once"
+    );
+}
+
+#[test]
+fn a_new_lineage_filled_before_the_delete_is_refused() {
+    // Between the fence and the delete something archived into the new
+    // lineage (a primary Argo CD reached first): CNPG would answer
+    // "Expected empty archive", so nothing is deleted.
+    let w = world(Behaviour::default());
+    w.gh.state.lock().unwrap().merge_after_polls = Some(1_000_000);
+    let r = interrupt_and_resume(
+        &w,
+        "merged",
+        |w| w.gh.prs().len() == 1 && w.kube.state.lock().unwrap().fences == 1,
+        |w| {
+            let dir = w.f.store().join("cnpg/shared-pg-2/wals/0000000100000000");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("00000001000000000000000C.gz"), b"wal").unwrap();
+            w.gh.state.lock().unwrap().prs[0].merge_after_polls = Some(0);
+        },
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("the new lineage `shared-pg-2` is no longer empty (cnpg/shared-pg-2/wals/0000000100000000/00000001000000000000000C.gz)"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("Run `drgit pg-recover` again"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(w.kube.state.lock().unwrap().deletes, 0);
 }
 
 #[test]
@@ -372,17 +504,7 @@ fn transient_api_errors_and_conflicts_are_retried() {
         st.faults.push((format!("GET {CLUSTER}"), 500));
         st.faults.push((format!("GET {CLUSTER}"), 503));
     }
-    let r = run(
-        &w,
-        &[
-            "--yes",
-            "pg-recover",
-            "--target-time",
-            TARGET,
-            "--pr",
-            "--wait",
-        ],
-    );
+    let r = recover(&w, &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
         w.kube.state.lock().unwrap().faults.is_empty(),
@@ -398,24 +520,12 @@ unsafe extern "C" {
 }
 
 #[test]
-fn a_failed_recovery_job_stops_the_watch() {
+fn a_failed_recovery_job_stops_the_watch_with_its_log() {
     let w = world(Behaviour {
-        recreate_after: 0,
-        phases: vec![("Setting up primary", None)],
-        job_fails: Some("Job has reached the specified backoff limit"),
+        job_fails: Some("no target backup found"),
         ..Behaviour::default()
     });
-    let r = run(
-        &w,
-        &[
-            "--yes",
-            "pg-recover",
-            "--target-time",
-            TARGET,
-            "--pr",
-            "--wait",
-        ],
-    );
+    let r = recover(&w, &[]);
     assert_eq!(r.code, 1);
     assert!(
         r.stderr.contains(
@@ -423,6 +533,72 @@ fn a_failed_recovery_job_stops_the_watch() {
         ),
         "{}",
         r.stderr
+    );
+    // CNPG's reason is in the pod's log only.
+    assert!(
+        r.stderr
+            .contains("--- shared-pg-1-full-recovery-x7k2p (full-recovery):"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("no target backup found"), "{}", r.stderr);
+}
+
+#[test]
+fn retried_job_pods_are_not_a_failure() {
+    // C4: failed pods while the Job is not Failed are retries.
+    let w = world(Behaviour {
+        job_retries: 3,
+        phases: vec![
+            ("Setting up primary", None),
+            ("Setting up primary", None),
+            ("Setting up primary", None),
+            ("Setting up primary", None),
+            ("Cluster in healthy state", None),
+        ],
+        ..Behaviour::default()
+    });
+    let r = recover(&w, &["--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // The re-created Cluster was watched through the retries.
+    assert_eq!(
+        step_output(&r, "recovered")["uid"],
+        "00000000-0000-0000-0000-000000000002"
+    );
+    let job_reads = w
+        .kube
+        .calls()
+        .iter()
+        .filter(|c| c.ends_with("/jobs/shared-pg-1-full-recovery"))
+        .count();
+    assert!(job_reads >= 4, "{job_reads}");
+}
+
+#[test]
+fn a_failed_backup_is_reported_and_resumable() {
+    let w = world(Behaviour {
+        backup_fails: Some("can't upload: AccessDenied"),
+        ..Behaviour::default()
+    });
+    let r = recover(&w, &[]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .contains("the on-demand Backup database/shared-pg-drgit-")
+            && r.stderr.contains("failed: can't upload: AccessDenied"),
+        "{}",
+        r.stderr
+    );
+    let status = run(&w, &["status"]);
+    assert!(
+        status.stdout.contains("[done   ] recovered"),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        status.stdout.contains("[running] backup"),
+        "{}",
+        status.stdout
     );
 }
 
@@ -433,17 +609,7 @@ fn a_recovery_stuck_pending_times_out_with_what_was_last_seen() {
         ..Behaviour::default()
     });
     timeouts(&w, 1800, 1);
-    let r = run(
-        &w,
-        &[
-            "--yes",
-            "pg-recover",
-            "--target-time",
-            TARGET,
-            "--pr",
-            "--wait",
-        ],
-    );
+    let r = recover(&w, &[]);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("was not healthy within"), "{}", r.stderr);
     assert!(
@@ -456,5 +622,39 @@ fn a_recovery_stuck_pending_times_out_with_what_was_last_seen() {
         status.stdout.contains("[running] recovered"),
         "{}",
         status.stdout
+    );
+}
+
+#[test]
+fn direct_push_waits_for_the_fence() {
+    // --push --direct: the push is what Argo CD applies, so it comes after
+    // the WAL switch and the fence.
+    let w = world(Behaviour::default());
+    let r = run(
+        &w,
+        &[
+            "--json",
+            "--yes",
+            "pg-recover",
+            "--target-time",
+            TARGET,
+            "--push",
+            "--direct",
+            "--wait",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(steps(&r)[2], "pushed done");
+    let commit = r.json()["commit"].as_str().unwrap().to_string();
+    let head = common::run_git(&w.bare, &["rev-parse", "main"], "t", "t@example.com");
+    assert_eq!(head.trim(), commit);
+    assert!(
+        w.kube
+            .state
+            .lock()
+            .unwrap()
+            .archived
+            .iter()
+            .all(|k| k.starts_with("cnpg/shared-pg/"))
     );
 }

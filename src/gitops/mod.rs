@@ -6,4 +6,4 @@ pub mod push;
 pub mod repo;
 
 pub use push::{Lease, Pushed};
-pub use repo::{Committed, GitError, Target, WorkRepo};
+pub use repo::{Committed, GitError, Holds, Target, WorkRepo};

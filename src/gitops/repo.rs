@@ -101,6 +101,19 @@ pub enum Target<'a> {
     Head,
 }
 
+/// What a deployed revision holds of drgit's commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holds {
+    /// It is the commit, or a later one with the same manifest.
+    Yes,
+    /// It does not contain the commit (older, or another line of history).
+    NotContained,
+    /// It contains the commit, but the manifest changed since.
+    ManifestDiffers,
+    /// Not in the local repository (fetch first), or not a commit ID.
+    Unknown,
+}
+
 /// A commit drgit made, with what it takes to undo it.
 #[derive(Debug, Clone)]
 pub struct Committed {
@@ -426,6 +439,44 @@ impl WorkRepo {
             .set_head(&format!("refs/heads/{branch}"))
             .map_err(git(format!("switch to {branch}")))?;
         Ok(())
+    }
+
+    /// Whether `revision` (a commit Argo CD deployed) contains `commit` and
+    /// holds the same `rel_path` as it: later pushes are normal in the
+    /// middle of an outage, and a revision equal to drgit's own commit is
+    /// not what Argo CD reports once anyone pushed after it.
+    pub fn revision_holds(
+        &self,
+        revision: &str,
+        commit: &str,
+        rel_path: &Path,
+    ) -> Result<Holds, GitError> {
+        let (Ok(rev), Ok(ours)) = (Oid::from_str(revision), Oid::from_str(commit)) else {
+            return Ok(Holds::Unknown);
+        };
+        let (Ok(rev_commit), Ok(our_commit)) =
+            (self.repo.find_commit(rev), self.repo.find_commit(ours))
+        else {
+            return Ok(Holds::Unknown);
+        };
+        if rev != ours
+            && !self
+                .repo
+                .graph_descendant_of(rev, ours)
+                .map_err(git("compare commits"))?
+        {
+            return Ok(Holds::NotContained);
+        }
+        let blob = |c: &git2::Commit| {
+            c.tree()
+                .ok()
+                .and_then(|t| t.get_path(rel_path).ok())
+                .map(|e| e.id())
+        };
+        if blob(&rev_commit) != blob(&our_commit) {
+            return Ok(Holds::ManifestDiffers);
+        }
+        Ok(Holds::Yes)
     }
 
     /// The distinct versions of a file, newest first, along HEAD's history

@@ -183,7 +183,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
         target_time: target_text.clone(),
         recovery_target_time: written_target.clone(),
         base_backup: base_backup.clone(),
-        new_lineage,
+        new_lineage: new_lineage.clone(),
         changes: rewrite.changes.clone(),
         diff,
         plan: plan.clone(),
@@ -218,16 +218,29 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     };
     let (message, title, body) =
         publish::render_texts(ctx, "pg-recover", COMMIT_TEMPLATE, PR_TEMPLATE, &texts)?;
-    let (committed, published, pr) = publish::commit_and_publish(
-        ctx,
-        &repo,
-        &args.publish,
-        &branch,
-        &manifest,
-        &rewrite.text,
-        (&message, &title, &body),
-        "pg-recover",
-    )?;
+    // With `--direct --wait` the push is a step of the plan, after the
+    // old Cluster is fenced: the push is what Argo CD applies.
+    let deferred = args.wait && mode == Mode::Direct;
+    let (committed, published, pr) = if deferred {
+        let committed = repo.commit_file(
+            publish::target(mode, &branch),
+            &manifest.rel_path,
+            rewrite.text.as_bytes(),
+            &message,
+        )?;
+        (committed, publish::Published::default(), None)
+    } else {
+        publish::commit_and_publish(
+            ctx,
+            &repo,
+            &args.publish,
+            &branch,
+            &manifest,
+            &rewrite.text,
+            (&message, &title, &body),
+            "pg-recover",
+        )?
+    };
     outcome.branch = Some(committed.branch.clone());
     outcome.commit = Some(committed.commit.to_string());
     if auto_revert && let Some((_, pr)) = &pr {
@@ -249,8 +262,13 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
                 .parent()
                 .map(|p| p.to_string_lossy().into_owned())
                 .unwrap_or_default(),
+            manifest: manifest.rel_path.clone(),
+            new_lineage: new_lineage
+                .clone()
+                .unwrap_or_else(|| cluster.server_name.clone()),
             pr: published.pull_request.as_ref().map(|p| p.number),
             commit: (mode == Mode::Direct).then(|| committed.commit.to_string()),
+            direct_branch: deferred.then(|| branch.clone()),
             auto_revert,
         };
         outcome.published = Some(published);

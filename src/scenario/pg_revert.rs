@@ -12,7 +12,6 @@ use serde::Serialize;
 
 use super::publish::{self, AutoRevert, Mode, Options};
 use super::{Context, Outcome, diffstat, preflight, read_cluster_manifest, unified_diff};
-use std::time::Duration;
 
 use crate::cluster::Kube;
 use crate::error::Error;
@@ -46,13 +45,18 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
 
     // Never revert while the recovery runs: merged before the re-creation,
     // the revert would have Argo CD bring the Cluster back empty (initdb).
+    // The Cluster a `--wait` run deleted (its uid): its status, frozen
+    // while it terminates, is no recovery.
     let cluster_state = if args.when_healthy {
         let kube = Kube::connect(ctx.kubeconfig.as_deref(), ctx.kube_context.as_deref())?;
-        Some(kube.wait_recovered(
-            &pg.namespace,
-            &pg.cluster,
-            Duration::from_secs(pg.recovery_timeout_secs),
-            Duration::from_millis(pg.health_poll_ms),
+        let old_uid = WorkRepo::open(&ctx.repo_dir)
+            .ok()
+            .and_then(|r| super::pg_wait::deleted_uid(&r));
+        Some(super::pg_wait::watch_recovery(
+            ctx,
+            &kube,
+            old_uid.as_deref(),
+            crate::plan::stop_flag(),
         )?)
     } else {
         None

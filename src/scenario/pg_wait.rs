@@ -1,32 +1,45 @@
 //! `drgit pg-recover … --wait`: the runbook's imperative part, in the
 //! corrected order, each step checked and journaled.
 //!
-//! 1. The recovery commit is on the branch Argo CD tracks (the pull
-//!    request is merged, or the commit was pushed there directly).
-//! 2. Argo CD refreshes, and the Application that deploys the manifest
-//!    reports Synced at that commit.
-//! 3. Only then the Cluster is deleted (confirmed; refused unless Argo CD is
-//!    synced at the commit and the live Cluster already has the recovery
-//!    spec): Argo CD re-creates it from Git in recovery mode.
-//! 4. The recovery is watched until the Cluster is healthy (phase "Cluster
-//!    in healthy state", Ready True, every instance ready); CNPG's own
-//!    failure texts stop it with the next action.
-//! 5. With auto-revert recorded, the revert pull request is opened.
+//! 1. Where the old primary still runs, switch WAL and wait until that
+//!    segment is archived: the newest commits reach the bucket. Its uid is
+//!    noted: it is the Cluster to replace.
+//! 2. Fence the old Cluster (confirmed): a running primary archives under
+//!    the live spec's serverName, read at each WAL file, so once Argo CD
+//!    applied the change it would fill the new lineage, and the recovery
+//!    would fail with "Expected empty archive".
+//! 3. The recovery commit is on the branch Argo CD tracks (the pull
+//!    request is merged, or, with `--direct`, the commit is pushed now).
+//! 4. Argo CD refreshes, and the Application that deploys the manifest
+//!    reports Synced at a revision that contains the commit and holds the
+//!    same manifest.
+//! 5. Only then the Cluster is deleted (confirmed; refused unless Argo CD
+//!    is synced so, the live Cluster has the recovery spec and the new
+//!    lineage, is fenced, and the new lineage is still empty in the store).
+//! 6. The Cluster comes back with a new uid; without Argo CD self-heal,
+//!    drgit starts the sync that re-creates it.
+//! 7. The recovery is watched until the re-created Cluster is healthy and
+//!    its recovery Job complete; a Failed Job stops it with its log.
+//! 8. An on-demand Backup, and ContinuousArchiving True: the new lineage is
+//!    recoverable at once.
+//! 9. With auto-revert recorded, the revert pull request is opened.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::Context;
 use super::publish::AutoRevert;
-use crate::cluster::{ClusterError, Kube};
+use crate::cluster::{ClusterError, ClusterState, JobState, Kube};
 use crate::error::Error;
-use crate::gitops::WorkRepo;
 use crate::gitops::forge::GitHub;
-use crate::plan::{self, Journal, JournalData, Status, Step, StepRecord};
+use crate::gitops::{Holds, WorkRepo};
+use crate::plan::{self, Journal, JournalData, Poll, Status, Step, StepRecord};
 
 /// What the wait needs to know; kept in the journal for `drgit resume`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,9 +47,19 @@ pub struct Params {
     pub cluster: String,
     pub namespace: String,
     pub manifest_dir: String,
-    /// The recovery pull request, or None when the commit went in directly.
+    /// The manifest, relative to the repository top.
+    #[serde(default)]
+    pub manifest: PathBuf,
+    /// The lineage the recovered Cluster archives under.
+    #[serde(default)]
+    pub new_lineage: String,
+    /// The recovery pull request, or None when the commit goes in directly.
     pub pr: Option<u64>,
+    /// With `--direct`: the local commit on the tracked branch, pushed by
+    /// the plan once the old Cluster is fenced.
     pub commit: Option<String>,
+    #[serde(default)]
+    pub direct_branch: Option<String>,
     pub auto_revert: bool,
 }
 
@@ -44,34 +67,355 @@ struct Env<'a> {
     ctx: &'a Context,
     kube: Kube,
     gh: Option<GitHub>,
+    repo: WorkRepo,
+    /// The branch Argo CD tracks.
+    tracked: String,
     params: Params,
 }
 
-fn poll(ms: u64) -> Duration {
+fn ms(ms: u64) -> Duration {
     Duration::from_millis(ms)
 }
 
-struct Merged<'a>(&'a Env<'a>);
-impl Step for Merged<'_> {
+const MAX_POLL: Duration = Duration::from_secs(30);
+
+/// The typed output a finished step left in the journal.
+fn output<T: DeserializeOwned>(j: &Journal, step: &str) -> Result<T, Error> {
+    let v = j.output(step).ok_or_else(|| Error::State {
+        path: "journal".into(),
+        detail: format!("step `{step}` has not finished"),
+    })?;
+    serde_json::from_value(v.clone()).map_err(|e| Error::State {
+        path: "journal".into(),
+        detail: format!("step `{step}`: {e}"),
+    })
+}
+
+fn value(v: impl Serialize) -> Value {
+    serde_json::to_value(v).unwrap_or_default()
+}
+
+/// The Cluster as it was before anything happened (step 1).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OldCluster {
+    /// None when there was no Cluster (nothing to switch, fence or delete).
+    pub uid: Option<String>,
+    #[serde(default)]
+    pub primary: Option<String>,
+    /// The WAL segment the switch completed, once archived.
+    #[serde(default)]
+    pub archived: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Merged {
+    commit: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Synced {
+    application: String,
+    revision: String,
+    self_heal: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Deleted {
+    deleted: bool,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct NewCluster {
+    uid: String,
+    sync_started: bool,
+}
+
+impl Env<'_> {
+    fn old(&self, j: &Journal) -> Result<OldCluster, Error> {
+        output(j, "switch-wal")
+    }
+
+    fn live(&self) -> Result<Option<ClusterState>, Error> {
+        Ok(self
+            .kube
+            .cnpg_cluster(&self.params.namespace, &self.params.cluster)?)
+    }
+
+    fn psql(&self, pod: &str, sql: &str) -> Result<String, String> {
+        let out = self
+            .kube
+            .exec(
+                &self.params.namespace,
+                pod,
+                Some("postgres"),
+                &["psql", "-U", "postgres", "-AtX", "-c", sql],
+            )
+            .map_err(|e| e.to_string())?;
+        if !out.success {
+            return Err(format!("{} {}", out.message, out.stderr.trim()));
+        }
+        Ok(out.stdout.trim().to_string())
+    }
+
+    /// The objects already in the new lineage (at most a few).
+    fn new_lineage_objects(&self) -> Result<Vec<String>, Error> {
+        let store = self.ctx.open_store()?;
+        let prefix = format!(
+            "{}{}/",
+            self.ctx.config.postgres.catalog_prefix, self.params.new_lineage
+        );
+        Ok(store
+            .list(&prefix)?
+            .into_iter()
+            .map(|o| o.key)
+            .take(3)
+            .collect())
+    }
+
+    fn lineage_not_empty(&self, objects: Vec<String>) -> Error {
+        Error::NewLineageNotEmpty {
+            lineage: self.params.new_lineage.clone(),
+            objects: objects.join(", "),
+        }
+    }
+
+    fn merged_commit(&self, j: &Journal) -> Result<String, Error> {
+        let step = if self.params.direct_branch.is_some() {
+            "pushed"
+        } else {
+            "merged"
+        };
+        Ok(output::<Merged>(j, step)?.commit)
+    }
+
+    /// Argo CD's revisions that hold the recovery commit: fetched first
+    /// when the revision is not known locally yet.
+    fn holding_revision(
+        &self,
+        app: &crate::cluster::AppState,
+        commit: &str,
+    ) -> Result<Option<String>, Error> {
+        let mut fetched = false;
+        for rev in &app.revisions {
+            let mut holds = self
+                .repo
+                .revision_holds(rev, commit, &self.params.manifest)?;
+            if holds == Holds::Unknown && !fetched {
+                self.repo
+                    .fetch_branch(&self.ctx.config.git.remote, &self.tracked)?;
+                fetched = true;
+                holds = self
+                    .repo
+                    .revision_holds(rev, commit, &self.params.manifest)?;
+            }
+            match holds {
+                Holds::Yes => return Ok(Some(rev.clone())),
+                Holds::ManifestDiffers => {
+                    return Err(Error::ManifestChangedSince {
+                        application: app.name.clone(),
+                        revision: rev.clone(),
+                        commit: commit.into(),
+                        manifest: self.params.manifest.display().to_string(),
+                    });
+                }
+                Holds::NotContained | Holds::Unknown => {}
+            }
+        }
+        Ok(None)
+    }
+}
+
+struct SwitchWal<'a>(&'a Env<'a>);
+impl Step for SwitchWal<'_> {
     fn name(&self) -> &'static str {
-        "merged"
+        "switch-wal"
     }
     fn describe(&self) -> String {
-        match self.0.params.pr {
-            Some(n) => {
+        format!(
+            "Where the old primary of {}/{} still runs, switch WAL and wait until that segment is archived",
+            self.0.params.namespace, self.0.params.cluster
+        )
+    }
+    fn run(&self, _: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
+        let e = self.0;
+        let Some(live) = e.live()? else {
+            return Ok(value(OldCluster {
+                note: Some("no Cluster: nothing runs, nothing archives".into()),
+                ..OldCluster::default()
+            }));
+        };
+        let mut old = OldCluster {
+            uid: live.uid.clone(),
+            primary: live.current_primary.clone(),
+            ..OldCluster::default()
+        };
+        if live.fenced || live.terminating {
+            old.note = Some("already fenced or being deleted: PostgreSQL is stopped".into());
+            return Ok(value(old));
+        }
+        let Some(primary) = live.current_primary.clone() else {
+            old.note = Some("no current primary: nothing to switch".into());
+            return Ok(value(old));
+        };
+        // pg_walfile_name() of the switch point names the segment the
+        // switch completed (at a segment boundary it names the one before).
+        let segment = match e.psql(&primary, "select pg_walfile_name(pg_switch_wal())") {
+            Ok(s) if s.len() == 24 => s,
+            Ok(other) => {
+                old.note = Some(format!(
+                    "pg_switch_wal() answered {other:?}; nothing switched"
+                ));
+                return Ok(value(old));
+            }
+            Err(why) => {
+                old.note = Some(format!(
+                    "the primary {primary} does not answer ({why}); nothing to switch"
+                ));
+                return Ok(value(old));
+            }
+        };
+        let wait = Duration::from_secs(e.ctx.config.postgres.archive_timeout_secs);
+        let polled = plan::poll_until(
+            self.name(),
+            wait,
+            (ms(e.ctx.config.postgres.health_poll_ms), MAX_POLL),
+            stop,
+            |_| {
+                let last = e
+                    .psql(
+                        &primary,
+                        "select coalesce(last_archived_wal, '') from pg_stat_archiver",
+                    )
+                    .unwrap_or_default();
+                // Same timeline and width: names order as positions do.
+                Ok(if last.len() == 24 && last.as_str() >= segment.as_str() {
+                    Poll::Ready(last)
+                } else {
+                    Poll::Waiting(format!(
+                        "waiting for {segment} to be archived (last archived: {last})"
+                    ))
+                })
+            },
+        )?;
+        match polled {
+            Ok(_) => {
+                old.archived = Some(segment);
+                Ok(value(old))
+            }
+            Err(t) => Err(Error::NotArchived {
+                segment,
+                waited: t.waited,
+                last: t.last,
+            }),
+        }
+    }
+}
+
+struct Fence<'a>(&'a Env<'a>);
+impl Step for Fence<'_> {
+    fn name(&self) -> &'static str {
+        "fence"
+    }
+    fn describe(&self) -> String {
+        format!(
+            "Fence the old Cluster {}/{} (annotation cnpg.io/fencedInstances: '[\"*\"]': PostgreSQL stops in every instance), so that it cannot archive into the new lineage `{}`",
+            self.0.params.namespace, self.0.params.cluster, self.0.params.new_lineage
+        )
+    }
+    fn destructive(&self) -> bool {
+        true
+    }
+    fn check(&self, j: &Journal) -> Result<(), Error> {
+        let e = self.0;
+        let old = e.old(j)?;
+        match e.live()? {
+            Some(s) if s.uid == old.uid && old.uid.is_some() && !s.fenced => {
+                // Argo CD may have applied the change already (a fast merge):
+                // whatever the old primary archived there rules the lineage out.
+                let objects = e.new_lineage_objects()?;
+                if s.server_name.as_deref() == Some(e.params.new_lineage.as_str())
+                    && !objects.is_empty()
+                {
+                    return Err(e.lineage_not_empty(objects));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+    fn confirm(&self, j: &Journal) -> bool {
+        // Nothing to stop: no old Cluster, already fenced, or replaced.
+        let e = self.0;
+        let Ok(old) = e.old(j) else { return true };
+        matches!(e.live(), Ok(Some(s)) if s.uid == old.uid && old.uid.is_some() && !s.fenced)
+    }
+    fn run(&self, j: &Journal, _stop: &AtomicBool) -> Result<Value, Error> {
+        let e = self.0;
+        let old = e.old(j)?;
+        match e.live()? {
+            Some(s) if s.uid == old.uid && old.uid.is_some() && !s.fenced => {
+                e.kube
+                    .fence_cnpg_cluster(&e.params.namespace, &e.params.cluster)?;
+                Ok(serde_json::json!({"fenced": true}))
+            }
+            Some(s) if s.fenced => {
+                Ok(serde_json::json!({"fenced": true, "note": "already fenced"}))
+            }
+            _ => Ok(serde_json::json!({"fenced": false, "note": "no old Cluster to fence"})),
+        }
+    }
+    fn verify(&self, j: &Journal, out: &Value) -> Result<(), Error> {
+        let e = self.0;
+        if out["fenced"] != true {
+            return Ok(());
+        }
+        let old = e.old(j)?;
+        match e.live()? {
+            Some(s) if s.uid == old.uid && !s.fenced => Err(Error::RefuseDelete {
+                reason: "the fence was accepted but the Cluster does not show it (cnpg.io/fencedInstances)".into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+struct Merge<'a>(&'a Env<'a>);
+impl Step for Merge<'_> {
+    fn name(&self) -> &'static str {
+        if self.0.params.direct_branch.is_some() {
+            "pushed"
+        } else {
+            "merged"
+        }
+    }
+    fn describe(&self) -> String {
+        match (&self.0.params.pr, &self.0.params.direct_branch) {
+            (Some(n), _) => {
                 format!("Wait until pull request #{n} is merged into the branch Argo CD tracks")
             }
-            None => "The recovery commit is on the branch Argo CD tracks".into(),
+            (None, Some(b)) => {
+                format!("Push the recovery commit on `{b}`, the branch Argo CD tracks")
+            }
+            (None, None) => "The recovery commit is on the branch Argo CD tracks".into(),
         }
     }
     fn run(&self, _: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
         let e = self.0;
-        let commit = match (e.params.pr, &e.gh, &e.params.commit) {
-            (Some(n), Some(gh), _) => gh
+        let commit = match (
+            e.params.pr,
+            &e.gh,
+            &e.params.direct_branch,
+            &e.params.commit,
+        ) {
+            (Some(n), Some(gh), _, _) => gh
                 .wait_merged(
                     n,
                     Duration::from_secs(e.ctx.config.forge.merge_timeout_secs),
-                    poll(e.ctx.config.forge.merge_poll_ms),
+                    ms(e.ctx.config.forge.merge_poll_ms),
                     stop,
                 )
                 .map_err(|err| match err {
@@ -80,55 +424,79 @@ impl Step for Merged<'_> {
                     },
                     other => other.into(),
                 })?,
-            (_, _, Some(c)) => c.clone(),
+            (None, _, Some(branch), Some(c)) => {
+                super::publish::publish(
+                    e.ctx,
+                    &e.repo,
+                    &super::publish::Options {
+                        mode: super::publish::Mode::Direct,
+                        ..Default::default()
+                    },
+                    branch,
+                    "",
+                    "",
+                    "pg-recover",
+                )?;
+                c.clone()
+            }
+            (_, _, _, Some(c)) => c.clone(),
             _ => return Err(Error::WaitNeedsPublish),
         };
-        Ok(json!({ "commit": commit }))
+        Ok(value(Merged { commit }))
     }
 }
 
-fn merged_commit(j: &Journal) -> String {
-    j.output("merged")
-        .and_then(|o| o["commit"].as_str())
-        .unwrap_or_default()
-        .to_string()
-}
-
-struct Synced<'a>(&'a Env<'a>);
-impl Step for Synced<'_> {
+struct ArgoSynced<'a>(&'a Env<'a>);
+impl Step for ArgoSynced<'_> {
     fn name(&self) -> &'static str {
         "argocd-synced"
     }
     fn describe(&self) -> String {
         format!(
-            "Ask Argo CD for a hard refresh and wait until the Application deploying {} is Synced at the merge commit",
+            "Ask Argo CD for a hard refresh and wait until the Application deploying {} is Synced at a revision that contains the recovery commit and holds the same manifest",
             self.0.params.manifest_dir
         )
     }
     fn run(&self, j: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
         let e = self.0;
         let a = &e.ctx.config.argocd;
-        let commit = merged_commit(j);
+        let commit = e.merged_commit(j)?;
         let app = e.kube.find_application(
             &a.namespace,
             a.application.as_deref(),
             &e.params.manifest_dir,
         )?;
         e.kube.refresh_application(&a.namespace, &app.name)?;
-        let start = Instant::now();
-        loop {
-            let now = e.kube.application(&a.namespace, &app.name)?;
-            if now.synced_at(&commit) {
-                return Ok(json!({ "application": app.name }));
-            }
-            if start.elapsed() > Duration::from_secs(a.sync_timeout_secs) {
-                return Err(Error::NotSynced {
-                    application: app.name,
-                    commit,
-                    status: format!("{:?} at {:?}", now.sync_status, now.revision),
-                });
-            }
-            plan::sleep(poll(a.poll_ms), stop, self.name())?;
+        let polled = plan::poll_until(
+            self.name(),
+            Duration::from_secs(a.sync_timeout_secs),
+            (ms(a.poll_ms), MAX_POLL),
+            stop,
+            |_| {
+                let now = e.kube.application(&a.namespace, &app.name)?;
+                if now.synced()
+                    && let Some(revision) = e.holding_revision(&now, &commit)?
+                {
+                    return Ok(Poll::Ready(Synced {
+                        application: now.name.clone(),
+                        revision,
+                        self_heal: now.self_heal,
+                    }));
+                }
+                Ok(Poll::Waiting(format!(
+                    "Argo CD Application {}: {}",
+                    now.name,
+                    now.describe()
+                )))
+            },
+        )?;
+        match polled {
+            Ok(s) => Ok(value(s)),
+            Err(t) => Err(Error::NotSynced {
+                application: app.name,
+                commit,
+                status: t.last,
+            }),
         }
     }
 }
@@ -147,49 +515,84 @@ impl Step for Delete<'_> {
     fn destructive(&self) -> bool {
         true
     }
+    fn confirm(&self, j: &Journal) -> bool {
+        let e = self.0;
+        let Ok(old) = e.old(j) else { return true };
+        matches!(e.live(), Ok(Some(s)) if s.uid == old.uid && old.uid.is_some())
+    }
     fn check(&self, j: &Journal) -> Result<(), Error> {
         let e = self.0;
         let a = &e.ctx.config.argocd;
-        let commit = merged_commit(j);
-        let app_name = j
-            .output("argocd-synced")
-            .and_then(|o| o["application"].as_str())
-            .unwrap_or_default();
-        let app = e.kube.application(&a.namespace, app_name)?;
-        if !app.synced_at(&commit) {
+        let commit = e.merged_commit(j)?;
+        let synced: Synced = output(j, "argocd-synced")?;
+        let app = e.kube.application(&a.namespace, &synced.application)?;
+        if !app.synced() || e.holding_revision(&app, &commit)?.is_none() {
             return Err(Error::RefuseDelete {
                 reason: format!(
-                    "Argo CD Application {app_name} is {} at {}, not Synced at the recovery commit {commit}; deleting now could bring the Cluster back from the old manifest, empty",
-                    app.sync_status.as_deref().unwrap_or("unknown"),
-                    app.revision.as_deref().unwrap_or("no revision")
+                    "Argo CD Application {} is {}, not Synced at a revision containing the recovery commit {commit}; deleting now could bring the Cluster back from the old manifest, empty",
+                    app.name,
+                    app.describe()
                 ),
             });
         }
-        match e.kube.cnpg_cluster(&e.params.namespace, &e.params.cluster)? {
-            Some(s) if s.recovering_spec => Ok(()),
-            Some(_) => Err(Error::RefuseDelete {
+        let old = e.old(j)?;
+        let live = match e.live()? {
+            Some(s) if s.uid == old.uid && old.uid.is_some() => s,
+            // Gone already, or Argo CD created a new one: nothing to delete.
+            _ => return Ok(()),
+        };
+        if !live.recovering_spec {
+            return Err(Error::RefuseDelete {
                 reason: "the live Cluster still bootstraps with initdb: Argo CD has not applied the recovery manifest".into(),
-            }),
-            None => Err(Error::RefuseDelete {
-                reason: "the Cluster does not exist (already deleted?); nothing to delete".into(),
-            }),
+            });
+        }
+        if live.server_name.as_deref() != Some(e.params.new_lineage.as_str()) {
+            return Err(Error::RefuseDelete {
+                reason: format!(
+                    "the live Cluster archives as `{}`, not the new lineage `{}`: Argo CD has not applied the whole recovery manifest",
+                    live.server_name.as_deref().unwrap_or("?"),
+                    e.params.new_lineage
+                ),
+            });
+        }
+        if !live.fenced {
+            return Err(Error::RefuseDelete {
+                reason:
+                    "the old Cluster is not fenced: its primary would archive into the new lineage"
+                        .into(),
+            });
+        }
+        let objects = e.new_lineage_objects()?;
+        if !objects.is_empty() {
+            return Err(e.lineage_not_empty(objects));
+        }
+        Ok(())
+    }
+    fn run(&self, j: &Journal, _stop: &AtomicBool) -> Result<Value, Error> {
+        let e = self.0;
+        let old = e.old(j)?;
+        match (e.live()?, &old.uid) {
+            (Some(s), Some(uid)) if s.uid.as_ref() == Some(uid) => {
+                e.kube
+                    .delete_cnpg_cluster(&e.params.namespace, &e.params.cluster, uid)?;
+                Ok(value(Deleted {
+                    deleted: true,
+                    note: None,
+                }))
+            }
+            _ => Ok(value(Deleted {
+                deleted: false,
+                note: Some("the old Cluster was gone already".into()),
+            })),
         }
     }
-    fn run(&self, _: &Journal, _stop: &AtomicBool) -> Result<Value, Error> {
+    fn verify(&self, j: &Journal, _: &Value) -> Result<(), Error> {
+        // Gone, on its way out (foreground deletion), or already back with
+        // a new uid: anything but the old Cluster, unchanged.
         let e = self.0;
-        e.kube
-            .delete_cnpg_cluster(&e.params.namespace, &e.params.cluster)?;
-        Ok(json!({ "deleted_at": jiff::Timestamp::now().to_string() }))
-    }
-    fn verify(&self, _: &Journal, _: &Value) -> Result<(), Error> {
-        // Gone, on its way out (foreground deletion), or already back from
-        // Argo CD in recovery mode: anything but the old Cluster.
-        let e = self.0;
-        match e
-            .kube
-            .cnpg_cluster(&e.params.namespace, &e.params.cluster)?
-        {
-            Some(s) if s.healthy() && !s.terminating && !s.recovering_spec => {
+        let old = e.old(j)?;
+        match e.live()? {
+            Some(s) if s.uid == old.uid && old.uid.is_some() && !s.terminating => {
                 Err(Error::RefuseDelete {
                     reason: "the delete was accepted but the old Cluster is still there".into(),
                 })
@@ -199,6 +602,225 @@ impl Step for Delete<'_> {
     }
 }
 
+struct Recreate<'a>(&'a Env<'a>);
+impl Step for Recreate<'_> {
+    fn name(&self) -> &'static str {
+        "recreated"
+    }
+    fn describe(&self) -> String {
+        "Wait until Argo CD re-creates the Cluster (a new uid); without self-heal, start the sync that does".into()
+    }
+    fn run(&self, j: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
+        let e = self.0;
+        let a = &e.ctx.config.argocd;
+        let old = e.old(j)?;
+        let synced: Synced = output(j, "argocd-synced")?;
+        let grace = Duration::from_secs(a.self_heal_grace_secs);
+        let mut sync_started = false;
+        let polled = plan::poll_until(
+            self.name(),
+            Duration::from_secs(a.sync_timeout_secs),
+            (ms(a.poll_ms), MAX_POLL),
+            stop,
+            |elapsed| {
+                match e.live()? {
+                    Some(s) if s.uid != old.uid && !s.terminating => {
+                        return Ok(Poll::Ready(s.uid.unwrap_or_default()));
+                    }
+                    Some(s) if s.terminating => {
+                        return Ok(Poll::Waiting(
+                            "the old Cluster is being deleted (its pods and volumes first)".into(),
+                        ));
+                    }
+                    Some(_) => return Ok(Poll::Waiting("the old Cluster is still there".into())),
+                    None => {}
+                }
+                // Argo CD does not re-create a resource deleted at an
+                // already-synced revision without self-heal: start the sync.
+                if !sync_started && (!synced.self_heal || elapsed >= grace) {
+                    let app = e.kube.application(&a.namespace, &synced.application)?;
+                    if !app.operation_running {
+                        e.kube.sync_application(&a.namespace, &synced.application)?;
+                        sync_started = true;
+                        return Ok(Poll::Waiting(format!(
+                            "deleted; started a sync of Argo CD Application {}",
+                            synced.application
+                        )));
+                    }
+                }
+                Ok(Poll::Waiting(
+                    "deleted; waiting for Argo CD to re-create it".into(),
+                ))
+            },
+        )?;
+        match polled {
+            Ok(uid) => Ok(value(NewCluster { uid, sync_started })),
+            Err(t) => Err(Error::NotRecreated {
+                namespace: e.params.namespace.clone(),
+                name: e.params.cluster.clone(),
+                waited: t.waited,
+                last: t.last,
+            }),
+        }
+    }
+}
+
+/// What the live Cluster and its recovery Job say about a recovery.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// The re-created Cluster is healthy and its recovery Job complete.
+    Recovered,
+    /// CNPG gave up (PhaseUnrecoverable).
+    Unrecoverable(String),
+    /// CNPG's status names why the recovery cannot finish.
+    Failed(String),
+    /// The recovery Job's Failed condition is True.
+    JobFailed(String),
+    /// The Cluster runs with initdb: it was not re-created from the backup.
+    NotRecovery,
+    Waiting(String),
+}
+
+/// Judges one look at the Cluster and its Job. Pure: the rules in one
+/// place. `old_uid` is the Cluster that was deleted: its status, frozen
+/// while it terminates, says nothing about the recovery.
+pub fn judge(
+    state: Option<&ClusterState>,
+    job: Option<&JobState>,
+    old_uid: Option<&str>,
+) -> Verdict {
+    let Some(s) = state else {
+        return Verdict::Waiting("no Cluster (being re-created)".into());
+    };
+    if old_uid.is_some() && s.uid.as_deref() == old_uid {
+        return Verdict::Waiting(format!(
+            "still the old Cluster (uid {}){}",
+            old_uid.unwrap_or_default(),
+            if s.terminating { ", being deleted" } else { "" }
+        ));
+    }
+    if s.terminating {
+        return Verdict::Waiting("the Cluster is being deleted".into());
+    }
+    if s.unrecoverable() {
+        return Verdict::Unrecoverable(s.phase.clone().unwrap_or_default());
+    }
+    if let Some(j) = job
+        && j.failed_for_good
+    {
+        return Verdict::JobFailed(format!(
+            "Job {} failed{}",
+            j.name,
+            j.failed_message
+                .as_ref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        ));
+    }
+    if let Some(f) = s.failure() {
+        return Verdict::Failed(f);
+    }
+    if !s.recovering_spec {
+        return Verdict::NotRecovery;
+    }
+    // CNPG deletes a completed recovery Job; a failed one stays. A healthy
+    // re-created Cluster without its Job has completed it.
+    if s.healthy() && job.is_none_or(|j| j.complete) {
+        return Verdict::Recovered;
+    }
+    Verdict::Waiting(format!(
+        "{}{}",
+        s.describe(),
+        job.map(|j| format!(
+            "; job {}: {} active, {} succeeded, {} failed{}",
+            j.name,
+            j.active,
+            j.succeeded,
+            j.failed,
+            if j.failed > 0 && !j.failed_for_good {
+                " (Kubernetes retries)"
+            } else {
+                ""
+            }
+        ))
+        .unwrap_or_default()
+    ))
+}
+
+/// Watches a recovery until the re-created Cluster is healthy: the wait
+/// of `pg-recover --wait` and of `pg-revert --when-healthy`.
+pub fn watch_recovery(
+    ctx: &Context,
+    kube: &Kube,
+    old_uid: Option<&str>,
+    stop: &AtomicBool,
+) -> Result<ClusterState, Error> {
+    let pg = &ctx.config.postgres;
+    let (ns, name) = (&pg.namespace, &pg.cluster);
+    let job_name = format!("{name}-1-full-recovery");
+    let mut last_state = None;
+    let polled = plan::poll_until(
+        "recovered",
+        Duration::from_secs(pg.recovery_timeout_secs),
+        (ms(pg.health_poll_ms), MAX_POLL),
+        stop,
+        |_| {
+            let state = kube.cnpg_cluster(ns, name)?;
+            let job = kube.job(ns, &job_name)?;
+            let failed = |text: String| -> Error {
+                let log = kube.job_log_tail(ns, &job_name, 20).unwrap_or_default();
+                ClusterError::RecoveryFailed {
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                    text: if log.is_empty() {
+                        text
+                    } else {
+                        format!("{text}\n{log}")
+                    },
+                }
+                .into()
+            };
+            let verdict = judge(state.as_ref(), job.as_ref(), old_uid);
+            last_state = state.clone();
+            match verdict {
+                Verdict::Recovered => Ok(Poll::Ready(state.unwrap_or_default())),
+                Verdict::Unrecoverable(phase) => Err(failed(phase)),
+                Verdict::Failed(text) | Verdict::JobFailed(text) => Err(failed(text)),
+                Verdict::NotRecovery => Err(ClusterError::NotRecovered {
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                }
+                .into()),
+                Verdict::Waiting(seen) => {
+                    let pods = kube
+                        .pod_phases(ns, &format!("cnpg.io/cluster={name}"))
+                        .unwrap_or_default();
+                    Ok(Poll::Waiting(if pods.is_empty() {
+                        seen
+                    } else {
+                        format!(
+                            "{seen}; pods {}",
+                            pods.iter()
+                                .map(|(n, p)| format!("{n}={p}"))
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        )
+                    }))
+                }
+            }
+        },
+    )?;
+    polled.map_err(|t| {
+        ClusterError::Timeout {
+            namespace: ns.clone(),
+            name: name.clone(),
+            waited: t.waited,
+            last: t.last,
+        }
+        .into()
+    })
+}
+
 struct Recovered<'a>(&'a Env<'a>);
 impl Step for Recovered<'_> {
     fn name(&self) -> &'static str {
@@ -206,91 +828,94 @@ impl Step for Recovered<'_> {
     }
     fn describe(&self) -> String {
         format!(
-            "Watch the recovery (Job {}-1-full-recovery) until the Cluster is healthy",
+            "Watch the re-created Cluster and Job {}-1-full-recovery until the Cluster is healthy and the Job complete",
             self.0.params.cluster
         )
     }
-    fn run(&self, _: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
+    fn run(&self, j: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
+        let e = self.0;
+        let old = e.old(j)?;
+        let state = watch_recovery(e.ctx, &e.kube, old.uid.as_deref(), stop)?;
+        Ok(value(state))
+    }
+}
+
+struct TakeBackup<'a>(&'a Env<'a>);
+impl TakeBackup<'_> {
+    fn backup_name(&self, j: &Journal) -> String {
+        // Stable across a resume: from when the run started.
+        let started: String = j
+            .data
+            .started_at
+            .parse::<jiff::Timestamp>()
+            .map(crate::timearg::compact)
+            .unwrap_or_default()
+            .to_lowercase();
+        format!("{}-drgit-{started}", self.0.params.cluster)
+    }
+}
+impl Step for TakeBackup<'_> {
+    fn name(&self) -> &'static str {
+        "backup"
+    }
+    fn describe(&self) -> String {
+        format!(
+            "Take an on-demand Backup of {} and wait until it completes and ContinuousArchiving is True: the new lineage `{}` is recoverable at once",
+            self.0.params.cluster, self.0.params.new_lineage
+        )
+    }
+    fn run(&self, j: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
         let e = self.0;
         let pg = &e.ctx.config.postgres;
-        let start = Instant::now();
-        loop {
-            let state = e
-                .kube
-                .cnpg_cluster(&e.params.namespace, &e.params.cluster)?;
-            if let Some(s) = &state {
-                if let Some(failure) = s.failure() {
-                    return Err(ClusterError::RecoveryFailed {
-                        namespace: e.params.namespace.clone(),
-                        name: e.params.cluster.clone(),
-                        text: failure,
+        let ns = &e.params.namespace;
+        let name = self.backup_name(j);
+        let plugin = e.live()?.is_some_and(|s| s.plugin_backup);
+        e.kube.create_backup(ns, &name, &e.params.cluster, plugin)?;
+        let polled = plan::poll_until(
+            self.name(),
+            Duration::from_secs(pg.recovery_timeout_secs),
+            (ms(pg.health_poll_ms), MAX_POLL),
+            stop,
+            |_| {
+                let b = e.kube.backup_state(ns, &name)?;
+                let archiving = e.live()?.and_then(|s| s.continuous_archiving);
+                match b {
+                    Some(b) if b.phase.as_deref() == Some("failed") => {
+                        Err(ClusterError::BackupFailed {
+                            namespace: ns.clone(),
+                            name: name.clone(),
+                            error: b.error.unwrap_or_else(|| "no reason given".into()),
+                        }
+                        .into())
                     }
-                    .into());
+                    Some(b)
+                        if b.phase.as_deref() == Some("completed") && archiving == Some(true) =>
+                    {
+                        Ok(Poll::Ready(b))
+                    }
+                    other => Ok(Poll::Waiting(format!(
+                        "Backup {name}: {}; ContinuousArchiving {}",
+                        other
+                            .and_then(|b| b.phase)
+                            .unwrap_or_else(|| "not started".into()),
+                        match archiving {
+                            Some(true) => "True",
+                            Some(false) => "False",
+                            None => "not reported yet",
+                        }
+                    ))),
                 }
-                if s.healthy() && s.recovering_spec {
-                    return Ok(serde_json::to_value(s).unwrap_or_default());
-                }
+            },
+        )?;
+        match polled {
+            Ok(b) => Ok(value(b)),
+            Err(t) => Err(ClusterError::Timeout {
+                namespace: ns.clone(),
+                name: name.clone(),
+                waited: t.waited,
+                last: t.last,
             }
-            // The recovery Job and the pods tell what the Cluster's phase does not.
-            let job = e
-                .kube
-                .recovery_job(&e.params.namespace, &e.params.cluster)?;
-            if let Some(j) = &job
-                && j.active == 0
-                && j.succeeded == 0
-                && j.failed > 0
-            {
-                return Err(ClusterError::RecoveryFailed {
-                    namespace: e.params.namespace.clone(),
-                    name: e.params.cluster.clone(),
-                    text: format!(
-                        "Job {} failed{}",
-                        j.name,
-                        j.failed_message
-                            .as_ref()
-                            .map(|m| format!(": {m}"))
-                            .unwrap_or_default()
-                    ),
-                }
-                .into());
-            }
-            let pods = e
-                .kube
-                .cluster_pods(&e.params.namespace, &e.params.cluster)?;
-            let seen = format!(
-                "{}{}{}",
-                state
-                    .as_ref()
-                    .map(|s| s.describe())
-                    .unwrap_or_else(|| "not re-created yet".into()),
-                job.map(|j| format!(
-                    "; job {}: {} active, {} succeeded",
-                    j.name, j.active, j.succeeded
-                ))
-                .unwrap_or_default(),
-                if pods.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        "; pods {}",
-                        pods.iter()
-                            .map(|(n, p)| format!("{n}={p}"))
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    )
-                }
-            );
-            crate::progress(&format!("[{:>4}s] {seen}", start.elapsed().as_secs()));
-            if start.elapsed() > Duration::from_secs(pg.recovery_timeout_secs) {
-                return Err(ClusterError::Timeout {
-                    namespace: e.params.namespace.clone(),
-                    name: e.params.cluster.clone(),
-                    waited: start.elapsed(),
-                    last: seen,
-                }
-                .into());
-            }
-            plan::sleep(poll(pg.health_poll_ms), stop, self.name())?;
+            .into()),
         }
     }
 }
@@ -305,18 +930,10 @@ impl Step for RevertPr<'_> {
     }
     fn run(&self, _: &Journal, _stop: &AtomicBool) -> Result<Value, Error> {
         let e = self.0;
-        let repo = WorkRepo::open(&e.ctx.repo_dir)?;
         // The revert starts from what was merged, not from the local branch.
-        let tracked = match &e.ctx.config.git.tracked_branch {
-            Some(b) => b.clone(),
-            None => match &e.gh {
-                Some(gh) => gh.default_branch()?,
-                None => "main".into(),
-            },
-        };
-        repo.switch_to_remote_branch(
+        e.repo.switch_to_remote_branch(
             &e.ctx.config.git.remote,
-            &tracked,
+            &e.tracked,
             &e.ctx.config.postgres.manifest,
         )?;
         let outcome = super::pg_revert::run(
@@ -330,7 +947,7 @@ impl Step for RevertPr<'_> {
                 when_healthy: false,
             },
         )?;
-        Ok(serde_json::to_value(outcome.published).unwrap_or_default())
+        Ok(value(outcome.published))
     }
 }
 
@@ -356,14 +973,14 @@ fn confirm(yes: bool, cluster: &str) -> impl Fn(&str) -> Result<(), Error> + '_ 
     }
 }
 
-/// Starts the wait after a published recovery.
+/// Starts the wait after a published (or, with `--direct`, committed) recovery.
 pub fn start(ctx: &Context, repo: &WorkRepo, params: Params, yes: bool) -> Result<Value, Error> {
     let journal = Journal::create(
         &repo.git_dir(),
         JournalData {
             scenario: "pg-recover-wait".into(),
             started_at: jiff::Timestamp::now().to_string(),
-            params: serde_json::to_value(&params).unwrap_or_default(),
+            params: value(&params),
             steps: Vec::new(),
         },
     )?;
@@ -378,11 +995,14 @@ pub fn resume(ctx: &Context, yes: bool) -> Result<Value, Error> {
 }
 
 fn drive(ctx: &Context, mut journal: Journal, yes: bool) -> Result<Value, Error> {
-    let params: Params =
+    let mut params: Params =
         serde_json::from_value(journal.data.params.clone()).map_err(|e| Error::State {
             path: "journal".into(),
             detail: e.to_string(),
         })?;
+    if params.manifest.as_os_str().is_empty() {
+        params.manifest = ctx.config.postgres.manifest.clone();
+    }
     let kube = Kube::connect(ctx.kubeconfig.as_deref(), ctx.kube_context.as_deref())?;
     let repo = WorkRepo::open(&ctx.repo_dir)?;
     let gh = if params.pr.is_some() || params.auto_revert {
@@ -393,6 +1013,14 @@ fn drive(ctx: &Context, mut journal: Journal, yes: bool) -> Result<Value, Error>
     } else {
         None
     };
+    let tracked = match (&ctx.config.git.tracked_branch, &params.direct_branch, &gh) {
+        (Some(b), _, _) => b.clone(),
+        (None, Some(b), _) => b.clone(),
+        (None, None, Some(gh)) => gh.default_branch()?,
+        (None, None, None) => repo
+            .remote_default_branch(&ctx.config.git.remote)?
+            .unwrap_or_else(|| "main".into()),
+    };
     let auto_revert =
         params.auto_revert || AutoRevert::load(&repo).is_some_and(|i| i.cluster == params.cluster);
     let cluster = params.cluster.clone();
@@ -400,16 +1028,24 @@ fn drive(ctx: &Context, mut journal: Journal, yes: bool) -> Result<Value, Error>
         ctx,
         kube,
         gh,
+        repo,
+        tracked,
         params,
     };
-    let (merged, synced, delete, recovered, revert) = (
-        Merged(&env),
-        Synced(&env),
+    let (switch, fence, merge, synced, delete, recreated, recovered, backup, revert) = (
+        SwitchWal(&env),
+        Fence(&env),
+        Merge(&env),
+        ArgoSynced(&env),
         Delete(&env),
+        Recreate(&env),
         Recovered(&env),
+        TakeBackup(&env),
         RevertPr(&env),
     );
-    let mut steps: Vec<&dyn Step> = vec![&merged, &synced, &delete, &recovered];
+    let mut steps: Vec<&dyn Step> = vec![
+        &switch, &fence, &merge, &synced, &delete, &recreated, &recovered, &backup,
+    ];
     if auto_revert {
         steps.push(&revert);
     }
@@ -432,7 +1068,7 @@ fn drive(ctx: &Context, mut journal: Journal, yes: bool) -> Result<Value, Error>
         &confirm(yes, &cluster),
         plan::stop_flag(),
     )?;
-    let summary = serde_json::to_value(&journal.data).unwrap_or_default();
+    let summary = value(&journal.data);
     journal.close();
     Ok(summary)
 }
@@ -443,8 +1079,112 @@ pub fn status(ctx: &Context) -> Result<Option<JournalData>, Error> {
     if let Some(j) = Journal::load(&repo.git_dir())? {
         return Ok(Some(j.data));
     }
+    Ok(last_done(&repo))
+}
+
+fn last_done(repo: &WorkRepo) -> Option<JournalData> {
     let done = Journal::path_in(&repo.git_dir()).with_file_name("journal.done.json");
-    Ok(std::fs::read_to_string(done)
+    std::fs::read_to_string(done)
         .ok()
-        .and_then(|t| serde_json::from_str(&t).ok()))
+        .and_then(|t| serde_json::from_str(&t).ok())
+}
+
+/// The uid of the Cluster a recovery run deleted (current or last run),
+/// for `pg-revert --when-healthy`: the status of that Cluster says nothing
+/// about the recovery.
+pub fn deleted_uid(repo: &WorkRepo) -> Option<String> {
+    let data = Journal::load(&repo.git_dir())
+        .ok()
+        .flatten()
+        .map(|j| j.data)
+        .or_else(|| last_done(repo))?;
+    data.steps
+        .iter()
+        .find(|s| s.name == "switch-wal")
+        .and_then(|s| s.output["uid"].as_str().map(str::to_string))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(uid: &str, phase: &str, healthy: bool) -> ClusterState {
+        ClusterState {
+            uid: Some(uid.into()),
+            phase: Some(phase.into()),
+            ready: healthy,
+            ready_instances: if healthy { 2 } else { 0 },
+            instances: 2,
+            recovering_spec: true,
+            ..ClusterState::default()
+        }
+    }
+
+    fn job(complete: bool, failed: i32, for_good: bool) -> JobState {
+        JobState {
+            name: "pg-1-full-recovery".into(),
+            complete,
+            failed,
+            failed_for_good: for_good,
+            failed_message: for_good.then(|| "BackoffLimitExceeded".into()),
+            ..JobState::default()
+        }
+    }
+
+    #[test]
+    fn the_old_clusters_frozen_status_is_not_a_recovery() {
+        let mut old = cluster("old", "Cluster in healthy state", true);
+        old.terminating = true;
+        assert!(matches!(
+            judge(Some(&old), None, Some("old")),
+            Verdict::Waiting(_)
+        ));
+        old.terminating = false;
+        assert!(matches!(
+            judge(Some(&old), None, Some("old")),
+            Verdict::Waiting(_)
+        ));
+        let new = cluster("new", "Cluster in healthy state", true);
+        assert_eq!(judge(Some(&new), None, Some("old")), Verdict::Recovered);
+    }
+
+    #[test]
+    fn the_job_decides_only_by_its_conditions() {
+        let healthy = cluster("new", "Cluster in healthy state", true);
+        let setting_up = cluster("new", "Setting up primary", false);
+        // Failed pods are retried: not a failure.
+        assert!(matches!(
+            judge(Some(&setting_up), Some(&job(false, 3, false)), Some("old")),
+            Verdict::Waiting(w) if w.contains("Kubernetes retries")
+        ));
+        assert!(matches!(
+            judge(Some(&setting_up), Some(&job(false, 6, true)), Some("old")),
+            Verdict::JobFailed(_)
+        ));
+        // Healthy, but the Job still runs: wait; complete (or cleaned up): done.
+        assert!(matches!(
+            judge(Some(&healthy), Some(&job(false, 0, false)), Some("old")),
+            Verdict::Waiting(_)
+        ));
+        assert_eq!(
+            judge(Some(&healthy), Some(&job(true, 1, false)), Some("old")),
+            Verdict::Recovered
+        );
+    }
+
+    #[test]
+    fn cnpg_failures_and_initdb_are_named() {
+        let u = cluster(
+            "new",
+            "Cluster is unrecoverable and needs manual intervention",
+            false,
+        );
+        assert!(matches!(
+            judge(Some(&u), None, None),
+            Verdict::Unrecoverable(_)
+        ));
+        let mut i = cluster("new", "Cluster in healthy state", true);
+        i.recovering_spec = false;
+        assert_eq!(judge(Some(&i), None, None), Verdict::NotRecovery);
+    }
 }

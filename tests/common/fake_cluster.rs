@@ -1,14 +1,42 @@
 //! A FAKE Kubernetes API server that plays Argo CD and CloudNativePG for
-//! the real kube client: an Argo CD Application that, when asked for a hard
-//! refresh, syncs the tracked branch of a real bare Git repository and
-//! applies the Cluster's bootstrap from it; a CNPG Cluster that, once
-//! deleted, is re-created (as Argo CD would) and walks through recovery
-//! phases to healthy, or to CNPG's failure texts. Every request is recorded
-//! with the time it came. A stand-in: no API server can run here.
+//! the real kube client, by the rules of the real systems that matter to a
+//! recovery (each rule below names its source). A stand-in: no API server
+//! can run here. Every request is recorded with the time it came.
+//!
+//! Argo CD (argoproj/argo-cd):
+//! * A1 `status.sync.revision` is the tracked branch's head at the last
+//!   comparison (controller/state.go): the fake reads `main` of a real bare
+//!   Git repository at every refresh and every read of the Application.
+//! * A2 automated sync applies a new revision: it patches the live objects
+//!   and creates missing ones (controller/appcontroller.go `autoSync`).
+//! * A3 a resource deleted from the cluster comes back at an already-synced
+//!   revision only with `selfHeal`, or when a sync is started by setting
+//!   `operation` (appcontroller.go: "Skipping auto-sync: most recent sync
+//!   already to …"; docs/user-guide/sync-kubectl.md).
+//!
+//! CloudNativePG (cloudnative-pg):
+//! * C1 a running, unfenced primary archives under the live spec's
+//!   serverName, read at each WAL file (barman-cloud-wal-archive gets it
+//!   per call): once Argo CD applies a new serverName, the next segment
+//!   goes there (at archive_timeout; the fake archives at once).
+//! * C2 fencing (`cnpg.io/fencedInstances: '["*"]'`, docs/src/fencing.md)
+//!   stops PostgreSQL: no archiving, and psql in the pod fails.
+//! * C3 a Cluster with a deletionTimestamp keeps its last status: the
+//!   reconciler returns early for it (internal/controller/
+//!   cluster_controller.go); foreground deletion removes it only after its
+//!   pods and volumes.
+//! * C4 the recovery Job has no backoffLimit of CNPG's own (Kubernetes'
+//!   default 6): failed pods are retried and the Job is Failed only when
+//!   its `Failed` condition is True; CNPG's reason ("Expected empty
+//!   archive" from barman-cloud-check-wal-archive when the new lineage
+//!   holds objects) is in the pod's log only. A completed Job is deleted by
+//!   CNPG (internal/controller/cluster_cleanup.go).
+//! * C5 an on-demand Backup goes pending → running → completed, and
+//!   `ContinuousArchiving` is True once WAL archiving works.
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -20,15 +48,27 @@ pub struct Behaviour {
     pub never_sync: bool,
     /// Argo CD syncs but the live Cluster keeps its old spec.
     pub keep_old_spec: bool,
-    /// GETs answered 404 after the delete, before the re-creation.
-    pub recreate_after: u32,
+    /// `spec.syncPolicy.automated.selfHeal` of the Application (A3).
+    pub self_heal: bool,
+    /// Argo CD reports Synced at the revision it synced last even though
+    /// `main` moved on (a cached comparison: the revision says which).
+    pub stale_revision: bool,
+    /// Someone pushes an unrelated commit to `main` right after the
+    /// recovery commit lands there (A1: the revision moves on).
+    pub push_after_merge: bool,
+    /// GETs a deleted Cluster stays, terminating with its last status (C3).
+    pub terminating_gets: u32,
     /// Phases the re-created Cluster walks through, one per GET.
     pub phases: Vec<(&'static str, Option<&'static str>)>,
-    /// The recovery Job fails with this message.
+    /// Failed pods of the recovery Job before it succeeds (C4).
+    pub job_retries: u32,
+    /// The recovery Job fails for good, its pod logging this (C4).
     pub job_fails: Option<&'static str>,
+    /// The on-demand Backup fails with this error (C5).
+    pub backup_fails: Option<&'static str>,
     /// Secret `database/r2-backup-credentials` (credential, password).
     pub secret: Option<(&'static str, &'static str)>,
-    /// What `exec` in a pod prints and returns: (stdout, stderr, exit code).
+    /// What `exec` of anything but psql prints: (stdout, stderr, exit code).
     pub exec: fn(&[String]) -> (String, String, i32),
 }
 
@@ -59,30 +99,67 @@ impl Default for Behaviour {
         Behaviour {
             never_sync: false,
             keep_old_spec: false,
-            recreate_after: 2,
+            self_heal: true,
+            stale_revision: false,
+            push_after_merge: false,
+            terminating_gets: 2,
             phases: vec![
                 ("Setting up primary", None),
                 ("Waiting for the instances to become active", None),
                 ("Cluster in healthy state", None),
             ],
+            job_retries: 0,
             job_fails: None,
+            backup_fails: None,
             secret: None,
             exec: default_exec,
         }
     }
 }
 
+/// The live CNPG Cluster.
+#[derive(Debug, Clone)]
+pub struct Live {
+    pub uid: String,
+    pub recovery: bool,
+    pub server_name: String,
+    pub fenced: bool,
+    /// Set by the delete: GETs left before it is gone (C3).
+    pub terminating: Option<u32>,
+    /// Created by Argo CD after a delete (it recovers), or the original.
+    pub recreated: bool,
+    /// The new lineage held objects when it bootstrapped (C4).
+    pub archive_not_empty: bool,
+    pub phase_index: usize,
+    /// Its last status, frozen once it is being deleted (C3).
+    pub status: Value,
+    pub job_polls: u32,
+    pub job_cleaned: bool,
+}
+
 pub struct State {
     pub behaviour: Behaviour,
     pub requests: Vec<(Instant, String)>,
+    /// The revision Argo CD synced last (A1).
     pub synced: Option<String>,
-    pub recovery_spec: bool,
-    pub deleted: bool,
-    pub gets_since_delete: u32,
-    pub phase_index: usize,
+    pub cluster: Option<Live>,
+    pub uids: u32,
     pub deletes: u32,
+    pub fences: u32,
+    pub syncs_started: u32,
+    pub pushed_after: bool,
+    /// Objects the fake primary archived: store keys.
+    pub archived: Vec<String>,
+    pub last_archived_wal: Option<String>,
+    pub backups: Vec<(String, u32)>,
     /// Forced answers: (request containing, status) for the next matching request.
     pub faults: Vec<(String, u16)>,
+}
+
+impl State {
+    pub fn recovery_spec(&self) -> bool {
+        self.cluster.as_ref().is_some_and(|c| c.recovery)
+    }
 }
 
 pub struct FakeCluster {
@@ -103,71 +180,405 @@ impl Drop for FakeCluster {
 
 const APP: &str = "/apis/argoproj.io/v1alpha1/namespaces/argocd/applications";
 const CLUSTER: &str = "/apis/postgresql.cnpg.io/v1/namespaces/database/clusters/shared-pg";
+const BACKUPS: &str = "/apis/postgresql.cnpg.io/v1/namespaces/database/backups";
+const JOB: &str = "shared-pg-1-full-recovery";
+const MANIFEST: &str = "manifests/database/shared-pg.yaml";
 
-fn application(st: &State) -> Value {
+struct World {
+    bare: PathBuf,
+    store: Option<PathBuf>,
+}
+
+fn application(st: &State, head: Option<&str>) -> Value {
+    let in_sync = st.synced.is_some()
+        && (st.behaviour.stale_revision || st.synced.as_deref() == head)
+        && st.cluster.as_ref().is_some_and(|c| c.terminating.is_none());
     json!({
         "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
         "metadata": {"name": "database", "namespace": "argocd", "resourceVersion": "7"},
-        "spec": {"project": "default", "source": {"repoURL": "https://github.example/home/home-cluster.git", "path": "manifests/database", "targetRevision": "main"}},
+        "spec": {"project": "default",
+                 "source": {"repoURL": "https://github.example/home/home-cluster.git", "path": "manifests/database", "targetRevision": "main"},
+                 "syncPolicy": {"automated": {"prune": true, "selfHeal": st.behaviour.self_heal}}},
         "status": {
-            "sync": {"status": if st.synced.is_some() { "Synced" } else { "OutOfSync" }, "revision": st.synced.clone().unwrap_or_else(|| "0000000000000000000000000000000000000000".into())},
+            "sync": {"status": if in_sync { "Synced" } else { "OutOfSync" }, "revision": st.synced.clone().unwrap_or_else(|| "0000000000000000000000000000000000000000".into())},
             "health": {"status": "Healthy"}
         }
     })
 }
 
-fn cluster(phase: &str, reason: Option<&str>, recovery: bool, healthy: bool) -> Value {
-    let bootstrap = if recovery {
+fn status(phase: &str, reason: Option<&str>, healthy: bool, archiving: bool) -> Value {
+    json!({
+        "phase": phase, "phaseReason": reason.unwrap_or(""),
+        "readyInstances": if healthy { 2 } else { 0 }, "instances": 2,
+        "currentPrimary": "shared-pg-1",
+        "conditions": [
+            {"type": "Ready", "status": if healthy { "True" } else { "False" }, "message": reason.unwrap_or("")},
+            {"type": "ContinuousArchiving", "status": if archiving { "True" } else { "False" }}
+        ]
+    })
+}
+
+fn cluster_json(c: &Live) -> Value {
+    let bootstrap = if c.recovery {
         json!({"recovery": {"source": "shared-pg-backup"}})
     } else {
         json!({"initdb": {"database": "app"}})
     };
+    let mut meta =
+        json!({"name": "shared-pg", "namespace": "database", "resourceVersion": "3", "uid": c.uid});
+    if c.fenced {
+        meta["annotations"] = json!({"cnpg.io/fencedInstances": "[\"*\"]"});
+    }
+    if c.terminating.is_some() {
+        meta["deletionTimestamp"] = json!("2026-11-26T04:00:00Z");
+        meta["finalizers"] = json!(["foregroundDeletion"]);
+    }
     json!({
         "apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
-        "metadata": {"name": "shared-pg", "namespace": "database", "resourceVersion": "3"},
-        "spec": {"instances": 2, "bootstrap": bootstrap},
-        "status": {
-            "phase": phase, "phaseReason": reason.unwrap_or(""),
-            "readyInstances": if healthy { 2 } else { 0 }, "instances": 2,
-            "conditions": [{"type": "Ready", "status": if healthy { "True" } else { "False" }, "message": reason.unwrap_or("")}]
-        }
+        "metadata": meta,
+        "spec": {"instances": 2, "bootstrap": bootstrap,
+                 "backup": {"barmanObjectStore": {"destinationPath": "s3://home-cluster-backup/cnpg/", "serverName": c.server_name}}},
+        "status": c.status
     })
 }
 
+fn git(bare: &Path, args: &[&str]) -> Option<String> {
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(bare)
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// What the manifest at `rev` says: (bootstrap is recovery, serverName of
+/// the Cluster's own backups). Read from the fixture's layout: the backup's
+/// `serverName` is the one before `externalClusters:`.
+fn manifest_at(bare: &Path, rev: &str) -> (bool, String) {
+    let text = git(bare, &["show", &format!("{rev}:{MANIFEST}")]).unwrap_or_default();
+    let own = text.split("externalClusters:").next().unwrap_or_default();
+    let server = own
+        .lines()
+        .find_map(|l| l.strip_prefix("      serverName: "))
+        .unwrap_or("shared-pg")
+        .trim()
+        .to_string();
+    (text.contains("    recovery:"), server)
+}
+
+/// Another person's commit on `main`, touching another file.
+fn push_unrelated(bare: &Path) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("w");
+    let run = |args: &[&str], cwd: &Path| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(cwd)
+            .env("GIT_AUTHOR_NAME", "Someone")
+            .env("GIT_AUTHOR_EMAIL", "someone@example.com")
+            .env("GIT_COMMITTER_NAME", "Someone")
+            .env("GIT_COMMITTER_EMAIL", "someone@example.com")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(
+        &["clone", "-q", bare.to_str().unwrap(), dir.to_str().unwrap()],
+        tmp.path(),
+    );
+    std::fs::write(dir.join("NOTES.md"), "unrelated change during the outage\n").unwrap();
+    run(&["add", "NOTES.md"], &dir);
+    run(&["commit", "-qm", "unrelated"], &dir);
+    run(&["push", "-q", "origin", "HEAD:main"], &dir);
+}
+
+impl World {
+    /// The primary archives one WAL segment under `lineage` (C1); returns
+    /// its name. Real (synthetic) WAL, so that drgit can read it back.
+    fn archive(&self, st: &mut State, lineage: &str) -> Option<String> {
+        let store = self.store.as_ref()?;
+        let dir = store.join(format!("cnpg/{lineage}/wals/0000000100000000"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let next = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| {
+                let n = e.unwrap().file_name().to_string_lossy().into_owned();
+                (n.len() == 27).then(|| u64::from_str_radix(&n[16..24], 16).ok())?
+            })
+            .max()
+            .map_or(1, |m| m + 1);
+        let name = format!("0000000100000000{next:08X}");
+        let commit: jiff::Timestamp = "2026-11-26T03:59:00Z".parse().unwrap();
+        std::fs::write(
+            dir.join(format!("{name}.gz")),
+            super::walgen::segment_gz(&name, &[commit]),
+        )
+        .unwrap();
+        st.archived
+            .push(format!("cnpg/{lineage}/wals/0000000100000000/{name}.gz"));
+        st.last_archived_wal = Some(name.clone());
+        Some(name)
+    }
+
+    fn lineage_empty(&self, lineage: &str) -> bool {
+        let Some(store) = &self.store else {
+            return true;
+        };
+        let dir = store.join(format!("cnpg/{lineage}"));
+        !dir.exists() || walk_count(&dir) == 0
+    }
+
+    fn new_cluster(&self, st: &mut State, recovery: bool, server_name: String, recreated: bool) {
+        st.uids += 1;
+        let archive_not_empty = recovery && recreated && !self.lineage_empty(&server_name);
+        st.cluster = Some(Live {
+            uid: format!("00000000-0000-0000-0000-{:012}", st.uids),
+            recovery,
+            server_name,
+            fenced: false,
+            terminating: None,
+            recreated,
+            archive_not_empty,
+            phase_index: 0,
+            status: status("Cluster in healthy state", None, true, true),
+            job_polls: 0,
+            job_cleaned: false,
+        });
+    }
+
+    /// Argo CD compares and, being automated, syncs (A1, A2, A3).
+    fn reconcile(&self, st: &mut State) {
+        if st.behaviour.never_sync {
+            return;
+        }
+        let Some(mut head) = git(&self.bare, &["rev-parse", "main"]) else {
+            return;
+        };
+        let (recovery, server) = manifest_at(&self.bare, &head);
+        if recovery && st.behaviour.push_after_merge && !st.pushed_after {
+            push_unrelated(&self.bare);
+            st.pushed_after = true;
+            head = git(&self.bare, &["rev-parse", "main"]).unwrap_or(head);
+        }
+        let new_revision = st.synced.as_deref() != Some(head.as_str());
+        let missing = st.cluster.is_none();
+        if new_revision {
+            st.synced = Some(head);
+            match st.cluster.as_mut() {
+                Some(c) if c.terminating.is_none() => {
+                    if !st.behaviour.keep_old_spec {
+                        let lineage_changed = c.server_name != server;
+                        c.recovery = recovery;
+                        c.server_name = server.clone();
+                        // C1: the running primary's next segment goes to the new lineage.
+                        if lineage_changed && !c.fenced {
+                            self.archive(st, &server);
+                        }
+                    }
+                }
+                Some(_) => {} // applying to an object being deleted changes nothing
+                None => self.new_cluster(st, recovery, server, true),
+            }
+        } else if missing && st.behaviour.self_heal {
+            self.new_cluster(st, recovery, server, true);
+        }
+    }
+
+    /// One GET of the Cluster: a terminating one counts down (C3), a
+    /// re-created one walks its phases.
+    fn get_cluster(&self, st: &mut State) -> Option<Value> {
+        let c = st.cluster.as_mut()?;
+        if let Some(left) = c.terminating.as_mut() {
+            if *left == 0 {
+                st.cluster = None;
+                return None;
+            }
+            *left -= 1;
+            return Some(cluster_json(c));
+        }
+        if c.recreated {
+            let phases = &st.behaviour.phases;
+            let failing = c.archive_not_empty || st.behaviour.job_fails.is_some();
+            let i = c.phase_index.min(phases.len() - 1);
+            let (phase, reason) = if failing { phases[0] } else { phases[i] };
+            c.phase_index += 1;
+            let healthy = !failing && phase == "Cluster in healthy state";
+            c.status = status(phase, reason, healthy, healthy);
+        }
+        Some(cluster_json(c))
+    }
+
+    /// The recovery Job of a re-created Cluster (C4).
+    fn job(&self, st: &mut State) -> Option<Value> {
+        let b = &st.behaviour;
+        let c = st.cluster.as_mut()?;
+        if !c.recreated || !c.recovery || c.terminating.is_some() || c.job_cleaned {
+            return None;
+        }
+        c.job_polls += 1;
+        let fails_for_good = c.archive_not_empty || b.job_fails.is_some();
+        let failed_pods = c
+            .job_polls
+            .min(if fails_for_good { 6 } else { b.job_retries });
+        let done = c.phase_index >= b.phases.len() && !fails_for_good;
+        let status = if fails_for_good && c.job_polls > 3 {
+            json!({"failed": 6, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]})
+        } else if done {
+            if c.job_polls > b.phases.len() as u32 + 2 {
+                c.job_cleaned = true; // CNPG deletes completed Jobs
+            }
+            json!({"succeeded": 1, "failed": failed_pods, "conditions": [{"type": "Complete", "status": "True"}]})
+        } else {
+            json!({"active": 1, "failed": failed_pods})
+        };
+        Some(json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": JOB, "namespace": "database",
+                          "ownerReferences": [{"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster", "name": "shared-pg", "uid": c.uid, "controller": true}]},
+            "spec": {"template": {"spec": {"containers": []}}},
+            "status": status
+        }))
+    }
+
+    fn job_log(&self, st: &State) -> String {
+        let lineage = st
+            .cluster
+            .as_ref()
+            .map(|c| c.server_name.clone())
+            .unwrap_or_default();
+        match (
+            st.behaviour.job_fails,
+            st.cluster.as_ref().is_some_and(|c| c.archive_not_empty),
+        ) {
+            (_, true) => format!(
+                "{{\"level\":\"info\",\"msg\":\"Starting barman-cloud-check-wal-archive\"}}\nERROR: WAL archive check failed for server {lineage}: Expected empty archive\n{{\"level\":\"error\",\"msg\":\"unexpected failure invoking barman-cloud-wal-archive: exit status 1\"}}\n"
+            ),
+            (Some(text), false) => format!("{{\"level\":\"error\",\"msg\":\"{text}\"}}\n"),
+            _ => "{\"level\":\"info\",\"msg\":\"restore completed\"}\n".into(),
+        }
+    }
+
+    fn psql(&self, st: &mut State, sql: &str) -> (String, String, i32) {
+        let running = st
+            .cluster
+            .as_ref()
+            .is_some_and(|c| !c.fenced && c.terminating.is_none());
+        if !running {
+            // C2: a fenced instance's PostgreSQL is down.
+            return (
+                String::new(),
+                "psql: error: connection to server on socket \"/controller/run/.s.PGSQL.5432\" failed: No such file or directory\n".into(),
+                2,
+            );
+        }
+        if sql.contains("pg_switch_wal()") {
+            let lineage = st
+                .cluster
+                .as_ref()
+                .map(|c| c.server_name.clone())
+                .unwrap_or_default();
+            // The switch completes the current segment; archived at once.
+            let name = self.archive(st, &lineage).unwrap_or_default();
+            (format!("{name}\n"), String::new(), 0)
+        } else if sql.contains("pg_stat_archiver") {
+            (
+                format!("{}\n", st.last_archived_wal.clone().unwrap_or_default()),
+                String::new(),
+                0,
+            )
+        } else {
+            (String::new(), format!("ERROR: unexpected query {sql}\n"), 1)
+        }
+    }
+}
+
+fn walk_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    if e.path().is_dir() {
+                        walk_count(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 impl FakeCluster {
-    /// Argo CD tracks `main` of the bare repository `bare`.
+    /// Argo CD tracks `main` of the bare repository `bare`; no store.
     pub fn start(bare: PathBuf, behaviour: Behaviour) -> FakeCluster {
+        Self::start_with_store(bare, None, behaviour)
+    }
+
+    /// With the backup store (a local mirror) the fake primary archives into.
+    pub fn start_with_store(
+        bare: PathBuf,
+        store: Option<PathBuf>,
+        behaviour: Behaviour,
+    ) -> FakeCluster {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
         let port = server.server_addr().to_ip().unwrap().port();
-        let state = Arc::new(Mutex::new(State {
+        let world = World { bare, store };
+        let mut st = State {
             behaviour,
             requests: Vec::new(),
             synced: None,
-            recovery_spec: false,
-            deleted: false,
-            gets_since_delete: 0,
-            phase_index: 0,
+            cluster: None,
+            uids: 0,
             deletes: 0,
+            fences: 0,
+            syncs_started: 0,
+            pushed_after: false,
+            archived: Vec::new(),
+            last_archived_wal: None,
+            backups: Vec::new(),
             faults: Vec::new(),
-        }));
+        };
+        // The Cluster as it runs before the outage: initdb, own lineage.
+        world.new_cluster(&mut st, false, "shared-pg".into(), false);
+        if let Some(head) = git(&world.bare, &["rev-parse", "main"]) {
+            st.synced = Some(head);
+        }
+        let state = Arc::new(Mutex::new(st));
         let (s2, st2) = (server.clone(), state.clone());
         let thread = std::thread::spawn(move || {
             for mut req in s2.incoming_requests() {
-                if req
-                    .url()
-                    .split('?')
-                    .next()
-                    .unwrap_or_default()
-                    .ends_with("/exec")
-                {
-                    let exec = st2.lock().unwrap().behaviour.exec;
-                    serve_exec(req, exec);
+                let path = req.url().split('?').next().unwrap_or_default().to_string();
+                if path.ends_with("/exec") {
+                    let cmd = exec_command(req.url());
+                    let answer = {
+                        let mut st = st2.lock().unwrap();
+                        st.requests
+                            .push((Instant::now(), format!("EXEC {}", cmd.join(" "))));
+                        if cmd.first().map(String::as_str) == Some("psql") {
+                            let sql = cmd.last().cloned().unwrap_or_default();
+                            world.psql(&mut st, &sql)
+                        } else {
+                            (st.behaviour.exec)(&cmd)
+                        }
+                    };
+                    serve_exec(req, &cmd, answer);
                     continue;
                 }
                 let mut body = String::new();
                 let _ = req.as_reader().read_to_string(&mut body);
                 let method = req.method().as_str().to_string();
-                let path = req.url().split('?').next().unwrap_or_default().to_string();
+                let query = req
+                    .url()
+                    .split_once('?')
+                    .map(|(_, q)| q.to_string())
+                    .unwrap_or_default();
                 let (status, value) = {
                     let mut st = st2.lock().unwrap();
                     let line = format!("{method} {path}");
@@ -189,14 +600,20 @@ impl FakeCluster {
                                 json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code, "message": "injected"}),
                             )
                         }
-                        None => handle(&mut st, &bare, &method, &path, &body),
+                        None => handle(&world, &mut st, &method, &path, &query, &body),
                     }
                 };
-                let mut resp =
-                    tiny_http::Response::from_string(value.to_string()).with_status_code(status);
-                resp.add_header(
-                    tiny_http::Header::from_bytes("Content-Type", "application/json").unwrap(),
-                );
+                let text = match &value {
+                    Value::String(s) => s.clone(),
+                    v => v.to_string(),
+                };
+                let mut resp = tiny_http::Response::from_string(text).with_status_code(status);
+                let ctype = if value.is_string() {
+                    "text/plain"
+                } else {
+                    "application/json"
+                };
+                resp.add_header(tiny_http::Header::from_bytes("Content-Type", ctype).unwrap());
                 let _ = req.respond(resp);
             }
         });
@@ -234,106 +651,125 @@ impl FakeCluster {
             .unwrap()
             .requests
             .iter()
-            .find(|(_, r)| r == what)
+            .find(|(_, r)| r.starts_with(what))
             .map(|(t, _)| *t)
     }
 }
 
-fn not_found() -> (u16, Value) {
+fn not_found(what: &str) -> (u16, Value) {
     (
         404,
-        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "NotFound", "code": 404, "message": "clusters.postgresql.cnpg.io \"shared-pg\" not found"}),
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "NotFound", "code": 404, "message": format!("{what} not found")}),
     )
 }
 
 fn handle(
+    w: &World,
     st: &mut State,
-    bare: &std::path::Path,
     method: &str,
     path: &str,
-    _body: &str,
+    query: &str,
+    body: &str,
 ) -> (u16, Value) {
+    let head = || git(&w.bare, &["rev-parse", "main"]);
     match (method, path) {
-        ("GET", APP) => (
-            200,
-            json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "ApplicationList", "metadata": {"resourceVersion": "7"}, "items": [application(st)]}),
-        ),
-        ("GET", p) if p == format!("{APP}/database") => (200, application(st)),
+        ("GET", APP) => {
+            w.reconcile(st);
+            (
+                200,
+                json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "ApplicationList", "metadata": {"resourceVersion": "7"}, "items": [application(st, head().as_deref())]}),
+            )
+        }
+        ("GET", p) if p == format!("{APP}/database") => {
+            w.reconcile(st);
+            (200, application(st, head().as_deref()))
+        }
         ("PATCH", p) if p == format!("{APP}/database") => {
-            // A hard refresh: Argo CD syncs the tracked branch and applies it.
-            if !st.behaviour.never_sync {
-                let rev = Command::new("git")
-                    .args(["--git-dir", bare.to_str().unwrap(), "rev-parse", "main"])
-                    .output()
-                    .unwrap();
-                st.synced = Some(String::from_utf8_lossy(&rev.stdout).trim().to_string());
-                let manifest = Command::new("git")
-                    .args([
-                        "--git-dir",
-                        bare.to_str().unwrap(),
-                        "show",
-                        "main:manifests/database/shared-pg.yaml",
-                    ])
-                    .output()
-                    .unwrap();
-                if !st.behaviour.keep_old_spec {
-                    st.recovery_spec =
-                        String::from_utf8_lossy(&manifest.stdout).contains("    recovery:");
+            let patch: Value = serde_json::from_str(body).unwrap_or_default();
+            if patch["operation"]["sync"].is_object() {
+                // A3: a sync started by hand applies everything, creating
+                // what is missing.
+                st.syncs_started += 1;
+                if st.cluster.is_none()
+                    && !st.behaviour.never_sync
+                    && let Some(h) = head()
+                {
+                    let (recovery, server) = manifest_at(&w.bare, &h);
+                    w.new_cluster(st, recovery, server, true);
+                    st.synced = Some(h);
                 }
+            } else {
+                w.reconcile(st); // a hard refresh compares at once
             }
-            (200, application(st))
+            (200, application(st, head().as_deref()))
         }
         ("GET", CLUSTER) => {
-            if !st.deleted {
-                return (
-                    200,
-                    cluster("Cluster in healthy state", None, st.recovery_spec, true),
-                );
+            // Argo CD's controller runs on its own: it compares (and
+            // self-heals) whether or not anyone asks it.
+            w.reconcile(st);
+            match w.get_cluster(st) {
+                Some(v) => (200, v),
+                None => not_found("clusters.postgresql.cnpg.io \"shared-pg\""),
             }
-            st.gets_since_delete += 1;
-            if st.gets_since_delete <= st.behaviour.recreate_after {
-                return not_found();
-            }
-            let i = st.phase_index.min(st.behaviour.phases.len() - 1);
-            st.phase_index += 1;
-            let (phase, reason) = st.behaviour.phases[i];
-            (
-                200,
-                cluster(
-                    phase,
-                    reason,
-                    st.recovery_spec,
-                    phase == "Cluster in healthy state",
-                ),
-            )
         }
-        ("GET", "/apis/batch/v1/namespaces/database/jobs/shared-pg-1-full-recovery") => {
-            if !st.deleted || st.gets_since_delete <= st.behaviour.recreate_after {
+        ("PATCH", CLUSTER) => {
+            let patch: Value = serde_json::from_str(body).unwrap_or_default();
+            let Some(c) = st.cluster.as_mut() else {
+                return not_found("clusters.postgresql.cnpg.io \"shared-pg\"");
+            };
+            if patch["metadata"]["annotations"]["cnpg.io/fencedInstances"] == "[\"*\"]" {
+                c.fenced = true;
+                st.fences += 1;
+            }
+            let v = cluster_json(c);
+            (200, v)
+        }
+        ("DELETE", CLUSTER) => {
+            let opts: Value = serde_json::from_str(body).unwrap_or_default();
+            let Some(c) = st.cluster.as_mut() else {
+                return not_found("clusters.postgresql.cnpg.io \"shared-pg\"");
+            };
+            if let Some(uid) = opts["preconditions"]["uid"].as_str()
+                && uid != c.uid
+            {
                 return (
-                    404,
-                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+                    409,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409, "message": format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", c.uid)}),
                 );
             }
-            let done = st.phase_index >= st.behaviour.phases.len();
-            let status = match st.behaviour.job_fails {
-                Some(msg) => {
-                    json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": msg}]})
-                }
-                None if done => json!({"succeeded": 1}),
-                None => json!({"active": 1}),
-            };
-            (
-                200,
-                json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "shared-pg-1-full-recovery", "namespace": "database"}, "spec": {"template": {"spec": {"containers": []}}}, "status": status}),
-            )
+            if c.terminating.is_none() {
+                c.terminating = Some(st.behaviour.terminating_gets);
+                st.deletes += 1;
+            }
+            let v = cluster_json(c);
+            (200, v)
+        }
+        ("GET", p) if p == format!("/apis/batch/v1/namespaces/database/jobs/{JOB}") => {
+            match w.job(st) {
+                Some(v) => (200, v),
+                None => not_found(&format!("jobs.batch \"{JOB}\"")),
+            }
         }
         ("GET", "/api/v1/namespaces/database/pods") => {
-            let items: Vec<Value> = if st.deleted
-                && st.gets_since_delete > st.behaviour.recreate_after
+            let selector = percent_decode(
+                query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("labelSelector="))
+                    .unwrap_or(""),
+            );
+            let recreated = st
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.recreated && c.terminating.is_none());
+            let items: Vec<Value> = if recreated
+                && (selector == "cnpg.io/cluster=shared-pg"
+                    || selector == format!("job-name={JOB}"))
             {
-                vec![
-                    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "shared-pg-1-full-recovery-x7k2p", "namespace": "database", "labels": {"cnpg.io/cluster": "shared-pg"}}, "status": {"phase": if st.phase_index >= st.behaviour.phases.len() { "Succeeded" } else { "Running" }}}),
-                ]
+                vec![json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": format!("{JOB}-x7k2p"), "namespace": "database", "creationTimestamp": "2026-11-26T04:00:00Z",
+                                 "labels": {"cnpg.io/cluster": "shared-pg", "job-name": JOB}},
+                    "spec": {"containers": [{"name": "full-recovery"}]},
+                    "status": {"phase": "Running"}})]
             } else {
                 vec![]
             };
@@ -342,33 +778,45 @@ fn handle(
                 json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "9"}, "items": items}),
             )
         }
+        ("GET", p) if p == format!("/api/v1/namespaces/database/pods/{JOB}-x7k2p/log") => {
+            (200, Value::String(w.job_log(st)))
+        }
+        ("POST", BACKUPS) => {
+            let obj: Value = serde_json::from_str(body).unwrap_or_default();
+            let name = obj["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            st.backups.push((name, 0));
+            (201, obj)
+        }
+        ("GET", p) if p.starts_with(&format!("{BACKUPS}/")) => {
+            let name = &p[BACKUPS.len() + 1..];
+            let fails = st.behaviour.backup_fails;
+            let Some((_, gets)) = st.backups.iter_mut().find(|(n, _)| n == name) else {
+                return not_found(&format!("backups.postgresql.cnpg.io \"{name}\""));
+            };
+            *gets += 1;
+            let status = match (*gets, fails) {
+                (1, _) => json!({"phase": "running"}),
+                (_, Some(e)) => json!({"phase": "failed", "error": e}),
+                _ => json!({"phase": "completed", "backupId": "20261126T050000"}),
+            };
+            (
+                200,
+                json!({"apiVersion": "postgresql.cnpg.io/v1", "kind": "Backup", "metadata": {"name": name, "namespace": "database"}, "spec": {"cluster": {"name": "shared-pg"}}, "status": status}),
+            )
+        }
         ("GET", "/api/v1/namespaces/database/secrets/r2-backup-credentials") => {
             match st.behaviour.secret {
                 Some((id, secret)) => (
                     200,
                     json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "r2-backup-credentials", "namespace": "database"}, "type": "Opaque", "data": {"credential": b64(id), "password": b64(secret)}}),
                 ),
-                None => (
-                    404,
-                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
-                ),
+                None => not_found("secrets \"r2-backup-credentials\""),
             }
         }
-        ("DELETE", CLUSTER) => {
-            if st.deleted {
-                return not_found();
-            }
-            st.deleted = true;
-            st.deletes += 1;
-            (
-                200,
-                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": {"name": "shared-pg", "group": "postgresql.cnpg.io", "kind": "clusters"}}),
-            )
-        }
-        _ => (
-            404,
-            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
-        ),
+        _ => not_found(path),
     }
 }
 
@@ -395,20 +843,22 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Kubernetes exec over a websocket (`v4.channel.k8s.io`): channel 1 is
-/// stdout, 2 stderr, 3 the status object.
-fn serve_exec(req: tiny_http::Request, exec: fn(&[String]) -> (String, String, i32)) {
-    use tungstenite::Message;
-    let query = req
-        .url()
+fn exec_command(url: &str) -> Vec<String> {
+    let query = url
         .split_once('?')
         .map(|(_, q)| q.to_string())
         .unwrap_or_default();
-    let cmd: Vec<String> = query
+    query
         .split('&')
         .filter_map(|kv| kv.strip_prefix("command="))
         .map(percent_decode)
-        .collect();
+        .collect()
+}
+
+/// Kubernetes exec over a websocket (`v4.channel.k8s.io`): channel 1 is
+/// stdout, 2 stderr, 3 the status object.
+fn serve_exec(req: tiny_http::Request, cmd: &[String], (out, err, code): (String, String, i32)) {
+    use tungstenite::Message;
     let key = req
         .headers()
         .iter()
@@ -430,7 +880,6 @@ fn serve_exec(req: tiny_http::Request, exec: fn(&[String]) -> (String, String, i
     let stream = req.upgrade("websocket", resp);
     let mut ws =
         tungstenite::WebSocket::from_raw_socket(stream, tungstenite::protocol::Role::Server, None);
-    let (out, err, code) = exec(&cmd);
     let frame = |ch: u8, data: &[u8]| {
         let mut v = vec![ch];
         v.extend_from_slice(data);

@@ -1,0 +1,212 @@
+//! Argo CD through the Kubernetes API alone: Applications
+//! (argoproj.io/v1alpha1), a hard refresh, and a sync started the way
+//! `kubectl` can start one.
+//!
+//! The rules this follows are Argo CD's own (argoproj/argo-cd):
+//! * `status.sync.revision` is the tracked branch's head at the last
+//!   comparison (controller/state.go; multi-source Applications set
+//!   `status.sync.revisions[]` instead): once anyone pushes after drgit's
+//!   commit it never equals that commit again, so the caller accepts a
+//!   revision that contains it.
+//! * annotation `argocd.argoproj.io/refresh: hard` asks for a refresh now;
+//!   the controller removes it afterwards.
+//! * automated sync does not re-apply a resource deleted from the cluster
+//!   at a revision it already synced unless `selfHeal` is on
+//!   (controller/appcontroller.go `autoSync`: "Skipping auto-sync: most
+//!   recent sync already to …"). A sync is started by setting the
+//!   Application's `operation` (docs/user-guide/sync-kubectl.md; the
+//!   controller picks it up, records `status.operationState` and clears
+//!   `operation` when done).
+
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use serde::Serialize;
+use serde_json::json;
+
+use super::{ClusterError, Kube};
+
+/// What an Argo CD Application says about itself.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AppState {
+    pub name: String,
+    pub paths: Vec<String>,
+    pub sync_status: Option<String>,
+    /// `status.sync.revision`, or each of `status.sync.revisions[]`.
+    pub revisions: Vec<String>,
+    pub health: Option<String>,
+    /// `spec.syncPolicy.automated` is set.
+    pub automated: bool,
+    /// `spec.syncPolicy.automated.selfHeal` is true.
+    pub self_heal: bool,
+    /// An operation (a sync) is set and not finished.
+    pub operation_running: bool,
+    /// `status.operationState.phase` of the last operation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation_phase: Option<String>,
+}
+
+impl AppState {
+    pub fn from_object(o: &DynamicObject) -> AppState {
+        let d = &o.data;
+        let mut paths: Vec<String> = d["spec"]["source"]["path"]
+            .as_str()
+            .map(str::to_string)
+            .into_iter()
+            .collect();
+        if let Some(sources) = d["spec"]["sources"].as_array() {
+            paths.extend(
+                sources
+                    .iter()
+                    .filter_map(|s| s["path"].as_str().map(str::to_string)),
+            );
+        }
+        let mut revisions: Vec<String> = d["status"]["sync"]["revision"]
+            .as_str()
+            .map(str::to_string)
+            .into_iter()
+            .collect();
+        if let Some(revs) = d["status"]["sync"]["revisions"].as_array() {
+            revisions.extend(revs.iter().filter_map(|r| r.as_str().map(str::to_string)));
+        }
+        let automated = &d["spec"]["syncPolicy"]["automated"];
+        AppState {
+            name: o.metadata.name.clone().unwrap_or_default(),
+            paths,
+            sync_status: d["status"]["sync"]["status"].as_str().map(str::to_string),
+            revisions,
+            health: d["status"]["health"]["status"].as_str().map(str::to_string),
+            automated: automated.is_object(),
+            self_heal: automated["selfHeal"] == true,
+            operation_running: !d["operation"].is_null(),
+            operation_phase: d["status"]["operationState"]["phase"]
+                .as_str()
+                .map(str::to_string),
+        }
+    }
+
+    pub fn synced(&self) -> bool {
+        self.sync_status.as_deref() == Some("Synced")
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "{} at {}",
+            self.sync_status.as_deref().unwrap_or("unknown"),
+            if self.revisions.is_empty() {
+                "no revision".to_string()
+            } else {
+                self.revisions.join(", ")
+            }
+        )
+    }
+}
+
+impl Kube {
+    fn applications(&self, namespace: &str) -> Api<DynamicObject> {
+        let gvk = GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application");
+        let ar = ApiResource::from_gvk_with_plural(&gvk, "applications");
+        Api::namespaced_with(self.client.clone(), namespace, &ar)
+    }
+
+    /// The Argo CD Application that deploys `manifest_dir` (its
+    /// `spec.source.path`, or one of `spec.sources[].path`), or the one named.
+    pub fn find_application(
+        &self,
+        namespace: &str,
+        name: Option<&str>,
+        manifest_dir: &str,
+    ) -> Result<AppState, ClusterError> {
+        let api = self.applications(namespace);
+        if let Some(name) = name {
+            let app = self
+                .call(format!("read Application {namespace}/{name}"), || {
+                    api.get_opt(name)
+                })?
+                .ok_or_else(|| ClusterError::NoApplication {
+                    namespace: namespace.into(),
+                    path: manifest_dir.into(),
+                })?;
+            return Ok(AppState::from_object(&app));
+        }
+        let lp = kube::api::ListParams::default();
+        let list = self.call(format!("list Applications in {namespace}"), || {
+            api.list(&lp)
+        })?;
+        let dir = manifest_dir.trim_end_matches('/');
+        list.items
+            .iter()
+            .map(AppState::from_object)
+            .filter(|a| {
+                a.paths.iter().any(|p| {
+                    dir == p.trim_end_matches('/')
+                        || dir.starts_with(&format!("{}/", p.trim_end_matches('/')))
+                })
+            })
+            .max_by_key(|a| a.paths.iter().map(String::len).max().unwrap_or(0))
+            .ok_or_else(|| ClusterError::NoApplication {
+                namespace: namespace.into(),
+                path: manifest_dir.into(),
+            })
+    }
+
+    pub fn application(&self, namespace: &str, name: &str) -> Result<AppState, ClusterError> {
+        self.find_application(namespace, Some(name), "")
+    }
+
+    /// Asks Argo CD for a hard refresh (annotation `argocd.argoproj.io/refresh=hard`).
+    pub fn refresh_application(&self, namespace: &str, name: &str) -> Result<(), ClusterError> {
+        let patch = json!({"metadata": {"annotations": {"argocd.argoproj.io/refresh": "hard"}}});
+        self.patch_application(namespace, name, &patch, "refresh")
+    }
+
+    /// Starts a sync of the Application's target revision, as `argocd app
+    /// sync` does: sets `operation` (and clears the last operation's state,
+    /// as Argo CD's own SetAppOperation does).
+    pub fn sync_application(&self, namespace: &str, name: &str) -> Result<(), ClusterError> {
+        let patch = json!({
+            "operation": {
+                "initiatedBy": {"username": "drgit"},
+                "info": [{"name": "reason", "value": "re-create the deleted CNPG Cluster in recovery mode"}],
+                "sync": {"syncStrategy": {"hook": {}}}
+            },
+            "status": {"operationState": null}
+        });
+        self.patch_application(namespace, name, &patch, "start a sync of")
+    }
+
+    fn patch_application(
+        &self,
+        namespace: &str,
+        name: &str,
+        patch: &serde_json::Value,
+        what: &str,
+    ) -> Result<(), ClusterError> {
+        let api = self.applications(namespace);
+        let pp = kube::api::PatchParams::default();
+        let merge = kube::api::Patch::Merge(patch);
+        self.call(format!("{what} Application {namespace}/{name}"), || {
+            api.patch(name, &pp, &merge)
+        })?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_revisions_and_sync_policy() {
+        let o: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+            "metadata": {"name": "db"},
+            "spec": {"sources": [{"path": "a"}, {"path": "b"}], "syncPolicy": {"automated": {"prune": true}}},
+            "operation": {"sync": {}},
+            "status": {"sync": {"status": "Synced", "revisions": ["r1", "r2"]}}
+        }))
+        .unwrap();
+        let a = AppState::from_object(&o);
+        assert_eq!(a.revisions, vec!["r1", "r2"]);
+        assert_eq!(a.paths, vec!["a", "b"]);
+        assert!(a.synced() && a.automated && !a.self_heal && a.operation_running);
+    }
+}
