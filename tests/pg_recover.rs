@@ -308,6 +308,32 @@ fn a_rerun_moves_off_a_lineage_that_is_no_longer_empty() {
 }
 
 #[test]
+fn the_external_cluster_keeps_what_restore_uses() {
+    // wal.maxParallel and wal.restoreAdditionalCommandArgs drive
+    // barman-cloud-wal-restore; compression and archive arguments only
+    // matter for writing.
+    let f = Fixture::new();
+    f.set_manifest(&f.read_manifest().replace(
+        "      wal:\n        compression: gzip\n",
+        "      wal:\n        compression: gzip\n        maxParallel: 8\n        archiveAdditionalCommandArgs: [\"--read-timeout=60\"]\n        restoreAdditionalCommandArgs: [\"--read-timeout=120\"]\n",
+    ));
+    let run = f.drgit(&["--json", "pg-recover", "--target-time", TARGET, "--dry-run"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let diff = diff_of(&run);
+    let external = &diff[diff.find("+  externalClusters:").expect("external cluster")..];
+    assert!(
+        external.contains("+        wal:\n+          maxParallel: 8\n+          restoreAdditionalCommandArgs: [\"--read-timeout=120\"]\n")
+            || external.contains("+        wal:\n+          maxParallel: 8\n+          restoreAdditionalCommandArgs:\n+            - \"--read-timeout=120\"\n"),
+        "{external}"
+    );
+    assert!(!external.contains("compression"), "{external}");
+    assert!(
+        !external.contains("archiveAdditionalCommandArgs"),
+        "{external}"
+    );
+}
+
+#[test]
 fn write_keeps_the_file_mode() {
     use std::os::unix::fs::PermissionsExt;
     let f = Fixture::new();
