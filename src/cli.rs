@@ -163,8 +163,8 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
     ctx.kube_context = cli.context.clone();
     if matches!(cli.command, Command::Resume | Command::Status) {
         let value = match cli.command {
-            Command::Resume => scenario::pg_wait::resume(&ctx, cli.yes)?,
-            _ => serde_json::to_value(scenario::pg_wait::status(&ctx)?).unwrap_or_default(),
+            Command::Resume => scenario::resume(&ctx, cli.yes)?,
+            _ => serde_json::to_value(scenario::status(&ctx)?).unwrap_or_default(),
         };
         let out = if cli.json || value.is_null() {
             format!(

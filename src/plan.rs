@@ -94,6 +94,18 @@ impl Journal {
         crate::manifest::write_atomic(&self.path, text.as_bytes()).map_err(|e| err(e.to_string()))
     }
 
+    /// The output a finished step left, read back as the step's type.
+    pub fn output_as<T: serde::de::DeserializeOwned>(&self, step: &str) -> Result<T, Error> {
+        let v = self.output(step).ok_or_else(|| Error::State {
+            path: self.path.display().to_string(),
+            detail: format!("step `{step}` has not finished"),
+        })?;
+        serde_json::from_value(v.clone()).map_err(|e| Error::State {
+            path: self.path.display().to_string(),
+            detail: format!("step `{step}`: {e}"),
+        })
+    }
+
     /// The output a finished step left.
     pub fn output(&self, step: &str) -> Option<&Value> {
         self.data
@@ -113,33 +125,66 @@ impl Journal {
     }
 }
 
-/// One step of a plan.
-pub trait Step {
+/// One step of a plan, run against the scenario's environment `E` (its
+/// clients and parameters).
+pub trait Step<E> {
     fn name(&self) -> &'static str;
-    fn describe(&self) -> String;
-    /// Deletes or resets something: confirmed before it runs.
+    fn describe(&self, env: &E) -> String;
+    /// Deletes, stops or resets something: confirmed before it runs.
     fn destructive(&self) -> bool {
         false
     }
     /// Whether this run of a destructive step needs the confirmation (a
     /// step with nothing to destroy this time says no).
-    fn confirm(&self, _journal: &Journal) -> bool {
+    fn confirm(&self, _env: &E, _journal: &Journal) -> bool {
         true
     }
-    /// Checked right before the step runs (also after a resume).
-    fn check(&self, _journal: &Journal) -> Result<(), Error> {
+    /// Checked right before the step runs (also after a resume), and again
+    /// after the confirmation of a destructive step.
+    fn check(&self, _env: &E, _journal: &Journal) -> Result<(), Error> {
         Ok(())
     }
-    fn run(&self, journal: &Journal, stop: &AtomicBool) -> Result<Value, Error>;
+    fn run(&self, env: &E, journal: &Journal, stop: &AtomicBool) -> Result<Value, Error>;
     /// Checked right after the step ran: did it do what it says?
-    fn verify(&self, _journal: &Journal, _output: &Value) -> Result<(), Error> {
+    fn verify(&self, _env: &E, _journal: &Journal, _output: &Value) -> Result<(), Error> {
         Ok(())
     }
 }
 
+/// How a destructive step is confirmed: `--yes`, or `word` typed at a
+/// terminal (`what` says what it is: "the Cluster's name"); without a
+/// terminal and without `--yes`, refused.
+pub struct Confirmation {
+    pub yes: bool,
+    pub word: String,
+    pub what: String,
+}
+
+impl Confirmation {
+    fn ask(&self, step: &str) -> Result<(), Error> {
+        use std::io::{BufRead, IsTerminal, Write};
+        if self.yes {
+            return Ok(());
+        }
+        if !std::io::stdin().is_terminal() {
+            return Err(Error::NeedsConfirmation { what: step.into() });
+        }
+        eprint!("{step}.\nType {} ({}) to go ahead: ", self.what, self.word);
+        let _ = std::io::stderr().flush();
+        let mut line = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut line);
+        if line.trim() == self.word {
+            Ok(())
+        } else {
+            Err(Error::NeedsConfirmation { what: step.into() })
+        }
+    }
+}
+
 /// Runs the unfinished steps in order.
-pub fn execute(
-    steps: &[&dyn Step],
+pub fn execute<E>(
+    env: &E,
+    steps: &[&dyn Step<E>],
     journal: &mut Journal,
     confirm: &dyn Fn(&str) -> Result<(), Error>,
     stop: &AtomicBool,
@@ -152,19 +197,65 @@ pub fn execute(
         if stop.load(Ordering::Relaxed) {
             return Err(Error::Interrupted { step: name.into() });
         }
-        step.check(journal)?;
-        if step.destructive() && step.confirm(journal) {
-            confirm(&step.describe())?;
+        step.check(env, journal)?;
+        if step.destructive() && step.confirm(env, journal) {
+            confirm(&step.describe(env))?;
             // What was true before the prompt may not be now.
-            step.check(journal)?;
+            step.check(env, journal)?;
         }
         set_status(journal, name, Status::Running, Value::Null)?;
-        tracing::info!(step = name, "{}", step.describe());
-        let output = step.run(journal, stop)?;
-        step.verify(journal, &output)?;
+        tracing::info!(step = name, "{}", step.describe(env));
+        let output = step.run(env, journal, stop)?;
+        step.verify(env, journal, &output)?;
         set_status(journal, name, Status::Done, output)?;
     }
     Ok(())
+}
+
+/// Drives a journaled plan to its end: records the steps on a new
+/// journal, runs the unfinished ones (confirming destructive ones), and
+/// keeps the journal as `journal.done.json` when all are done. Returns the
+/// journal's final content.
+pub fn drive<E>(
+    env: &E,
+    steps: &[&dyn Step<E>],
+    mut journal: Journal,
+    confirmation: &Confirmation,
+) -> Result<Value, Error> {
+    if journal.data.steps.is_empty() {
+        journal.data.steps = steps
+            .iter()
+            .map(|s| StepRecord {
+                name: s.name().into(),
+                description: s.describe(env),
+                status: Status::Pending,
+                output: Value::Null,
+                finished_at: None,
+            })
+            .collect();
+        journal.save()?;
+    }
+    execute(
+        env,
+        steps,
+        &mut journal,
+        &|what| confirmation.ask(what),
+        stop_flag(),
+    )?;
+    let summary = serde_json::to_value(&journal.data).unwrap_or_default();
+    journal.close();
+    Ok(summary)
+}
+
+/// The journal of the current run, else of the last finished one.
+pub fn last_journal(git_dir: &Path) -> Result<Option<JournalData>, Error> {
+    if let Some(j) = Journal::load(git_dir)? {
+        return Ok(Some(j.data));
+    }
+    let done = Journal::path_in(git_dir).with_file_name("journal.done.json");
+    Ok(std::fs::read_to_string(done)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok()))
 }
 
 fn set_status(
@@ -260,4 +351,102 @@ pub fn stop_flag() -> &'static AtomicBool {
         });
     });
     &STOP
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    /// A world with one fact a destructive step depends on.
+    struct World {
+        safe: Cell<bool>,
+        runs: Cell<u32>,
+    }
+
+    struct Destroy;
+    impl Step<World> for Destroy {
+        fn name(&self) -> &'static str {
+            "destroy"
+        }
+        fn describe(&self, _: &World) -> String {
+            "Destroy the thing".into()
+        }
+        fn destructive(&self) -> bool {
+            true
+        }
+        fn check(&self, w: &World, _: &Journal) -> Result<(), Error> {
+            if w.safe.get() {
+                Ok(())
+            } else {
+                Err(Error::RefuseDelete {
+                    reason: "no longer safe".into(),
+                })
+            }
+        }
+        fn run(&self, w: &World, _: &Journal, _: &AtomicBool) -> Result<Value, Error> {
+            w.runs.set(w.runs.get() + 1);
+            Ok(Value::Bool(true))
+        }
+    }
+
+    fn journal(dir: &Path) -> Journal {
+        let mut j = Journal::create(
+            dir,
+            JournalData {
+                scenario: "test".into(),
+                started_at: "2026-11-26T04:00:00Z".into(),
+                params: Value::Null,
+                steps: Vec::new(),
+            },
+        )
+        .unwrap();
+        j.data.steps = vec![StepRecord {
+            name: "destroy".into(),
+            description: String::new(),
+            status: Status::Pending,
+            output: Value::Null,
+            finished_at: None,
+        }];
+        j
+    }
+
+    #[test]
+    fn the_precondition_is_checked_again_after_the_prompt() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = World {
+            safe: Cell::new(true),
+            runs: Cell::new(0),
+        };
+        let mut j = journal(dir.path());
+        // While the person reads the prompt, the world changes.
+        let confirm = |_: &str| {
+            w.safe.set(false);
+            Ok(())
+        };
+        let stop = AtomicBool::new(false);
+        let r = execute(&w, &[&Destroy], &mut j, &confirm, &stop);
+        assert!(matches!(r, Err(Error::RefuseDelete { .. })), "{r:?}");
+        assert_eq!(w.runs.get(), 0, "refused after the prompt, never run");
+    }
+
+    #[test]
+    fn a_refused_confirmation_runs_nothing_and_a_finished_step_never_runs_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = World {
+            safe: Cell::new(true),
+            runs: Cell::new(0),
+        };
+        let mut j = journal(dir.path());
+        let stop = AtomicBool::new(false);
+        let no = |what: &str| Err(Error::NeedsConfirmation { what: what.into() });
+        assert!(execute(&w, &[&Destroy], &mut j, &no, &stop).is_err());
+        assert_eq!(w.runs.get(), 0);
+        let yes = |_: &str| Ok(());
+        execute(&w, &[&Destroy], &mut j, &yes, &stop).unwrap();
+        execute(&w, &[&Destroy], &mut j, &yes, &stop).unwrap();
+        assert_eq!(w.runs.get(), 1, "done once, not again on resume");
+        let reloaded = Journal::load(dir.path()).unwrap().unwrap();
+        assert_eq!(reloaded.data.steps[0].status, Status::Done);
+    }
 }

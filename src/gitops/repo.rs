@@ -251,12 +251,10 @@ impl WorkRepo {
         content: &[u8],
         message: &str,
     ) -> Result<Committed, GitError> {
-        self.commit_file(Target::NewBranch(branch), rel_path, content, message)
+        self.commit_files(Target::NewBranch(branch), &[(rel_path, content)], message)
     }
 
-    /// Commits `content` as `rel_path` on top of HEAD, on the branch `target`
-    /// names, switches to that branch, writes the file in the working tree
-    /// and stages it. If the write fails, the branch and HEAD are put back.
+    /// One file: see [`WorkRepo::commit_files`].
     pub fn commit_file(
         &self,
         target: Target<'_>,
@@ -264,7 +262,20 @@ impl WorkRepo {
         content: &[u8],
         message: &str,
     ) -> Result<Committed, GitError> {
-        let rel = Self::rel(rel_path);
+        self.commit_files(target, &[(rel_path, content)], message)
+    }
+
+    /// Commits the files (each relative path with its new content, each
+    /// already in HEAD) on top of HEAD, on the branch `target` names,
+    /// switches to that branch, writes the files in the working tree and
+    /// stages them. If a write fails, the files already written, the branch
+    /// and HEAD are put back.
+    pub fn commit_files(
+        &self,
+        target: Target<'_>,
+        files: &[(&Path, &[u8])],
+        message: &str,
+    ) -> Result<Committed, GitError> {
         let branch = match target {
             Target::NewBranch(b) => {
                 if self.branch_exists(b) {
@@ -286,13 +297,21 @@ impl WorkRepo {
             repo: self.top.clone(),
         })?;
         let tree = parent.tree().map_err(git("read HEAD tree"))?;
-        let mode = tree
-            .get_path(rel_path)
-            .map(|e| e.filemode())
-            .map_err(|_| GitError::Untracked { path: rel.clone() })?;
-        let blob = self.repo.blob(content).map_err(git("write blob"))?;
         let mut update = TreeUpdateBuilder::new();
-        update.upsert(&rel, blob, file_mode(mode));
+        let mut old_contents: Vec<Vec<u8>> = Vec::new();
+        for (rel_path, content) in files {
+            let rel = Self::rel(rel_path);
+            let entry = tree
+                .get_path(rel_path)
+                .map_err(|_| GitError::Untracked { path: rel.clone() })?;
+            let old = self
+                .repo
+                .find_blob(entry.id())
+                .map_err(git(format!("read {rel}")))?;
+            old_contents.push(old.content().to_vec());
+            let blob = self.repo.blob(content).map_err(git("write blob"))?;
+            update.upsert(&rel, blob, file_mode(entry.filemode()));
+        }
         let new_tree_id = update
             .create_updated(&self.repo, &tree)
             .map_err(git("build tree"))?;
@@ -309,7 +328,10 @@ impl WorkRepo {
         self.repo
             .reference(&refname, commit, true, "drgit: commit")
             .map_err(git(format!("update branch {branch}")))?;
-        let undo = |this: &WorkRepo| {
+        let undo = |this: &WorkRepo, written: usize| {
+            for ((rel_path, _), old) in files.iter().zip(&old_contents).take(written) {
+                let _ = crate::manifest::write_atomic(&this.top.join(rel_path), old);
+            }
             let _ = match &head_name {
                 Some(n) if n != "HEAD" => this.repo.set_head(n),
                 _ => this.repo.set_head_detached(parent.id()),
@@ -326,18 +348,24 @@ impl WorkRepo {
             }
         };
         if let Err(e) = self.repo.set_head(&refname) {
-            undo(self);
+            undo(self, 0);
             return Err(git("switch to the branch")(e));
         }
-        let abs = self.top.join(rel_path);
-        if let Err(source) = crate::manifest::write_atomic(&abs, content) {
-            undo(self);
-            return Err(GitError::Write { path: rel, source });
+        for (i, (rel_path, content)) in files.iter().enumerate() {
+            if let Err(source) = crate::manifest::write_atomic(&self.top.join(rel_path), content) {
+                undo(self, i);
+                return Err(GitError::Write {
+                    path: Self::rel(rel_path),
+                    source,
+                });
+            }
         }
         let mut index = self.repo.index().map_err(git("open index"))?;
-        index
-            .add_path(rel_path)
-            .map_err(git(format!("stage {rel}")))?;
+        for (rel_path, _) in files {
+            index
+                .add_path(rel_path)
+                .map_err(git(format!("stage {}", Self::rel(rel_path))))?;
+        }
         index.write().map_err(git("write index"))?;
         Ok(Committed {
             branch,
@@ -348,15 +376,10 @@ impl WorkRepo {
         })
     }
 
-    /// Puts everything `commit_file` changed back: HEAD, the branch, the
-    /// file (`old_content`) and its index entry. The commit object stays
-    /// unreferenced.
-    pub fn undo_commit(
-        &self,
-        c: &Committed,
-        rel_path: &Path,
-        old_content: &[u8],
-    ) -> Result<(), GitError> {
+    /// Puts everything `commit_files` changed back: HEAD, the branch, and
+    /// each file (with its old content) and its index entry. The commit
+    /// object stays unreferenced.
+    pub fn undo_commit(&self, c: &Committed, files: &[(&Path, &[u8])]) -> Result<(), GitError> {
         let refname = format!("refs/heads/{}", c.branch);
         match &c.prev_head {
             Some(n) => self.repo.set_head(n),
@@ -375,17 +398,19 @@ impl WorkRepo {
                 }
             }
         }
-        let rel = Self::rel(rel_path);
-        crate::manifest::write_atomic(&self.top.join(rel_path), old_content).map_err(|source| {
-            GitError::Write {
-                path: rel.clone(),
-                source,
-            }
-        })?;
         let mut index = self.repo.index().map_err(git("open index"))?;
-        index
-            .add_path(rel_path)
-            .map_err(git(format!("stage {rel}")))?;
+        for (rel_path, old_content) in files {
+            let rel = Self::rel(rel_path);
+            crate::manifest::write_atomic(&self.top.join(rel_path), old_content).map_err(
+                |source| GitError::Write {
+                    path: rel.clone(),
+                    source,
+                },
+            )?;
+            index
+                .add_path(rel_path)
+                .map_err(git(format!("stage {rel}")))?;
+        }
         index.write().map_err(git("write index"))?;
         Ok(())
     }

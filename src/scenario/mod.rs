@@ -20,6 +20,36 @@ use crate::error::Error;
 use crate::gitops::WorkRepo;
 use crate::manifest::{ManifestError, cnpg, yaml};
 
+/// The journaled plans `drgit resume` can go on with, by the scenario
+/// name their journal records.
+type Resume = fn(&Context, crate::plan::Journal, bool) -> Result<serde_json::Value, Error>;
+const PLANS: &[(&str, Resume)] = &[(pg_wait::SCENARIO, pg_wait::resume)];
+
+/// `drgit resume`: the interrupted plan, whichever scenario it belongs to,
+/// at its first unfinished step.
+pub fn resume(ctx: &Context, yes: bool) -> Result<serde_json::Value, Error> {
+    let repo = WorkRepo::open(&ctx.repo_dir)?;
+    let journal = crate::plan::Journal::load(&repo.git_dir())?.ok_or(Error::NothingToResume)?;
+    let scenario = journal.data.scenario.clone();
+    let resume = PLANS
+        .iter()
+        .find(|(name, _)| *name == scenario)
+        .map(|(_, f)| *f)
+        .ok_or_else(|| Error::State {
+            path: crate::plan::Journal::path_in(&repo.git_dir())
+                .display()
+                .to_string(),
+            detail: format!("the journal is of `{scenario}`, which this drgit does not know"),
+        })?;
+    resume(ctx, journal, yes)
+}
+
+/// `drgit status`: the journal of the current run, else of the last one.
+pub fn status(ctx: &Context) -> Result<Option<crate::plan::JournalData>, Error> {
+    let repo = WorkRepo::open(&ctx.repo_dir)?;
+    crate::plan::last_journal(&repo.git_dir())
+}
+
 /// Everything a scenario run needs to know about where it runs.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -343,18 +373,4 @@ pub fn preflight(ctx: &Context, rel_path: &Path) -> Result<WorkRepo, Error> {
     let repo = WorkRepo::open(&ctx.repo_dir)?;
     repo.check_file_clean(rel_path)?;
     Ok(repo)
-}
-
-/// `+12 -7 lines`, for pull-request bodies.
-pub fn diffstat(old: &str, new: &str) -> String {
-    let diff = similar::TextDiff::from_lines(old, new);
-    let (mut add, mut del) = (0, 0);
-    for c in diff.iter_all_changes() {
-        match c.tag() {
-            similar::ChangeTag::Insert => add += 1,
-            similar::ChangeTag::Delete => del += 1,
-            similar::ChangeTag::Equal => {}
-        }
-    }
-    format!("+{add} -{del} lines")
 }

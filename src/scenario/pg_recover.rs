@@ -15,9 +15,7 @@
 use serde::Serialize;
 
 use super::publish::{self, AutoRevert, Mode, Options};
-use super::{
-    CatalogSummary, Context, Outcome, diffstat, preflight, read_cluster_manifest, unified_diff,
-};
+use super::{CatalogSummary, Context, Outcome, preflight, read_cluster_manifest};
 use crate::backup::barman::Window;
 use crate::backup::{BackupStore, barman::Catalog};
 use crate::error::Error;
@@ -76,7 +74,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     } else {
         Some(preflight(ctx, &pg.manifest)?)
     };
-    let branch = publish::branch_for(ctx, "pg-recover", mode, repo.as_ref())?;
+    let branch = publish::branch_for(ctx, "pg-recover", &pg.cluster, mode, repo.as_ref())?;
     if let Some(repo) = &repo {
         publish::preflight(ctx, repo, mode, &branch)?;
     }
@@ -158,7 +156,17 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     let rewrite =
         cnpg::rewrite_for_recovery(&manifest.text, manifest.stream.clone(), cluster, &spec)
             .map_err(|e| manifest.error(e))?;
-    let diff = unified_diff(&manifest.display(), &manifest.text, &rewrite.text);
+    let change = publish::ChangeSet {
+        files: vec![publish::FileChange {
+            path: manifest.rel_path.clone(),
+            old: manifest.text.clone(),
+            new: rewrite.text.clone(),
+        }],
+        changes: rewrite.changes.clone(),
+        label: "pg-recover",
+        branch_key: pg.cluster.clone(),
+    };
+    let diff = change.diff();
 
     let plan = next_steps(
         ctx,
@@ -201,7 +209,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     // Auto-revert, once asked for this Cluster, stays on for its later runs.
     let auto_revert =
         args.auto_revert || AutoRevert::load(&repo).is_some_and(|i| i.cluster == cluster.name);
-    let stat = diffstat(&manifest.text, &rewrite.text);
+    let stat = change.diffstat();
     let texts = Texts {
         cluster: &cluster.name,
         namespace: &pg.namespace,
@@ -223,12 +231,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     // old Cluster is fenced: the push is what Argo CD applies.
     let deferred = args.wait && mode == Mode::Direct;
     let (committed, published, pr) = if deferred {
-        let committed = repo.commit_file(
-            publish::target(mode, &branch),
-            &manifest.rel_path,
-            rewrite.text.as_bytes(),
-            &message,
-        )?;
+        let committed = publish::commit(&repo, mode, &branch, &change, &message)?;
         (committed, publish::Published::default(), None)
     } else {
         publish::commit_and_publish(
@@ -236,10 +239,8 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
             &repo,
             &args.publish,
             &branch,
-            &manifest,
-            &rewrite.text,
+            &change,
             (&message, &title, &body),
-            "pg-recover",
         )?
     };
     outcome.branch = Some(committed.branch.clone());

@@ -11,7 +11,7 @@
 use serde::Serialize;
 
 use super::publish::{self, AutoRevert, Mode, Options};
-use super::{Context, Outcome, diffstat, preflight, read_cluster_manifest, unified_diff};
+use super::{Context, Outcome, preflight, read_cluster_manifest};
 
 use crate::cluster::Kube;
 use crate::error::Error;
@@ -67,7 +67,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     } else {
         preflight(ctx, &pg.manifest)?
     };
-    let branch = publish::branch_for(ctx, "pg-revert", mode, Some(&repo))?;
+    let branch = publish::branch_for(ctx, "pg-revert", &pg.cluster, mode, Some(&repo))?;
     if !args.dry_run {
         publish::preflight(ctx, &repo, mode, &branch)?;
     }
@@ -89,7 +89,17 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     let rewrite =
         cnpg::rewrite_for_revert(&manifest.text, manifest.stream.clone(), cluster, &origin)
             .map_err(|e| manifest.error(e))?;
-    let diff = unified_diff(&manifest.display(), &manifest.text, &rewrite.text);
+    let change = publish::ChangeSet {
+        files: vec![publish::FileChange {
+            path: manifest.rel_path.clone(),
+            old: manifest.text.clone(),
+            new: rewrite.text.clone(),
+        }],
+        changes: rewrite.changes.clone(),
+        label: "pg-revert",
+        branch_key: pg.cluster.clone(),
+    };
+    let diff = change.diff();
     let first = match mode {
         Mode::Local => {
             format!("Commit the change on branch `{branch}` (nothing leaves this machine).")
@@ -131,7 +141,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     }
 
     let intent = AutoRevert::load(&repo).filter(|i| i.cluster == cluster.name);
-    let stat = diffstat(&manifest.text, &rewrite.text);
+    let stat = change.diffstat();
     let texts = Texts {
         cluster: &cluster.name,
         namespace: &pg.namespace,
@@ -147,10 +157,8 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
         &repo,
         &args.publish,
         &branch,
-        &manifest,
-        &rewrite.text,
+        &change,
         (&message, &title, &body),
-        "pg-revert",
     )?;
     outcome.branch = Some(committed.branch.clone());
     outcome.commit = Some(committed.commit.to_string());

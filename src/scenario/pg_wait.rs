@@ -24,7 +24,6 @@
 //!    recoverable at once.
 //! 9. With auto-revert recorded, the revert pull request is opened.
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -39,7 +38,7 @@ use crate::cluster::{ClusterError, ClusterState, JobState, Kube};
 use crate::error::Error;
 use crate::gitops::forge::GitHub;
 use crate::gitops::{Holds, WorkRepo};
-use crate::plan::{self, Journal, JournalData, Poll, Status, Step, StepRecord};
+use crate::plan::{self, Journal, JournalData, Poll, Step};
 
 /// What the wait needs to know; kept in the journal for `drgit resume`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,14 +80,7 @@ const MAX_POLL: Duration = Duration::from_secs(30);
 
 /// The typed output a finished step left in the journal.
 fn output<T: DeserializeOwned>(j: &Journal, step: &str) -> Result<T, Error> {
-    let v = j.output(step).ok_or_else(|| Error::State {
-        path: "journal".into(),
-        detail: format!("step `{step}` has not finished"),
-    })?;
-    serde_json::from_value(v.clone()).map_err(|e| Error::State {
-        path: "journal".into(),
-        detail: format!("step `{step}`: {e}"),
-    })
+    j.output_as(step)
 }
 
 fn value(v: impl Serialize) -> Value {
@@ -229,19 +221,18 @@ impl Env<'_> {
     }
 }
 
-struct SwitchWal<'a>(&'a Env<'a>);
-impl Step for SwitchWal<'_> {
+struct SwitchWal;
+impl<'a> Step<Env<'a>> for SwitchWal {
     fn name(&self) -> &'static str {
         "switch-wal"
     }
-    fn describe(&self) -> String {
+    fn describe(&self, e: &Env<'a>) -> String {
         format!(
             "Where the old primary of {}/{} still runs, switch WAL and wait until that segment is archived",
-            self.0.params.namespace, self.0.params.cluster
+            e.params.namespace, e.params.cluster
         )
     }
-    fn run(&self, _: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
-        let e = self.0;
+    fn run(&self, e: &Env<'a>, _: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
         let Some(live) = e.live()? else {
             return Ok(value(OldCluster {
                 note: Some("no Cluster: nothing runs, nothing archives".into()),
@@ -315,22 +306,21 @@ impl Step for SwitchWal<'_> {
     }
 }
 
-struct Fence<'a>(&'a Env<'a>);
-impl Step for Fence<'_> {
+struct Fence;
+impl<'a> Step<Env<'a>> for Fence {
     fn name(&self) -> &'static str {
         "fence"
     }
-    fn describe(&self) -> String {
+    fn describe(&self, e: &Env<'a>) -> String {
         format!(
             "Fence the old Cluster {}/{} (annotation cnpg.io/fencedInstances: '[\"*\"]': PostgreSQL stops in every instance), so that it cannot archive into the new lineage `{}`",
-            self.0.params.namespace, self.0.params.cluster, self.0.params.new_lineage
+            e.params.namespace, e.params.cluster, e.params.new_lineage
         )
     }
     fn destructive(&self) -> bool {
         true
     }
-    fn check(&self, j: &Journal) -> Result<(), Error> {
-        let e = self.0;
+    fn check(&self, e: &Env<'a>, j: &Journal) -> Result<(), Error> {
         let old = e.old(j)?;
         match e.live()? {
             Some(s) if s.uid == old.uid && old.uid.is_some() && !s.fenced => {
@@ -347,14 +337,12 @@ impl Step for Fence<'_> {
             _ => Ok(()),
         }
     }
-    fn confirm(&self, j: &Journal) -> bool {
+    fn confirm(&self, e: &Env<'a>, j: &Journal) -> bool {
         // Nothing to stop: no old Cluster, already fenced, or replaced.
-        let e = self.0;
         let Ok(old) = e.old(j) else { return true };
         matches!(e.live(), Ok(Some(s)) if s.uid == old.uid && old.uid.is_some() && !s.fenced)
     }
-    fn run(&self, j: &Journal, _stop: &AtomicBool) -> Result<Value, Error> {
-        let e = self.0;
+    fn run(&self, e: &Env<'a>, j: &Journal, _stop: &AtomicBool) -> Result<Value, Error> {
         let old = e.old(j)?;
         match e.live()? {
             Some(s) if s.uid == old.uid && old.uid.is_some() && !s.fenced => {
@@ -368,8 +356,7 @@ impl Step for Fence<'_> {
             _ => Ok(serde_json::json!({"fenced": false, "note": "no old Cluster to fence"})),
         }
     }
-    fn verify(&self, j: &Journal, out: &Value) -> Result<(), Error> {
-        let e = self.0;
+    fn verify(&self, e: &Env<'a>, j: &Journal, out: &Value) -> Result<(), Error> {
         if out["fenced"] != true {
             return Ok(());
         }
@@ -383,17 +370,16 @@ impl Step for Fence<'_> {
     }
 }
 
-struct Merge<'a>(&'a Env<'a>);
-impl Step for Merge<'_> {
+struct Merge {
+    /// `--direct`: this step pushes instead of waiting for a merge.
+    direct: bool,
+}
+impl<'a> Step<Env<'a>> for Merge {
     fn name(&self) -> &'static str {
-        if self.0.params.direct_branch.is_some() {
-            "pushed"
-        } else {
-            "merged"
-        }
+        if self.direct { "pushed" } else { "merged" }
     }
-    fn describe(&self) -> String {
-        match (&self.0.params.pr, &self.0.params.direct_branch) {
+    fn describe(&self, e: &Env<'a>) -> String {
+        match (&e.params.pr, &e.params.direct_branch) {
             (Some(n), _) => {
                 format!("Wait until pull request #{n} is merged into the branch Argo CD tracks")
             }
@@ -403,8 +389,7 @@ impl Step for Merge<'_> {
             (None, None) => "The recovery commit is on the branch Argo CD tracks".into(),
         }
     }
-    fn run(&self, _: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
-        let e = self.0;
+    fn run(&self, e: &Env<'a>, _: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
         let commit = match (
             e.params.pr,
             &e.gh,
@@ -446,19 +431,18 @@ impl Step for Merge<'_> {
     }
 }
 
-struct ArgoSynced<'a>(&'a Env<'a>);
-impl Step for ArgoSynced<'_> {
+struct ArgoSynced;
+impl<'a> Step<Env<'a>> for ArgoSynced {
     fn name(&self) -> &'static str {
         "argocd-synced"
     }
-    fn describe(&self) -> String {
+    fn describe(&self, e: &Env<'a>) -> String {
         format!(
             "Ask Argo CD for a hard refresh and wait until the Application deploying {} is Synced at a revision that contains the recovery commit and holds the same manifest",
-            self.0.params.manifest_dir
+            e.params.manifest_dir
         )
     }
-    fn run(&self, j: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
-        let e = self.0;
+    fn run(&self, e: &Env<'a>, j: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
         let a = &e.ctx.config.argocd;
         let commit = e.merged_commit(j)?;
         let app = e.kube.find_application(
@@ -501,27 +485,25 @@ impl Step for ArgoSynced<'_> {
     }
 }
 
-struct Delete<'a>(&'a Env<'a>);
-impl Step for Delete<'_> {
+struct Delete;
+impl<'a> Step<Env<'a>> for Delete {
     fn name(&self) -> &'static str {
         "delete-cluster"
     }
-    fn describe(&self) -> String {
+    fn describe(&self, e: &Env<'a>) -> String {
         format!(
             "Delete the CNPG Cluster {}/{} (its pods and volumes go with it); Argo CD re-creates it from Git in recovery mode",
-            self.0.params.namespace, self.0.params.cluster
+            e.params.namespace, e.params.cluster
         )
     }
     fn destructive(&self) -> bool {
         true
     }
-    fn confirm(&self, j: &Journal) -> bool {
-        let e = self.0;
+    fn confirm(&self, e: &Env<'a>, j: &Journal) -> bool {
         let Ok(old) = e.old(j) else { return true };
         matches!(e.live(), Ok(Some(s)) if s.uid == old.uid && old.uid.is_some())
     }
-    fn check(&self, j: &Journal) -> Result<(), Error> {
-        let e = self.0;
+    fn check(&self, e: &Env<'a>, j: &Journal) -> Result<(), Error> {
         let a = &e.ctx.config.argocd;
         let commit = e.merged_commit(j)?;
         let synced: Synced = output(j, "argocd-synced")?;
@@ -568,8 +550,7 @@ impl Step for Delete<'_> {
         }
         Ok(())
     }
-    fn run(&self, j: &Journal, _stop: &AtomicBool) -> Result<Value, Error> {
-        let e = self.0;
+    fn run(&self, e: &Env<'a>, j: &Journal, _stop: &AtomicBool) -> Result<Value, Error> {
         let old = e.old(j)?;
         match (e.live()?, &old.uid) {
             (Some(s), Some(uid)) if s.uid.as_ref() == Some(uid) => {
@@ -586,10 +567,9 @@ impl Step for Delete<'_> {
             })),
         }
     }
-    fn verify(&self, j: &Journal, _: &Value) -> Result<(), Error> {
+    fn verify(&self, e: &Env<'a>, j: &Journal, _: &Value) -> Result<(), Error> {
         // Gone, on its way out (foreground deletion), or already back with
         // a new uid: anything but the old Cluster, unchanged.
-        let e = self.0;
         let old = e.old(j)?;
         match e.live()? {
             Some(s) if s.uid == old.uid && old.uid.is_some() && !s.terminating => {
@@ -602,16 +582,15 @@ impl Step for Delete<'_> {
     }
 }
 
-struct Recreate<'a>(&'a Env<'a>);
-impl Step for Recreate<'_> {
+struct Recreate;
+impl<'a> Step<Env<'a>> for Recreate {
     fn name(&self) -> &'static str {
         "recreated"
     }
-    fn describe(&self) -> String {
+    fn describe(&self, _: &Env<'a>) -> String {
         "Wait until Argo CD re-creates the Cluster (a new uid); without self-heal, start the sync that does".into()
     }
-    fn run(&self, j: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
-        let e = self.0;
+    fn run(&self, e: &Env<'a>, j: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
         let a = &e.ctx.config.argocd;
         let old = e.old(j)?;
         let synced: Synced = output(j, "argocd-synced")?;
@@ -821,28 +800,27 @@ pub fn watch_recovery(
     })
 }
 
-struct Recovered<'a>(&'a Env<'a>);
-impl Step for Recovered<'_> {
+struct Recovered;
+impl<'a> Step<Env<'a>> for Recovered {
     fn name(&self) -> &'static str {
         "recovered"
     }
-    fn describe(&self) -> String {
+    fn describe(&self, e: &Env<'a>) -> String {
         format!(
             "Watch the re-created Cluster and Job {}-1-full-recovery until the Cluster is healthy and the Job complete",
-            self.0.params.cluster
+            e.params.cluster
         )
     }
-    fn run(&self, j: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
-        let e = self.0;
+    fn run(&self, e: &Env<'a>, j: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
         let old = e.old(j)?;
         let state = watch_recovery(e.ctx, &e.kube, old.uid.as_deref(), stop)?;
         Ok(value(state))
     }
 }
 
-struct TakeBackup<'a>(&'a Env<'a>);
-impl TakeBackup<'_> {
-    fn backup_name(&self, j: &Journal) -> String {
+struct TakeBackup;
+impl TakeBackup {
+    fn backup_name(e: &Env, j: &Journal) -> String {
         // Stable across a resume: from when the run started.
         let started: String = j
             .data
@@ -851,24 +829,23 @@ impl TakeBackup<'_> {
             .map(crate::timearg::compact)
             .unwrap_or_default()
             .to_lowercase();
-        format!("{}-drgit-{started}", self.0.params.cluster)
+        format!("{}-drgit-{started}", e.params.cluster)
     }
 }
-impl Step for TakeBackup<'_> {
+impl<'a> Step<Env<'a>> for TakeBackup {
     fn name(&self) -> &'static str {
         "backup"
     }
-    fn describe(&self) -> String {
+    fn describe(&self, e: &Env<'a>) -> String {
         format!(
             "Take an on-demand Backup of {} and wait until it completes and ContinuousArchiving is True: the new lineage `{}` is recoverable at once",
-            self.0.params.cluster, self.0.params.new_lineage
+            e.params.cluster, e.params.new_lineage
         )
     }
-    fn run(&self, j: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
-        let e = self.0;
+    fn run(&self, e: &Env<'a>, j: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
         let pg = &e.ctx.config.postgres;
         let ns = &e.params.namespace;
-        let name = self.backup_name(j);
+        let name = Self::backup_name(e, j);
         let plugin = e.live()?.is_some_and(|s| s.plugin_backup);
         e.kube.create_backup(ns, &name, &e.params.cluster, plugin)?;
         let polled = plan::poll_until(
@@ -920,16 +897,15 @@ impl Step for TakeBackup<'_> {
     }
 }
 
-struct RevertPr<'a>(&'a Env<'a>);
-impl Step for RevertPr<'_> {
+struct RevertPr;
+impl<'a> Step<Env<'a>> for RevertPr {
     fn name(&self) -> &'static str {
         "revert-pr"
     }
-    fn describe(&self) -> String {
+    fn describe(&self, _: &Env<'a>) -> String {
         "Open the pull request that puts bootstrap back to initdb (auto-revert)".into()
     }
-    fn run(&self, _: &Journal, _stop: &AtomicBool) -> Result<Value, Error> {
-        let e = self.0;
+    fn run(&self, e: &Env<'a>, _: &Journal, _stop: &AtomicBool) -> Result<Value, Error> {
         // The revert starts from what was merged, not from the local branch.
         e.repo.switch_to_remote_branch(
             &e.ctx.config.git.remote,
@@ -951,34 +927,15 @@ impl Step for RevertPr<'_> {
     }
 }
 
-/// Asks before a destructive step: `--yes`, or the cluster's name typed
-/// at a terminal; without a terminal and without `--yes`, refuses.
-fn confirm(yes: bool, cluster: &str) -> impl Fn(&str) -> Result<(), Error> + '_ {
-    move |what: &str| {
-        if yes {
-            return Ok(());
-        }
-        if !std::io::stdin().is_terminal() {
-            return Err(Error::NeedsConfirmation { what: what.into() });
-        }
-        eprint!("{what}.\nType the Cluster's name ({cluster}) to go ahead: ");
-        let _ = std::io::stderr().flush();
-        let mut line = String::new();
-        let _ = std::io::stdin().lock().read_line(&mut line);
-        if line.trim() == cluster {
-            Ok(())
-        } else {
-            Err(Error::NeedsConfirmation { what: what.into() })
-        }
-    }
-}
+/// The journal's scenario name: `drgit resume` finds this plan by it.
+pub const SCENARIO: &str = "pg-recover-wait";
 
 /// Starts the wait after a published (or, with `--direct`, committed) recovery.
 pub fn start(ctx: &Context, repo: &WorkRepo, params: Params, yes: bool) -> Result<Value, Error> {
     let journal = Journal::create(
         &repo.git_dir(),
         JournalData {
-            scenario: "pg-recover-wait".into(),
+            scenario: SCENARIO.into(),
             started_at: jiff::Timestamp::now().to_string(),
             params: value(&params),
             steps: Vec::new(),
@@ -988,13 +945,11 @@ pub fn start(ctx: &Context, repo: &WorkRepo, params: Params, yes: bool) -> Resul
 }
 
 /// Goes on with a journaled wait (`drgit resume`).
-pub fn resume(ctx: &Context, yes: bool) -> Result<Value, Error> {
-    let repo = WorkRepo::open(&ctx.repo_dir)?;
-    let journal = Journal::load(&repo.git_dir())?.ok_or(Error::NothingToResume)?;
+pub fn resume(ctx: &Context, journal: Journal, yes: bool) -> Result<Value, Error> {
     drive(ctx, journal, yes)
 }
 
-fn drive(ctx: &Context, mut journal: Journal, yes: bool) -> Result<Value, Error> {
+fn drive(ctx: &Context, journal: Journal, yes: bool) -> Result<Value, Error> {
     let mut params: Params =
         serde_json::from_value(journal.data.params.clone()).map_err(|e| Error::State {
             path: "journal".into(),
@@ -1023,7 +978,14 @@ fn drive(ctx: &Context, mut journal: Journal, yes: bool) -> Result<Value, Error>
     };
     let auto_revert =
         params.auto_revert || AutoRevert::load(&repo).is_some_and(|i| i.cluster == params.cluster);
-    let cluster = params.cluster.clone();
+    let confirmation = plan::Confirmation {
+        yes,
+        word: params.cluster.clone(),
+        what: "the Cluster's name".into(),
+    };
+    let merge = Merge {
+        direct: params.direct_branch.is_some(),
+    };
     let env = Env {
         ctx,
         kube,
@@ -1032,72 +994,27 @@ fn drive(ctx: &Context, mut journal: Journal, yes: bool) -> Result<Value, Error>
         tracked,
         params,
     };
-    let (switch, fence, merge, synced, delete, recreated, recovered, backup, revert) = (
-        SwitchWal(&env),
-        Fence(&env),
-        Merge(&env),
-        ArgoSynced(&env),
-        Delete(&env),
-        Recreate(&env),
-        Recovered(&env),
-        TakeBackup(&env),
-        RevertPr(&env),
-    );
-    let mut steps: Vec<&dyn Step> = vec![
-        &switch, &fence, &merge, &synced, &delete, &recreated, &recovered, &backup,
+    let mut steps: Vec<&dyn Step<Env>> = vec![
+        &SwitchWal,
+        &Fence,
+        &merge,
+        &ArgoSynced,
+        &Delete,
+        &Recreate,
+        &Recovered,
+        &TakeBackup,
     ];
     if auto_revert {
-        steps.push(&revert);
+        steps.push(&RevertPr);
     }
-    if journal.data.steps.is_empty() {
-        journal.data.steps = steps
-            .iter()
-            .map(|s| StepRecord {
-                name: s.name().into(),
-                description: s.describe(),
-                status: Status::Pending,
-                output: Value::Null,
-                finished_at: None,
-            })
-            .collect();
-        journal.save()?;
-    }
-    plan::execute(
-        &steps,
-        &mut journal,
-        &confirm(yes, &cluster),
-        plan::stop_flag(),
-    )?;
-    let summary = value(&journal.data);
-    journal.close();
-    Ok(summary)
-}
-
-/// The journal of the current or last run, for `drgit status`.
-pub fn status(ctx: &Context) -> Result<Option<JournalData>, Error> {
-    let repo = WorkRepo::open(&ctx.repo_dir)?;
-    if let Some(j) = Journal::load(&repo.git_dir())? {
-        return Ok(Some(j.data));
-    }
-    Ok(last_done(&repo))
-}
-
-fn last_done(repo: &WorkRepo) -> Option<JournalData> {
-    let done = Journal::path_in(&repo.git_dir()).with_file_name("journal.done.json");
-    std::fs::read_to_string(done)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
+    plan::drive(&env, &steps, journal, &confirmation)
 }
 
 /// The uid of the Cluster a recovery run deleted (current or last run),
 /// for `pg-revert --when-healthy`: the status of that Cluster says nothing
 /// about the recovery.
 pub fn deleted_uid(repo: &WorkRepo) -> Option<String> {
-    let data = Journal::load(&repo.git_dir())
-        .ok()
-        .flatten()
-        .map(|j| j.data)
-        .or_else(|| last_done(repo))?;
+    let data = plan::last_journal(&repo.git_dir()).ok().flatten()?;
     data.steps
         .iter()
         .find(|s| s.name == "switch-wal")

@@ -62,19 +62,20 @@ pub struct Published {
     pub merge_commit: Option<String>,
 }
 
-/// The branch a scenario commits on, and how.
+/// The branch a scenario commits on, and how: `key` names the intent
+/// (the Cluster, the pod, …).
 pub fn branch_for(
     ctx: &Context,
     scenario: &str,
+    key: &str,
     mode: Mode,
     repo: Option<&WorkRepo>,
 ) -> Result<String, Error> {
     Ok(match mode {
         Mode::Local => ctx.branch_name(scenario),
-        Mode::Push | Mode::PullRequest => format!(
-            "{}{scenario}-{}",
-            ctx.config.git.branch_prefix, ctx.config.postgres.cluster
-        ),
+        Mode::Push | Mode::PullRequest => {
+            format!("{}{scenario}-{key}", ctx.config.git.branch_prefix)
+        }
         Mode::Direct => repo
             .and_then(WorkRepo::current_branch)
             .ok_or(GitError::Detached)?,
@@ -307,40 +308,88 @@ pub fn render_texts(
     Ok((message, title, body))
 }
 
-/// Commits the rewritten manifest where the mode says, then publishes it;
-/// a failed publish undoes the local commit.
-#[allow(clippy::too_many_arguments)]
+/// One file a scenario changes: where (relative to the repository top),
+/// and its text before and after.
+#[derive(Debug, Clone)]
+pub struct FileChange {
+    pub path: PathBuf,
+    pub old: String,
+    pub new: String,
+}
+
+/// What a scenario changes in Git, whatever the scenario: the files, the
+/// changes in words (for plans, commit messages and pull requests), the
+/// label its pull request gets, and the key of its branch
+/// (`drgit/<scenario>-<key>`: one branch per intent).
+#[derive(Debug, Clone)]
+pub struct ChangeSet {
+    pub files: Vec<FileChange>,
+    pub changes: Vec<String>,
+    pub label: &'static str,
+    pub branch_key: String,
+}
+
+impl ChangeSet {
+    /// One unified diff of every file, `a/`/`b/` prefixed like git's.
+    pub fn diff(&self) -> String {
+        self.files
+            .iter()
+            .map(|f| super::unified_diff(&f.path.to_string_lossy(), &f.old, &f.new))
+            .collect()
+    }
+
+    /// `+12 -7 lines` over every file, for pull-request bodies.
+    pub fn diffstat(&self) -> String {
+        let (mut add, mut del) = (0, 0);
+        for f in &self.files {
+            for c in similar::TextDiff::from_lines(&f.old, &f.new).iter_all_changes() {
+                match c.tag() {
+                    similar::ChangeTag::Insert => add += 1,
+                    similar::ChangeTag::Delete => del += 1,
+                    similar::ChangeTag::Equal => {}
+                }
+            }
+        }
+        format!("+{add} -{del} lines")
+    }
+}
+
+/// Commits the change set where the mode says, then publishes it; a
+/// failed publish undoes the local commit (every file).
 pub fn commit_and_publish(
     ctx: &Context,
     repo: &WorkRepo,
     opts: &Options,
     branch: &str,
-    manifest: &super::Manifest,
-    new_text: &str,
+    change: &ChangeSet,
     (message, title, body): (&str, &str, &str),
-    label: &str,
 ) -> Result<(Committed, Published, OpenedPr), Error> {
-    let committed = repo.commit_file(
-        target(opts.mode, branch),
-        &manifest.rel_path,
-        new_text.as_bytes(),
-        message,
-    )?;
-    let (published, pr) = publish(ctx, repo, opts, branch, title, body, label)
-        .map_err(|e| undo_after(repo, &committed, &manifest.rel_path, &manifest.text, e))?;
+    let committed = commit(repo, opts.mode, branch, change, message)?;
+    let (published, pr) = publish(ctx, repo, opts, branch, title, body, change.label)
+        .map_err(|e| undo_after(repo, &committed, change, e))?;
     Ok((committed, published, pr))
 }
 
-/// After a failed publish, undoes the local commit (HEAD, branch, file,
+/// Commits the change set where the mode says, without publishing.
+pub fn commit(
+    repo: &WorkRepo,
+    mode: Mode,
+    branch: &str,
+    change: &ChangeSet,
+    message: &str,
+) -> Result<Committed, Error> {
+    let files: Vec<(&Path, &[u8])> = change
+        .files
+        .iter()
+        .map(|f| (f.path.as_path(), f.new.as_bytes()))
+        .collect();
+    Ok(repo.commit_files(target(mode, branch), &files, message)?)
+}
+
+/// After a failed publish, undoes the local commit (HEAD, branch, files,
 /// index) so that nothing is left half-done; a branch already pushed stays
 /// on the remote and is re-used, under its lease, by the next run.
-pub fn undo_after(
-    repo: &WorkRepo,
-    committed: &Committed,
-    rel_path: &Path,
-    old_text: &str,
-    e: Error,
-) -> Error {
+pub fn undo_after(repo: &WorkRepo, committed: &Committed, change: &ChangeSet, e: Error) -> Error {
     // Waiting for a merge that did not come: the pull request stands, and
     // so does the commit it was opened from.
     if matches!(
@@ -353,7 +402,12 @@ pub fn undo_after(
     ) {
         return e;
     }
-    match repo.undo_commit(committed, rel_path, old_text.as_bytes()) {
+    let files: Vec<(&Path, &[u8])> = change
+        .files
+        .iter()
+        .map(|f| (f.path.as_path(), f.old.as_bytes()))
+        .collect();
+    match repo.undo_commit(committed, &files) {
         Ok(()) => Error::PublishFailed {
             source: Box::new(e),
             undone: true,
