@@ -135,6 +135,13 @@ pub enum Command {
     },
     /// Go on with an interrupted `--wait` at its first unfinished step.
     Resume,
+    /// Print a shell completion script (e.g. `drgit completions bash > /etc/bash_completion.d/drgit`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; e.g. `drgit man | man -l -`).
+    Man,
     /// The steps of the current (or last) `--wait` run and how far it got.
     Status,
     /// Put the recovered Cluster's bootstrap back to initdb, keeping the new backup lineage.
@@ -152,6 +159,11 @@ pub enum Command {
 
 /// Runs the parsed command line and prints its outcome.
 pub fn run(cli: &Cli) -> Result<(), Error> {
+    match &cli.command {
+        Command::Completions { shell } => return completions(*shell),
+        Command::Man => return man(),
+        _ => {}
+    }
     let now = crate::timearg::now()?;
     let mut ctx = Context::new(
         &cli.repo,
@@ -161,114 +173,7 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
     )?;
     ctx.kubeconfig = cli.kubeconfig.clone();
     ctx.kube_context = cli.context.clone();
-    if matches!(cli.command, Command::Resume | Command::Status) {
-        let value = match cli.command {
-            Command::Resume => scenario::resume(&ctx, cli.yes)?,
-            _ => serde_json::to_value(scenario::status(&ctx)?).unwrap_or_default(),
-        };
-        let out = if cli.json || value.is_null() {
-            format!(
-                "{}\n",
-                serde_json::to_string_pretty(&value).unwrap_or_default()
-            )
-        } else {
-            crate::output::journal(&value)
-        };
-        std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes())
-            .map_err(|e| Error::Output(e.to_string()))?;
-        return Ok(());
-    }
-    if let Command::Backups(BackupsCommand::Download { kind, name, output }) = &cli.command {
-        let store = ctx.open_store()?;
-        let (items, dkind) = match kind {
-            DownloadKind::Etcd => (
-                crate::backup::kinds::etcd_snapshots(
-                    store.as_ref(),
-                    &ctx.config.talos.etcd_prefix,
-                )?,
-                crate::backup::download::Kind::Etcd,
-            ),
-            DownloadKind::Kanidm => (
-                crate::backup::kinds::kanidm_backups(
-                    store.as_ref(),
-                    &ctx.config.kanidm.backup_prefix,
-                )?,
-                crate::backup::download::Kind::Kanidm,
-            ),
-        };
-        let item = if name == "latest" {
-            items.last()
-        } else {
-            items
-                .iter()
-                .find(|i| i.key == *name || i.key.rsplit('/').next() == Some(name.as_str()))
-        }
-        .ok_or_else(|| Error::NoSuchBackup {
-            name: name.clone(),
-            location: store.describe(),
-            have: items
-                .iter()
-                .rev()
-                .take(5)
-                .map(|i| i.key.clone())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })?;
-        let file_name = item.key.rsplit('/').next().unwrap_or("backup").to_string();
-        let dest = output.clone().unwrap_or_else(|| PathBuf::from(&file_name));
-        let opts = crate::backup::download::Options {
-            progress: std::io::IsTerminal::is_terminal(&std::io::stderr()) && !cli.quiet,
-            ..Default::default()
-        };
-        let done =
-            crate::backup::download::download(store.as_ref(), &item.key, &dest, dkind, &opts)?;
-        let out = if cli.json {
-            format!(
-                "{}\n",
-                serde_json::to_string_pretty(&done).unwrap_or_default()
-            )
-        } else {
-            format!(
-                "Downloaded {} to {} ({} bytes{}); checked: {}{}\n",
-                done.key,
-                done.path.display(),
-                done.size,
-                if done.resumed_parts > 0 {
-                    format!(", resumed after {} part(s)", done.resumed_parts)
-                } else {
-                    String::new()
-                },
-                done.checks.join(", "),
-                done.version
-                    .as_ref()
-                    .map(|v| format!("; written by kanidmd {v}"))
-                    .unwrap_or_default()
-            )
-        };
-        std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes())
-            .map_err(|e| Error::Output(e.to_string()))?;
-        return Ok(());
-    }
-    if let Command::Backups(BackupsCommand::Status { check }) = &cli.command {
-        let store = ctx.open_store()?;
-        let report = crate::status::collect(store.as_ref(), &ctx.config, ctx.now)?;
-        let out = if cli.json {
-            let mut v = serde_json::to_value(&report).unwrap_or_default();
-            v["problems"] = serde_json::json!(report.problems());
-            format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default())
-        } else {
-            crate::status::render(&report)
-        };
-        std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes())
-            .map_err(|e| Error::Output(e.to_string()))?;
-        if *check && !report.problems().is_empty() {
-            return Err(Error::Unhealthy {
-                problems: report.problems().len(),
-            });
-        }
-        return Ok(());
-    }
-    let outcome = match &cli.command {
+    match &cli.command {
         Command::PgRecover {
             target_time,
             timezone,
@@ -276,9 +181,10 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
             publish,
             auto_revert,
             wait,
-        } => scenario::pg_recover::run(
+        } => pg_recover(
+            cli,
             &ctx,
-            &scenario::pg_recover::Args {
+            scenario::pg_recover::Args {
                 target_time: target_time.clone(),
                 timezone: timezone.clone(),
                 dry_run: *dry_run,
@@ -287,20 +193,131 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
                 wait: *wait,
                 yes: cli.yes,
             },
-        )?,
+        ),
         Command::PgRevert {
             dry_run,
             publish,
             when_healthy,
-        } => scenario::pg_revert::run(
+        } => pg_revert(
+            cli,
             &ctx,
-            &scenario::pg_revert::Args {
+            scenario::pg_revert::Args {
                 dry_run: *dry_run,
                 publish: publish.options(),
                 when_healthy: *when_healthy,
             },
-        )?,
-        Command::Backups(_) | Command::Resume | Command::Status => unreachable!("handled above"),
-    };
+        ),
+        Command::Resume => resume(cli, &ctx),
+        Command::Status => status(cli, &ctx),
+        Command::Backups(BackupsCommand::Status { check }) => backups_status(cli, &ctx, *check),
+        Command::Backups(BackupsCommand::Download { kind, name, output }) => {
+            backups_download(cli, &ctx, *kind, name, output.as_deref())
+        }
+        Command::Completions { .. } | Command::Man => Ok(()),
+    }
+}
+
+fn completions(shell: clap_complete::Shell) -> Result<(), Error> {
+    let mut out = Vec::new();
+    clap_complete::generate(
+        shell,
+        &mut <Cli as clap::CommandFactory>::command(),
+        "drgit",
+        &mut out,
+    );
+    write_out(&String::from_utf8_lossy(&out))
+}
+
+fn man() -> Result<(), Error> {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+        .render(&mut out)
+        .map_err(|e| Error::Output(e.to_string()))?;
+    write_out(&String::from_utf8_lossy(&out))
+}
+
+fn pg_recover(cli: &Cli, ctx: &Context, args: scenario::pg_recover::Args) -> Result<(), Error> {
+    let outcome = scenario::pg_recover::run(ctx, &args)?;
     crate::output::print(&outcome, cli.json).map_err(|e| Error::Output(e.to_string()))
+}
+
+fn pg_revert(cli: &Cli, ctx: &Context, args: scenario::pg_revert::Args) -> Result<(), Error> {
+    let outcome = scenario::pg_revert::run(ctx, &args)?;
+    crate::output::print(&outcome, cli.json).map_err(|e| Error::Output(e.to_string()))
+}
+
+fn resume(cli: &Cli, ctx: &Context) -> Result<(), Error> {
+    let journal = scenario::resume(ctx, cli.yes)?;
+    print_journal(cli, &journal)
+}
+
+fn status(cli: &Cli, ctx: &Context) -> Result<(), Error> {
+    let journal = serde_json::to_value(scenario::status(ctx)?).unwrap_or_default();
+    print_journal(cli, &journal)
+}
+
+fn print_journal(cli: &Cli, journal: &serde_json::Value) -> Result<(), Error> {
+    if cli.json || journal.is_null() {
+        write_json(journal)
+    } else {
+        write_out(&crate::output::journal(journal))
+    }
+}
+
+fn backups_status(cli: &Cli, ctx: &Context, check: bool) -> Result<(), Error> {
+    let store = ctx.open_store()?;
+    let report = crate::health::collect(store.as_ref(), &ctx.config, ctx.now)?;
+    if cli.json {
+        let mut v = serde_json::to_value(&report).unwrap_or_default();
+        v["problems"] = serde_json::json!(report.problems());
+        write_json(&v)?;
+    } else {
+        write_out(&crate::health::render(&report))?;
+    }
+    if check && !report.problems().is_empty() {
+        return Err(Error::Unhealthy {
+            problems: report.problems().len(),
+        });
+    }
+    Ok(())
+}
+
+fn backups_download(
+    cli: &Cli,
+    ctx: &Context,
+    kind: DownloadKind,
+    name: &str,
+    output: Option<&std::path::Path>,
+) -> Result<(), Error> {
+    use crate::backup::download::{self, Kind};
+    let store = ctx.open_store()?;
+    let (prefix, kind) = match kind {
+        DownloadKind::Etcd => (&ctx.config.talos.etcd_prefix, Kind::Etcd),
+        DownloadKind::Kanidm => (&ctx.config.kanidm.backup_prefix, Kind::Kanidm),
+    };
+    let item = crate::backup::kinds::find(store.as_ref(), kind, prefix, name)?;
+    let file_name = item.key.rsplit('/').next().unwrap_or("backup").to_string();
+    let dest = output.map_or_else(|| PathBuf::from(&file_name), std::path::Path::to_path_buf);
+    let opts = download::Options {
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()) && !cli.quiet,
+        ..Default::default()
+    };
+    let done = download::download(store.as_ref(), &item.key, &dest, kind, &opts)?;
+    if cli.json {
+        write_json(&done)
+    } else {
+        write_out(&crate::output::downloaded(&done))
+    }
+}
+
+fn write_json(v: &impl serde::Serialize) -> Result<(), Error> {
+    write_out(&format!(
+        "{}\n",
+        serde_json::to_string_pretty(v).unwrap_or_default()
+    ))
+}
+
+fn write_out(text: &str) -> Result<(), Error> {
+    std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes())
+        .map_err(|e| Error::Output(e.to_string()))
 }

@@ -67,12 +67,8 @@ pub enum Error {
     State { path: String, detail: String },
     #[error(transparent)]
     Download(#[from] crate::backup::download::DownloadError),
-    #[error("no backup `{name}` in {location} (newest: {have})")]
-    NoSuchBackup {
-        name: String,
-        location: String,
-        have: String,
-    },
+    #[error(transparent)]
+    Lookup(#[from] crate::backup::kinds::LookupError),
     #[error(
         "--wait follows the change until the recovery is done: publish it with --pr or --push --direct"
     )]

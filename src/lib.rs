@@ -14,11 +14,11 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod gitops;
+pub mod health;
 pub mod manifest;
 pub mod output;
 pub mod plan;
 pub mod scenario;
-pub mod status;
 pub mod timearg;
 
 /// Picks rustls' process-wide crypto provider (ring) once: the HTTP

@@ -57,7 +57,9 @@ pub fn human(o: &Outcome, colour: bool) -> String {
         for w in &c.windows {
             s.push_str(&format!(
                 "Window:   {} → {} (from base backup {})\n",
-                w.start, w.end, w.backup
+                crate::timearg::SecondUp(w.start),
+                crate::timearg::Second(w.end),
+                w.backup
             ));
         }
     }
@@ -137,7 +139,11 @@ pub fn journal(v: &serde_json::Value) -> String {
     let mut s = format!(
         "{} (started {})\n",
         v["scenario"].as_str().unwrap_or("run"),
-        v["started_at"].as_str().unwrap_or("?")
+        v["started_at"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .map(|t| crate::timearg::Second(t).to_string())
+            .unwrap_or_else(|| "?".into())
     );
     for step in v["steps"].as_array().into_iter().flatten() {
         let mark = match step["status"].as_str() {
@@ -152,6 +158,26 @@ pub fn journal(v: &serde_json::Value) -> String {
         ));
     }
     s
+}
+
+/// The line `backups download` prints.
+pub fn downloaded(d: &crate::backup::download::Downloaded) -> String {
+    format!(
+        "Downloaded {} to {} ({} bytes{}); checked: {}{}\n",
+        d.key,
+        d.path.display(),
+        d.size,
+        if d.resumed_parts > 0 {
+            format!(", resumed after {} part(s)", d.resumed_parts)
+        } else {
+            String::new()
+        },
+        d.checks.join(", "),
+        d.version
+            .as_ref()
+            .map(|v| format!("; written by kanidmd {v}"))
+            .unwrap_or_default()
+    )
 }
 
 /// Prints an outcome in the requested form.

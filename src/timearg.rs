@@ -109,6 +109,33 @@ pub fn parse_written(s: &str) -> Option<Timestamp> {
     fixed.replacen(' ', "T", 1).parse().ok()
 }
 
+/// A time as people read it: to the second, rounded down (the end of a
+/// window shown this way is still inside it). JSON keeps full precision.
+pub struct Second(pub Timestamp);
+
+impl std::fmt::Display for Second {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.0.as_second() - i64::from(self.0.subsec_nanosecond() < 0);
+        match Timestamp::from_second(secs) {
+            Ok(t) => write!(f, "{t}"),
+            Err(_) => write!(f, "{}", self.0),
+        }
+    }
+}
+
+/// The same, rounded up: the start of a window shown this way is inside it.
+pub struct SecondUp(pub Timestamp);
+
+impl std::fmt::Display for SecondUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let up = self.0.subsec_nanosecond() > 0;
+        match Timestamp::from_second(self.0.as_second() + i64::from(up)) {
+            Ok(t) => write!(f, "{t}"),
+            Err(_) => write!(f, "{}", self.0),
+        }
+    }
+}
+
 /// `20261126T031500Z`, for branch names.
 pub fn compact(t: Timestamp) -> String {
     t.strftime("%Y%m%dT%H%M%SZ").to_string()
@@ -147,6 +174,15 @@ mod tests {
             Some("2026-11-24T09:00:00Z".parse().unwrap())
         );
         assert_eq!(parse_written("yesterday"), None);
+    }
+
+    #[test]
+    fn people_see_whole_seconds_inside_the_window() {
+        let t: Timestamp = "2026-11-27T13:19:13.596696514Z".parse().unwrap();
+        assert_eq!(Second(t).to_string(), "2026-11-27T13:19:13Z");
+        assert_eq!(SecondUp(t).to_string(), "2026-11-27T13:19:14Z");
+        let whole: Timestamp = "2026-11-27T13:19:13Z".parse().unwrap();
+        assert_eq!(SecondUp(whole).to_string(), "2026-11-27T13:19:13Z");
     }
 
     #[test]

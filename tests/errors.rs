@@ -162,9 +162,7 @@ fn target_before_the_first_backup() {
     let f = Fixture::new();
     let err = recover(&f, "2026-11-26T03:02:00Z", 2);
     assert!(
-        err.contains(
-            "before the end of the first usable base backup (2026-11-26T03:02:26.121822Z)"
-        ),
+        err.contains("before the end of the first usable base backup (2026-11-26T03:02:27Z)"),
         "{err}"
     );
     assert!(err.contains("no target backup found"), "{err}");

@@ -111,6 +111,19 @@ pub struct ChainEnd {
     pub error: Option<String>,
 }
 
+impl fmt::Display for Window {
+    /// To the second, both ends inside the window.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} → {} (from base backup {})",
+            crate::timearg::SecondUp(self.start),
+            crate::timearg::Second(self.end),
+            self.backup
+        )
+    }
+}
+
 /// Segments missing from the archive.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Gap {
@@ -139,7 +152,8 @@ pub struct TargetCheck {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TargetError {
     #[error(
-        "target {target} is before the end of the first usable base backup ({first}); CNPG would fail with \"no target backup found\". Recoverable: {windows}"
+        "target {target} is before the end of the first usable base backup ({}); CNPG would fail with \"no target backup found\". Recoverable: {windows}",
+        crate::timearg::SecondUp(*first)
     )]
     BeforeFirstBackup {
         target: Timestamp,
@@ -147,7 +161,8 @@ pub enum TargetError {
         windows: WindowList,
     },
     #[error(
-        "target {target} is after the last transaction in the archived WAL (committed at {end}, in segment {segment}); PostgreSQL stops only at a commit, so it would fail with \"recovery ended before configured recovery target was reached\". Pick a time up to {end}, or leave out --target-time to recover everything archived. Recoverable: {windows}"
+        "target {target} is after the last transaction in the archived WAL (committed at {end}, in segment {segment}); PostgreSQL stops only at a commit, so it would fail with \"recovery ended before configured recovery target was reached\". Pick a time up to {}, or leave out --target-time to recover everything archived. Recoverable: {windows}",
+        crate::timearg::Second(*end)
     )]
     AfterLastWal {
         target: Timestamp,
@@ -156,7 +171,8 @@ pub enum TargetError {
         windows: WindowList,
     },
     #[error(
-        "target {target} falls in a WAL gap: {missing} segment(s) from {first_missing} are missing after {after}, so recovery stops at {reach}. Pick a time inside: {windows}"
+        "target {target} falls in a WAL gap: {missing} segment(s) from {first_missing} are missing after {after}, so recovery stops at {}. Pick a time inside: {windows}",
+        crate::timearg::Second(*reach)
     )]
     InGap {
         target: Timestamp,
@@ -174,11 +190,7 @@ pub struct WindowList(pub Vec<Window>);
 
 impl fmt::Display for WindowList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self
-            .0
-            .iter()
-            .map(|w| format!("{} → {} (from base backup {})", w.start, w.end, w.backup))
-            .collect();
+        let parts: Vec<String> = self.0.iter().map(|w| w.to_string()).collect();
         f.write_str(&parts.join("; "))
     }
 }

@@ -12,6 +12,51 @@ use serde::Serialize;
 
 use super::{BackupStore, ObjectMeta, StoreError};
 
+/// A backup asked for by name that is not in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no backup `{name}` in {location} (newest: {have})")]
+    NoSuchBackup {
+        name: String,
+        location: String,
+        have: String,
+    },
+}
+
+/// The etcd snapshot or Kanidm backup `name` (its file name or key), or
+/// the newest for `latest`.
+pub fn find(
+    store: &dyn BackupStore,
+    kind: super::download::Kind,
+    prefix: &str,
+    name: &str,
+) -> Result<Item, LookupError> {
+    let items = match kind {
+        super::download::Kind::Kanidm => kanidm_backups(store, prefix)?,
+        _ => etcd_snapshots(store, prefix)?,
+    };
+    let found = if name == "latest" {
+        items.last()
+    } else {
+        items
+            .iter()
+            .find(|i| i.key == name || i.key.rsplit('/').next() == Some(name))
+    };
+    found.cloned().ok_or_else(|| LookupError::NoSuchBackup {
+        name: name.to_string(),
+        location: store.describe(),
+        have: items
+            .iter()
+            .rev()
+            .take(5)
+            .map(|i| i.key.clone())
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
 /// One backup object of a simple kind.
 #[derive(Debug, Clone, Serialize)]
 pub struct Item {

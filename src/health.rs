@@ -346,7 +346,10 @@ fn judge_lineage(l: &mut Lineage, cfg: &Config, now: Timestamp) {
     for g in &l.gaps {
         l.problems.push(format!(
             "WAL gap: {} segment(s) missing from {} (after {}); recovery cannot pass {}",
-            g.missing, g.first_missing, g.after, g.reach
+            g.missing,
+            g.first_missing,
+            g.after,
+            crate::timearg::Second(g.reach)
         ));
     }
     if !l.active {
@@ -444,13 +447,15 @@ pub fn render(r: &Report) -> String {
         ));
         if let Some(t) = l.newest_backup {
             s.push_str(&format!(
-                "    newest base backup {t} ({} ago)\n",
+                "    newest base backup {} ({} ago)\n",
+                crate::timearg::Second(t),
                 human_age(age(r.now, t))
             ));
         }
         if let Some(t) = l.newest_wal {
             s.push_str(&format!(
-                "    newest WAL         {t} ({} ago)\n",
+                "    newest WAL         {} ({} ago)\n",
+                crate::timearg::Second(t),
                 human_age(age(r.now, t))
             ));
         }
@@ -476,7 +481,9 @@ pub fn render(r: &Report) -> String {
         for w in &l.windows {
             s.push_str(&format!(
                 "    window {} → {} (from {})\n",
-                w.start, w.end, w.backup
+                crate::timearg::SecondUp(w.start),
+                crate::timearg::Second(w.end),
+                w.backup
             ));
         }
         if let (Some(first), Some(last)) = (l.windows.first(), l.windows.last()) {
@@ -503,10 +510,12 @@ pub fn render(r: &Report) -> String {
         ));
         match (k.newest, k.oldest) {
             (Some(n), Some(o)) => s.push_str(&format!(
-                "  {} backup(s), {}; newest {n} ({} ago), oldest {o} ({} ago)\n",
+                "  {} backup(s), {}; newest {} ({} ago), oldest {} ({} ago)\n",
                 k.count,
                 human_size(k.total_size),
+                crate::timearg::Second(n),
                 human_age(age(r.now, n)),
+                crate::timearg::Second(o),
                 human_age(age(r.now, o))
             )),
             _ => s.push_str("  none\n"),
