@@ -3,7 +3,7 @@
 
 use std::io::{IsTerminal, Write};
 
-use crate::scenario::Outcome;
+use crate::scenario::{Detail, Outcome, PgRecoverDetail};
 
 /// Whether to colour stdout: a terminal, and `NO_COLOR` unset.
 pub fn use_colour() -> bool {
@@ -39,50 +39,13 @@ pub fn colour_diff(diff: &str) -> String {
 pub fn human(o: &Outcome, colour: bool) -> String {
     let mut s = String::new();
     s.push_str(&format!(
-        "drgit {}: Cluster `{}` in {}\n",
-        o.scenario, o.cluster, o.manifest
+        "drgit {}: {} in {}\n",
+        o.scenario,
+        o.detail.subject(),
+        o.manifest
     ));
-    if let Some(c) = &o.catalog {
-        s.push_str(&format!(
-            "Backups:  {} (lineage `{}`): {} base backup(s), {} WAL segment(s), {}\n",
-            c.location,
-            c.lineage,
-            c.base_backups,
-            c.wal_segments,
-            match c.gaps.len() {
-                0 => "no gaps".to_string(),
-                n => format!("{n} gap(s)"),
-            }
-        ));
-        for w in &c.windows {
-            s.push_str(&format!(
-                "Window:   {} → {} (from base backup {})\n",
-                crate::timearg::SecondUp(w.start),
-                crate::timearg::Second(w.end),
-                w.backup
-            ));
-        }
-    }
-    if o.scenario == "pg-recover" {
-        s.push_str(&format!(
-            "Target:   {}{}{}\n",
-            o.target_time
-                .as_deref()
-                .unwrap_or("end of the archived WAL"),
-            o.recovery_target_time
-                .as_ref()
-                .map(|t| format!(" (written as `{t}`)"))
-                .unwrap_or_default(),
-            o.base_backup
-                .as_ref()
-                .map(|b| format!(", from base backup {b} (pinned)"))
-                .unwrap_or_default()
-        ));
-    }
-    if let Some(l) = &o.new_lineage {
-        s.push_str(&format!(
-            "Lineage:  the recovered Cluster archives as `{l}`\n"
-        ));
+    if let Detail::PgRecover(d) = &o.detail {
+        pg_recover(&mut s, d);
     }
     s.push_str("\nChanges:\n");
     for c in &o.changes {
@@ -132,6 +95,44 @@ pub fn human(o: &Outcome, colour: bool) -> String {
         s.push_str(&journal(w));
     }
     s
+}
+
+/// pg-recover's own lines: the catalog, the window, the target.
+fn pg_recover(s: &mut String, d: &PgRecoverDetail) {
+    let c = &d.catalog;
+    s.push_str(&format!(
+        "Backups:  {} (lineage `{}`): {} base backup(s), {} WAL segment(s), {}\n",
+        c.location,
+        c.lineage,
+        c.base_backups,
+        c.wal_segments,
+        match c.gaps.len() {
+            0 => "no gaps".to_string(),
+            n => format!("{n} gap(s)"),
+        }
+    ));
+    for w in &c.windows {
+        s.push_str(&format!("Window:   {w}\n"));
+    }
+    s.push_str(&format!(
+        "Target:   {}{}{}\n",
+        d.target_time
+            .as_deref()
+            .unwrap_or("end of the archived WAL"),
+        d.recovery_target_time
+            .as_ref()
+            .map(|t| format!(" (written as `{t}`)"))
+            .unwrap_or_default(),
+        d.base_backup
+            .as_ref()
+            .map(|b| format!(", from base backup {b} (pinned)"))
+            .unwrap_or_default()
+    ));
+    if let Some(l) = &d.new_lineage {
+        s.push_str(&format!(
+            "Lineage:  the recovered Cluster archives as `{l}`\n"
+        ));
+    }
 }
 
 /// A journal of steps: one line each, with its state.

@@ -119,10 +119,6 @@ pub fn find_cluster(stream: &Stream, name: &str) -> Result<usize, ManifestError>
     }
 }
 
-fn cnpg(msg: impl Into<String>) -> ManifestError {
-    ManifestError::Cnpg(msg.into())
-}
-
 /// Reads the recovery-relevant shape of the Cluster in document `doc`.
 pub fn inspect(stream: &Stream, doc: usize) -> Result<Cluster, ManifestError> {
     let v = Resolver::document(&stream.docs[doc]);
@@ -131,9 +127,7 @@ pub fn inspect(stream: &Stream, doc: usize) -> Result<Cluster, ManifestError> {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let spec = v
-        .get("spec")
-        .ok_or_else(|| cnpg("the Cluster has no `spec`"))?;
+    let spec = v.get("spec").ok_or(ManifestError::NoSpec)?;
 
     let boot = spec.get("bootstrap");
     // `initdb: null` beside `recovery` is a Kustomize patch deleting the
@@ -145,15 +139,14 @@ pub fn inspect(stream: &Stream, doc: usize) -> Result<Cluster, ManifestError> {
     let recovery = boot.and_then(|b| b.get("recovery"));
     let bootstrap = match (initdb, recovery) {
         (true, Some(_)) => {
-            return Err(cnpg(
-                "`spec.bootstrap` has both `initdb` and `recovery`; CNPG accepts only one bootstrap method. Remove one by hand, then run drgit again",
-            ));
+            return Err(ManifestError::TwoBootstraps);
         }
         (true, None) => Bootstrap::Initdb,
         (false, Some(r)) => {
-            let source = r.get("source").and_then(Value::as_str).ok_or_else(|| {
-                cnpg("`spec.bootstrap.recovery` has no `source` (it recovers from a volume snapshot or a Backup object); drgit recovers only from an object store through an external cluster")
-            })?;
+            let source = r
+                .get("source")
+                .and_then(Value::as_str)
+                .ok_or(ManifestError::RecoveryWithoutSource)?;
             Bootstrap::Recovery {
                 source: source.to_string(),
                 target_time: r
@@ -180,9 +173,7 @@ pub fn inspect(stream: &Stream, doc: usize) -> Result<Cluster, ManifestError> {
                 ),
                 Some(other) => format!("`spec.bootstrap: {}`", other.describe()),
             };
-            return Err(cnpg(format!(
-                "the Cluster has neither `spec.bootstrap.initdb` nor `spec.bootstrap.recovery` (found {found}). Write `bootstrap: {{initdb: {{}}}}` (CNPG's default) explicitly, commit it, and run drgit again"
-            )));
+            return Err(ManifestError::NoBootstrapMethod { found });
         }
     };
 
@@ -198,9 +189,7 @@ pub fn inspect(stream: &Stream, doc: usize) -> Result<Cluster, ManifestError> {
         });
     let (backup, server_name, destination_path) = match (in_tree, plugin) {
         (Some(_), Some(_)) => {
-            return Err(cnpg(format!(
-                "the Cluster backs up both through `spec.backup.barmanObjectStore` and the `{BARMAN_PLUGIN}` plugin; keep one"
-            )));
+            return Err(ManifestError::TwoBackupMethods);
         }
         (Some(store), None) => {
             let sn = store
@@ -218,11 +207,7 @@ pub fn inspect(stream: &Stream, doc: usize) -> Result<Cluster, ManifestError> {
             let object_name = p
                 .path(&["parameters", "barmanObjectName"])
                 .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    cnpg(format!(
-                        "`spec.plugins[{index}].parameters.barmanObjectName` is missing"
-                    ))
-                })?
+                .ok_or(ManifestError::NoObjectName { index })?
                 .to_string();
             let sn = p
                 .path(&["parameters", "serverName"])
@@ -232,9 +217,7 @@ pub fn inspect(stream: &Stream, doc: usize) -> Result<Cluster, ManifestError> {
             (BackupKind::Plugin { index, object_name }, sn, None)
         }
         (None, None) => {
-            return Err(cnpg(format!(
-                "the Cluster has no object-store backup: neither `spec.backup.barmanObjectStore` nor a `{BARMAN_PLUGIN}` entry in `spec.plugins`; there is nothing to recover from"
-            )));
+            return Err(ManifestError::NoObjectStoreBackup);
         }
     };
 
@@ -257,10 +240,8 @@ pub fn inspect(stream: &Stream, doc: usize) -> Result<Cluster, ManifestError> {
             let ext = external_clusters(spec)
                 .iter()
                 .find(|e| e.get("name").and_then(Value::as_str) == Some(source.as_str()))
-                .ok_or_else(|| {
-                    cnpg(format!(
-                        "`spec.bootstrap.recovery.source` is `{source}`, but `spec.externalClusters` has no entry with that name"
-                    ))
+                .ok_or_else(|| ManifestError::NoExternalCluster {
+                    source_name: source.clone(),
                 })?;
             let sn = ext
                 .path(&["barmanObjectStore", "serverName"])
@@ -602,13 +583,12 @@ fn retarget(
         .chain([Seg::key("recoveryTarget")])
         .collect();
     if old_time == spec.target_time && old_backup == spec.backup_id {
-        return Err(cnpg(match spec.target_time {
-            Some(t) => format!("the Cluster already recovers to {t}; nothing to change"),
-            None => {
-                "the Cluster already recovers to the end of the archived WAL; nothing to change"
-                    .to_string()
-            }
-        }));
+        return Err(ManifestError::NothingToChange {
+            target: spec
+                .target_time
+                .unwrap_or("the end of the archived WAL")
+                .to_string(),
+        });
     }
     let target = value_at(&ed.value(), &target_path).cloned();
     let keep: Vec<(String, Value)> = match &target {
@@ -779,9 +759,7 @@ pub fn rewrite_for_revert(
     origin: &Origin,
 ) -> Result<Rewrite, ManifestError> {
     let Bootstrap::Recovery { source, .. } = &cluster.bootstrap else {
-        return Err(cnpg(
-            "`spec.bootstrap` is already `initdb`; there is no recovery to revert",
-        ));
+        return Err(ManifestError::NotInRecovery);
     };
     let value = Resolver::document(&stream.docs[cluster.doc]);
     if value
@@ -789,9 +767,9 @@ pub fn rewrite_for_revert(
         .and_then(Value::as_str)
         == Some(source.as_str())
     {
-        return Err(cnpg(format!(
-            "`spec.replica.source` still uses the external cluster `{source}`; drgit will not remove it"
-        )));
+        return Err(ManifestError::ReplicaUsesSource {
+            source_name: source.clone(),
+        });
     }
     let mut ed = DocEditor::new(text, stream, cluster.doc);
     let boot = [Seg::key("spec"), Seg::key("bootstrap")];

@@ -47,8 +47,42 @@ pub enum ManifestError {
         count: usize,
         docs: String,
     },
-    #[error("{0}")]
-    Cnpg(String),
+    #[error("the Cluster has no `spec`")]
+    NoSpec,
+    #[error(
+        "`spec.bootstrap` has both `initdb` and `recovery`; CNPG accepts only one bootstrap method. Remove one by hand, then run drgit again"
+    )]
+    TwoBootstraps,
+    #[error(
+        "`spec.bootstrap.recovery` has no `source` (it recovers from a volume snapshot or a Backup object); drgit recovers only from an object store through an external cluster"
+    )]
+    RecoveryWithoutSource,
+    #[error(
+        "the Cluster has neither `spec.bootstrap.initdb` nor `spec.bootstrap.recovery` (found {found}). Write `bootstrap: {{initdb: {{}}}}` (CNPG's default) explicitly, commit it, and run drgit again"
+    )]
+    NoBootstrapMethod { found: String },
+    #[error(
+        "the Cluster backs up both through `spec.backup.barmanObjectStore` and the `barman-cloud.cloudnative-pg.io` plugin; keep one"
+    )]
+    TwoBackupMethods,
+    #[error("`spec.plugins[{index}].parameters.barmanObjectName` is missing")]
+    NoObjectName { index: usize },
+    #[error(
+        "the Cluster has no object-store backup: neither `spec.backup.barmanObjectStore` nor a `barman-cloud.cloudnative-pg.io` entry in `spec.plugins`; there is nothing to recover from"
+    )]
+    NoObjectStoreBackup,
+    #[error(
+        "`spec.bootstrap.recovery.source` is `{source_name}`, but `spec.externalClusters` has no entry with that name"
+    )]
+    NoExternalCluster { source_name: String },
+    #[error("the Cluster already recovers to {target}; nothing to change")]
+    NothingToChange { target: String },
+    #[error("`spec.bootstrap` is already `initdb`; there is no recovery to revert")]
+    NotInRecovery,
+    #[error(
+        "`spec.replica.source` still uses the external cluster `{source_name}`; drgit will not remove it"
+    )]
+    ReplicaUsesSource { source_name: String },
     #[error("internal error while editing YAML: {0}")]
     Internal(String),
 }

@@ -242,15 +242,51 @@ pub struct CatalogSummary {
     pub chain_ends: Vec<crate::backup::barman::ChainEnd>,
 }
 
-/// What a scenario did (or, in a dry run, would do).
+/// What a scenario did (or, in a dry run, would do): what every scenario
+/// shares, and its own detail.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
     pub scenario: &'static str,
+    /// The (first) file it changes.
     pub manifest: String,
-    pub cluster: String,
     pub dry_run: bool,
+    pub changes: Vec<String>,
+    pub diff: String,
+    pub plan: Vec<String>,
+    pub branch: Option<String>,
+    pub commit: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub catalog: Option<CatalogSummary>,
+    pub published: Option<publish::Published>,
+    /// The journal of `--wait`: each step and what it produced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait: Option<serde_json::Value>,
+    /// The scenario's own part, at the top level of the JSON.
+    #[serde(flatten)]
+    pub detail: Detail,
+}
+
+/// Each scenario's own part of an outcome.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Detail {
+    PgRecover(PgRecoverDetail),
+    PgRevert(PgRevertDetail),
+}
+
+impl Detail {
+    /// What the scenario works on, for the report's first line.
+    pub fn subject(&self) -> String {
+        match self {
+            Detail::PgRecover(d) => format!("Cluster `{}`", d.cluster),
+            Detail::PgRevert(d) => format!("Cluster `{}`", d.cluster),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PgRecoverDetail {
+    pub cluster: String,
+    pub catalog: CatalogSummary,
     /// RFC 3339 UTC, or None for the end of the archived WAL.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_time: Option<String>,
@@ -262,16 +298,11 @@ pub struct Outcome {
     pub base_backup: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub new_lineage: Option<String>,
-    pub changes: Vec<String>,
-    pub diff: String,
-    pub plan: Vec<String>,
-    pub branch: Option<String>,
-    pub commit: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub published: Option<publish::Published>,
-    /// The journal of `--wait`: each step and what it produced.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub wait: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PgRevertDetail {
+    pub cluster: String,
     /// The live Cluster's state when it was checked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_state: Option<crate::cluster::ClusterState>,

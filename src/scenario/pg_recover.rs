@@ -15,7 +15,9 @@
 use serde::Serialize;
 
 use super::publish::{self, AutoRevert, Mode, Options};
-use super::{CatalogSummary, Context, Outcome, preflight, read_cluster_manifest};
+use super::{
+    CatalogSummary, Context, Detail, Outcome, PgRecoverDetail, preflight, read_cluster_manifest,
+};
 use crate::backup::barman::Window;
 use crate::backup::{BackupStore, barman::Catalog};
 use crate::error::Error;
@@ -178,21 +180,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     let mut outcome = Outcome {
         scenario: "pg-recover",
         manifest: manifest.display(),
-        cluster: cluster.name.clone(),
         dry_run: args.dry_run,
-        catalog: Some(CatalogSummary {
-            location: catalog.location.clone(),
-            lineage: lineage.clone(),
-            base_backups: catalog.backups.len(),
-            wal_segments: catalog.segments.len(),
-            windows: windows.clone(),
-            gaps: catalog.gaps(),
-            chain_ends: catalog.chain_ends.clone(),
-        }),
-        target_time: target_text.clone(),
-        recovery_target_time: written_target.clone(),
-        base_backup: base_backup.clone(),
-        new_lineage: new_lineage.clone(),
         changes: rewrite.changes.clone(),
         diff,
         plan: plan.clone(),
@@ -200,7 +188,22 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
         commit: None,
         published: None,
         wait: None,
-        cluster_state: None,
+        detail: Detail::PgRecover(PgRecoverDetail {
+            cluster: cluster.name.clone(),
+            catalog: CatalogSummary {
+                location: catalog.location.clone(),
+                lineage: lineage.clone(),
+                base_backups: catalog.backups.len(),
+                wal_segments: catalog.segments.len(),
+                windows: windows.clone(),
+                gaps: catalog.gaps(),
+                chain_ends: catalog.chain_ends.clone(),
+            },
+            target_time: target_text.clone(),
+            recovery_target_time: written_target.clone(),
+            base_backup: base_backup.clone(),
+            new_lineage: new_lineage.clone(),
+        }),
     };
     let Some(repo) = repo else {
         return Ok(outcome);

@@ -11,7 +11,7 @@
 use serde::Serialize;
 
 use super::publish::{self, AutoRevert, Mode, Options};
-use super::{Context, Outcome, preflight, read_cluster_manifest};
+use super::{Context, Detail, Outcome, PgRevertDetail, preflight, read_cluster_manifest};
 
 use crate::cluster::Kube;
 use crate::error::Error;
@@ -113,13 +113,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     let mut outcome = Outcome {
         scenario: "pg-revert",
         manifest: manifest.display(),
-        cluster: cluster.name.clone(),
         dry_run: args.dry_run,
-        catalog: None,
-        target_time: None,
-        recovery_target_time: None,
-        base_backup: None,
-        new_lineage: None,
         changes: rewrite.changes.clone(),
         diff,
         plan: vec![
@@ -134,7 +128,10 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
         commit: None,
         published: None,
         wait: None,
-        cluster_state,
+        detail: Detail::PgRevert(PgRevertDetail {
+            cluster: cluster.name.clone(),
+            cluster_state,
+        }),
     };
     if args.dry_run {
         return Ok(outcome);
