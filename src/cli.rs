@@ -257,8 +257,10 @@ fn status(cli: &Cli, ctx: &Context) -> Result<(), Error> {
 }
 
 fn print_journal(cli: &Cli, journal: &serde_json::Value) -> Result<(), Error> {
-    if cli.json || journal.is_null() {
+    if cli.json {
         write_json(journal)
+    } else if journal.is_null() {
+        write_out("No run of drgit in this repository yet (no .git/drgit/journal.json).\n")
     } else {
         write_out(&crate::output::journal(journal))
     }

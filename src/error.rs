@@ -123,8 +123,11 @@ pub enum Error {
     Unhealthy { problems: usize },
     #[error("cannot write the output: {0}")]
     Output(String),
-    #[error("cannot render the template {name}: {detail}")]
-    Template { name: String, detail: String },
+    #[error("cannot render the template {name}: {source}")]
+    Template {
+        name: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl Error {

@@ -6,8 +6,8 @@
 
 mod common;
 
+use common::fake_cluster::{FakeCluster, scripted_cluster as cluster};
 use common::fake_github::FakeGitHub;
-use common::fake_kube::{FakeKube, cluster};
 use common::git_http::GitHttp;
 use common::{Fixture, TARGET};
 
@@ -652,7 +652,7 @@ fn recovered(f: &Fixture, extra: &str) -> FakeGitHub {
 fn revert_waits_for_a_healthy_cluster() {
     let f = Fixture::new();
     let gh = recovered(&f, "");
-    let kube = FakeKube::start(vec![
+    let kube = FakeCluster::scripted(vec![
         None,
         Some(cluster("Setting up primary", false, 0, true)),
         Some(cluster(
@@ -702,7 +702,7 @@ fn revert_does_not_take_the_deleted_clusters_frozen_status_for_a_recovery() {
     std::fs::write(dir.join("journal.done.json"), journal.to_string()).unwrap();
     let mut frozen = cluster("Cluster in healthy state", true, 2, true);
     frozen["metadata"]["deletionTimestamp"] = "2026-11-26T04:30:00Z".into();
-    let kube = FakeKube::start(vec![Some(frozen)]);
+    let kube = FakeCluster::scripted(vec![Some(frozen)]);
     let kc = kube.kubeconfig(f.dir.path());
     let run = with_token(
         &f,
@@ -748,7 +748,7 @@ fn revert_is_refused_while_recovery_is_not_done() {
     ] {
         let f = Fixture::new();
         let gh = recovered(&f, "");
-        let kube = FakeKube::start(vec![state]);
+        let kube = FakeCluster::scripted(vec![state]);
         let kc = kube.kubeconfig(f.dir.path());
         let before = f.state();
         let run = with_token(

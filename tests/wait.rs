@@ -208,6 +208,15 @@ fn the_whole_runbook_in_the_right_order() {
         "{}",
         status.stdout
     );
+    // What `drgit status` shows, the start time aside.
+    let shown = status.screen(&w.f);
+    let start = shown.find("(started ").unwrap();
+    let end = start + shown[start..].find(')').unwrap() + 1;
+    insta::assert_snapshot!(format!(
+        "{}(started [TIME]){}",
+        &shown[..start],
+        &shown[end..]
+    ));
 }
 
 #[test]

@@ -282,7 +282,7 @@ impl Kube {
         }))
         .map_err(|e| ClusterError::Api {
             what: format!("build Backup {namespace}/{name}"),
-            detail: e.to_string(),
+            source: kube::Error::SerdeError(e),
         })?;
         let pp = kube::api::PostParams::default();
         self.call(format!("create Backup {namespace}/{name}"), || {

@@ -22,13 +22,13 @@ use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("cannot load the Kubernetes configuration{}: {detail}", path.as_ref().map(|p| format!(" {p}")).unwrap_or_default())]
+    #[error("cannot load the Kubernetes configuration{}: {source}", path.as_ref().map(|p| format!(" {p}")).unwrap_or_default())]
     Config {
         path: Option<String>,
-        detail: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("Kubernetes API: cannot {what}: {detail}")]
-    Api { what: String, detail: String },
+    #[error("Kubernetes API: cannot {what}: {source}")]
+    Api { what: String, source: kube::Error },
     #[error(
         "CNPG Cluster {namespace}/{name} does not exist in the cluster; the recovery has not started (or the Cluster is being re-created)"
     )]
@@ -109,32 +109,30 @@ impl Kube {
             .build()
             .map_err(|e| ClusterError::Config {
                 path: None,
-                detail: e.to_string(),
+                source: Box::new(e),
             })?;
         let options = KubeConfigOptions {
             context: context.map(str::to_string),
             ..Default::default()
         };
-        let err = |detail: String| ClusterError::Config {
+        let err = |source: Box<dyn std::error::Error + Send + Sync>| ClusterError::Config {
             path: kubeconfig.map(|p| p.display().to_string()),
-            detail,
+            source,
         };
         let client = rt.block_on(async {
             let config = match kubeconfig {
                 Some(path) => {
-                    let kc = Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
+                    let kc = Kubeconfig::read_from(path).map_err(|e| err(Box::new(e)))?;
                     kube::Config::from_custom_kubeconfig(kc, &options)
                         .await
-                        .map_err(|e| err(e.to_string()))?
+                        .map_err(|e| err(Box::new(e)))?
                 }
                 None if context.is_some() => kube::Config::from_kubeconfig(&options)
                     .await
-                    .map_err(|e| err(e.to_string()))?,
-                None => kube::Config::infer()
-                    .await
-                    .map_err(|e| err(e.to_string()))?,
+                    .map_err(|e| err(Box::new(e)))?,
+                None => kube::Config::infer().await.map_err(|e| err(Box::new(e)))?,
             };
-            kube::Client::try_from(config).map_err(|e| err(e.to_string()))
+            kube::Client::try_from(config).map_err(|e| err(Box::new(e)))
         })?;
         Ok(Kube { rt, client })
     }
@@ -161,10 +159,7 @@ impl Kube {
     }
 
     fn api_err(what: String) -> impl FnOnce(kube::Error) -> ClusterError {
-        move |e| ClusterError::Api {
-            what,
-            detail: e.to_string(),
-        }
+        move |source| ClusterError::Api { what, source }
     }
 
     /// Runs a command in a pod's container and returns its stdout, stderr

@@ -214,14 +214,14 @@ pub fn render_template(name: &str, source: &str, ctx: impl Serialize) -> Result<
     env.add_template(name, source)
         .map_err(|e| Error::Template {
             name: name.into(),
-            detail: e.to_string(),
+            source: Box::new(e),
         })?;
     let mut text = env
         .get_template(name)
         .and_then(|t| t.render(minijinja::value::Serde(&ctx)))
         .map_err(|e| Error::Template {
             name: name.into(),
-            detail: e.to_string(),
+            source: Box::new(e),
         })?;
     if !text.ends_with('\n') {
         text.push('\n');

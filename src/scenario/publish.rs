@@ -431,7 +431,7 @@ pub fn template(repo_dir: &Path, name: &str, builtin: &'static str) -> Result<St
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(builtin.to_string()),
         Err(e) => Err(Error::Template {
             name: own.display().to_string(),
-            detail: e.to_string(),
+            source: Box::new(e),
         }),
     }
 }

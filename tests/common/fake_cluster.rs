@@ -154,6 +154,10 @@ pub struct State {
     pub backups: Vec<(String, u32)>,
     /// Forced answers: (request containing, status) for the next matching request.
     pub faults: Vec<(String, u16)>,
+    /// Scripted answers to GETs of the Cluster instead of the simulation
+    /// (None: 404), one per GET, the last repeated.
+    pub script: std::collections::VecDeque<Option<Value>>,
+    pub cluster_gets: u32,
 }
 
 impl State {
@@ -515,7 +519,37 @@ fn walk_count(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// A CNPG Cluster object as the API returns it, for scripted answers.
+pub fn scripted_cluster(phase: &str, ready: bool, ready_instances: i64, recovery: bool) -> Value {
+    let bootstrap = if recovery {
+        json!({"recovery": {"source": "shared-pg-backup"}})
+    } else {
+        json!({"initdb": {"database": "app", "owner": "app"}})
+    };
+    json!({
+        "apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
+        "metadata": {"name": "shared-pg", "namespace": "database", "resourceVersion": "1", "uid": "00000000-0000-0000-0000-000000000001"},
+        "spec": {"instances": 2, "bootstrap": bootstrap},
+        "status": {
+            "phase": phase, "readyInstances": ready_instances, "instances": 2,
+            "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }, "reason": "ClusterIsReady"}]
+        }
+    })
+}
+
 impl FakeCluster {
+    /// Answers GETs of the Cluster from `script` (see [`State::script`]),
+    /// with no Argo CD behind it.
+    pub fn scripted(script: Vec<Option<Value>>) -> FakeCluster {
+        let f = Self::start(PathBuf::from("/nonexistent"), Behaviour::default());
+        f.state.lock().unwrap().script = script.into();
+        f
+    }
+
+    pub fn gets(&self) -> u32 {
+        self.state.lock().unwrap().cluster_gets
+    }
+
     /// Argo CD tracks `main` of the bare repository `bare`; no store.
     pub fn start(bare: PathBuf, behaviour: Behaviour) -> FakeCluster {
         Self::start_with_store(bare, None, behaviour)
@@ -544,6 +578,8 @@ impl FakeCluster {
             last_archived_wal: None,
             backups: Vec::new(),
             faults: Vec::new(),
+            script: Default::default(),
+            cluster_gets: 0,
         };
         // The Cluster as it runs before the outage: initdb, own lineage.
         world.new_cluster(&mut st, false, "shared-pg".into(), false);
@@ -703,7 +739,20 @@ fn handle(
             }
             (200, application(st, head().as_deref()))
         }
+        ("GET", CLUSTER) if !st.script.is_empty() => {
+            st.cluster_gets += 1;
+            let answer = if st.script.len() > 1 {
+                st.script.pop_front().flatten()
+            } else {
+                st.script.front().cloned().flatten()
+            };
+            match answer {
+                Some(v) => (200, v),
+                None => not_found("clusters.postgresql.cnpg.io \"shared-pg\""),
+            }
+        }
         ("GET", CLUSTER) => {
+            st.cluster_gets += 1;
             // Argo CD's controller runs on its own: it compares (and
             // self-heals) whether or not anyone asks it.
             w.reconcile(st);

@@ -7,7 +7,6 @@
 
 pub mod fake_cluster;
 pub mod fake_github;
-pub mod fake_kube;
 pub mod fault_proxy;
 pub mod git_http;
 pub mod s3_server;
@@ -216,6 +215,27 @@ pub struct Run {
 }
 
 impl Run {
+    /// Asserts the run succeeded, showing what it printed when not.
+    pub fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Everything a user sees, for a snapshot: the exit status, stdout and
+    /// stderr, with the temporary directory replaced by `[TMP]`.
+    pub fn screen(&self, f: &Fixture) -> String {
+        format!(
+            "exit status: {}\n--- stdout\n{}--- stderr\n{}",
+            self.code,
+            redact(&self.stdout, f),
+            redact(&self.stderr, f)
+        )
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.stdout, self.stderr))
