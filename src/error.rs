@@ -54,6 +54,46 @@ pub enum Error {
     #[error(transparent)]
     Cluster(#[from] ClusterError),
     #[error(
+        "CNPG Cluster {namespace}/{name} does not exist in the cluster; the recovery has not started (or the Cluster is being re-created)"
+    )]
+    Missing { namespace: String, name: String },
+    #[error(
+        "CNPG Cluster {namespace}/{name} is unrecoverable: {phase}. The recovery failed; do not revert. Check the `{name}-1-full-recovery` Job's logs, pick another target time, and run pg-recover again"
+    )]
+    Unrecoverable {
+        namespace: String,
+        name: String,
+        phase: String,
+    },
+    #[error(
+        "CNPG Cluster {namespace}/{name} runs with `bootstrap.initdb`: it was not re-created from the backup yet, so there is no recovery to revert. Merge the recovery, let Argo CD sync it, delete the Cluster, then try again"
+    )]
+    NotRecovered { namespace: String, name: String },
+    #[error(
+        "the recovery of CNPG Cluster {namespace}/{name} failed: {text}. Read the `{name}-1-full-recovery` Job's logs; if the target is out of reach, pick a time inside the window (`drgit backups status`) and run pg-recover again"
+    )]
+    RecoveryFailed {
+        namespace: String,
+        name: String,
+        text: String,
+    },
+    #[error("CNPG Cluster {namespace}/{name} was not healthy within {waited:?}; last seen: {last}")]
+    Timeout {
+        namespace: String,
+        name: String,
+        waited: std::time::Duration,
+        last: String,
+    },
+    #[error(
+        "the on-demand Backup {namespace}/{name} failed: {error}. The recovered Cluster runs, but the new lineage has no base backup until the next scheduled one; fix the cause, then `drgit resume`"
+    )]
+    BackupFailed {
+        namespace: String,
+        name: String,
+        error: String,
+    },
+
+    #[error(
         "branch `{branch}` exists and its last commit was not made by drgit; drgit will not move someone else's branch. Rename or delete it, or set `[git] branch_prefix`"
     )]
     NotOurBranch { branch: String },
@@ -83,6 +123,8 @@ pub enum Error {
     },
     #[error("refusing to delete the Cluster: {reason}")]
     RefuseDelete { reason: String },
+    #[error("step `{step}` did not do what it says: {detail}")]
+    NotDone { step: String, detail: String },
     #[error(
         "the new lineage `{lineage}` is no longer empty ({objects}): the old primary archived into it after Argo CD applied the change, and CNPG would fail the recovery with \"Expected empty archive\". Nothing was deleted. Run `drgit pg-recover` again: it moves the Cluster to the next empty lineage"
     )]

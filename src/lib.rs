@@ -20,6 +20,7 @@ pub mod output;
 pub mod plan;
 pub mod scenario;
 pub mod timearg;
+pub mod wait;
 
 /// Picks rustls' process-wide crypto provider (ring) once: the HTTP
 /// clients drgit links (kube, octocrab, aws-sdk-s3) enable more than one,

@@ -274,83 +274,22 @@ fn set_status(
     journal.save()
 }
 
-/// What one look at the world found.
-pub enum Poll<T> {
-    Ready(T),
-    /// Not yet; what was seen, for progress lines and the timeout message.
-    Waiting(String),
-}
+pub use crate::wait::{Poll, TimedOut, stop_flag};
 
-/// A wait that ran out: how long, and what was seen last.
-#[derive(Debug)]
-pub struct TimedOut {
-    pub waited: std::time::Duration,
-    pub last: String,
-}
-
-/// The one wait every step uses: calls `check` until it is ready, at
-/// intervals starting at `every` and doubling up to `max_every`, until
-/// `timeout`; hears Ctrl-C between looks. Progress goes to stderr when what
-/// is seen changes.
+/// [`crate::wait::poll_until`] for a step: an interruption names the step.
 pub fn poll_until<T>(
     step: &str,
     timeout: std::time::Duration,
-    (every, max_every): (std::time::Duration, std::time::Duration),
+    every: (std::time::Duration, std::time::Duration),
     stop: &AtomicBool,
-    mut check: impl FnMut(std::time::Duration) -> Result<Poll<T>, Error>,
+    check: impl FnMut(std::time::Duration) -> Result<Poll<T>, Error>,
 ) -> Result<Result<T, TimedOut>, Error> {
-    let start = std::time::Instant::now();
-    let mut delay = every;
-    let mut last = String::new();
-    loop {
-        if stop.load(Ordering::Relaxed) {
-            return Err(Error::Interrupted { step: step.into() });
-        }
-        match check(start.elapsed())? {
-            Poll::Ready(v) => return Ok(Ok(v)),
-            Poll::Waiting(seen) => {
-                if seen != last {
-                    crate::progress(&format!("[{:>4}s] {seen}", start.elapsed().as_secs()));
-                    last = seen;
-                }
-            }
-        }
-        if start.elapsed() >= timeout {
-            return Ok(Err(TimedOut {
-                waited: start.elapsed(),
-                last,
-            }));
-        }
-        sleep(delay, stop, step)?;
-        delay = (delay * 2).min(max_every.max(every));
+    match crate::wait::poll_until(timeout, every, stop, check) {
+        Ok(v) => Ok(Ok(v)),
+        Err(crate::wait::Stopped::TimedOut(t)) => Ok(Err(t)),
+        Err(crate::wait::Stopped::Failed(e)) => Err(e),
+        Err(crate::wait::Stopped::Interrupted) => Err(Error::Interrupted { step: step.into() }),
     }
-}
-
-/// Sleeps in short slices, giving up early when Ctrl-C was pressed.
-pub fn sleep(d: std::time::Duration, stop: &AtomicBool, step: &str) -> Result<(), Error> {
-    let end = std::time::Instant::now() + d;
-    while std::time::Instant::now() < end {
-        if stop.load(Ordering::Relaxed) {
-            return Err(Error::Interrupted { step: step.into() });
-        }
-        std::thread::sleep(
-            std::time::Duration::from_millis(50).min(end - std::time::Instant::now()),
-        );
-    }
-    Ok(())
-}
-
-/// A stop flag set by Ctrl-C (SIGINT/SIGTERM), installed once.
-pub fn stop_flag() -> &'static AtomicBool {
-    static STOP: AtomicBool = AtomicBool::new(false);
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = ctrlc::set_handler(|| {
-            eprintln!("\nstopping after the current wait; `drgit resume` continues");
-            STOP.store(true, Ordering::Relaxed);
-        });
-    });
-    &STOP
 }
 
 #[cfg(test)]

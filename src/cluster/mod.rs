@@ -30,48 +30,9 @@ pub enum ClusterError {
     #[error("Kubernetes API: cannot {what}: {source}")]
     Api { what: String, source: kube::Error },
     #[error(
-        "CNPG Cluster {namespace}/{name} does not exist in the cluster; the recovery has not started (or the Cluster is being re-created)"
-    )]
-    Missing { namespace: String, name: String },
-    #[error(
-        "CNPG Cluster {namespace}/{name} is unrecoverable: {phase}. The recovery failed; do not revert. Check the `{name}-1-full-recovery` Job's logs, pick another target time, and run pg-recover again"
-    )]
-    Unrecoverable {
-        namespace: String,
-        name: String,
-        phase: String,
-    },
-    #[error(
-        "CNPG Cluster {namespace}/{name} runs with `bootstrap.initdb`: it was not re-created from the backup yet, so there is no recovery to revert. Merge the recovery, let Argo CD sync it, delete the Cluster, then try again"
-    )]
-    NotRecovered { namespace: String, name: String },
-    #[error(
-        "the recovery of CNPG Cluster {namespace}/{name} failed: {text}. Read the `{name}-1-full-recovery` Job's logs; if the target is out of reach, pick a time inside the window (`drgit backups status`) and run pg-recover again"
-    )]
-    RecoveryFailed {
-        namespace: String,
-        name: String,
-        text: String,
-    },
-    #[error(
         "no Argo CD Application in namespace {namespace} deploys {path}; set `[argocd] application`"
     )]
     NoApplication { namespace: String, path: String },
-    #[error("CNPG Cluster {namespace}/{name} was not healthy within {waited:?}; last seen: {last}")]
-    Timeout {
-        namespace: String,
-        name: String,
-        waited: Duration,
-        last: String,
-    },
-    #[error(
-        "the on-demand Backup {namespace}/{name} failed: {error}. The recovered Cluster runs, but the new lineage has no base backup until the next scheduled one; fix the cause, then `drgit resume`"
-    )]
-    BackupFailed {
-        namespace: String,
-        name: String,
-        error: String,
-    },
 }
 
 /// What a command run in a pod said.

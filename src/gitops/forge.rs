@@ -447,12 +447,13 @@ impl GitHub {
         first_poll: Duration,
         stop: &std::sync::atomic::AtomicBool,
     ) -> Result<String, ForgeError> {
-        let start = std::time::Instant::now();
-        let mut delay = first_poll;
-        loop {
+        use crate::wait::{Poll, Stopped, poll_until};
+        let mut url = String::new();
+        let polled = poll_until(timeout, (first_poll, Duration::from_secs(30)), stop, |_| {
             let pr = self.get_pr(number)?;
+            url = pr.html_url.clone();
             if pr.merged == Some(true) {
-                return Ok(pr.merge_commit_sha.unwrap_or_default());
+                return Ok(Poll::Ready(pr.merge_commit_sha.unwrap_or_default()));
             }
             if pr.state == "closed" {
                 return Err(ForgeError::ClosedUnmerged {
@@ -460,25 +461,20 @@ impl GitHub {
                     url: pr.html_url,
                 });
             }
-            if start.elapsed() + delay > timeout {
-                return Err(ForgeError::MergeTimeout {
-                    number,
-                    url: pr.html_url,
-                    waited: start.elapsed(),
-                });
-            }
-            tracing::info!(number, "waiting for the pull request to be merged");
-            // Sleep in slices so that Ctrl-C is heard.
-            let until = std::time::Instant::now() + delay;
-            while std::time::Instant::now() < until {
-                if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    return Err(ForgeError::Interrupted { number });
-                }
-                std::thread::sleep(
-                    Duration::from_millis(50).min(until - std::time::Instant::now()),
-                );
-            }
-            delay = (delay * 2).min(Duration::from_secs(30));
+            Ok(Poll::Waiting(format!(
+                "waiting for pull request #{number} to be merged ({})",
+                pr.html_url
+            )))
+        });
+        match polled {
+            Ok(sha) => Ok(sha),
+            Err(Stopped::Failed(e)) => Err(e),
+            Err(Stopped::Interrupted) => Err(ForgeError::Interrupted { number }),
+            Err(Stopped::TimedOut(t)) => Err(ForgeError::MergeTimeout {
+                number,
+                url,
+                waited: t.waited,
+            }),
         }
     }
 }

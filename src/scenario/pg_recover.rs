@@ -14,7 +14,8 @@
 
 use serde::Serialize;
 
-use super::publish::{self, AutoRevert, Mode, Options};
+use super::pg_revert::AutoRevert;
+use super::publish::{self, Mode, Options};
 use super::{
     CatalogSummary, Context, Detail, Outcome, PgRecoverDetail, preflight, read_cluster_manifest,
 };

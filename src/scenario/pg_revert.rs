@@ -8,9 +8,9 @@
 //! 4. Show the diff; a dry run ends here. Commit, and publish as asked; a
 //!    pull request links back to the recovery's when auto-revert recorded it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::publish::{self, AutoRevert, Mode, Options};
+use super::publish::{self, Mode, Options};
 use super::{Context, Detail, Outcome, PgRevertDetail, preflight, read_cluster_manifest};
 
 use crate::cluster::Kube;
@@ -171,4 +171,43 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     }
     outcome.published = Some(published);
     Ok(outcome)
+}
+
+/// "Once healthy, open the revert PR": recorded by `pg-recover --pr
+/// --auto-revert`, used by `pg-revert --pr`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AutoRevert {
+    pub cluster: String,
+    pub recovery_pr: u64,
+    pub recovery_url: String,
+    pub branch: String,
+    pub recorded_at: String,
+}
+
+fn intent_path(repo: &WorkRepo) -> std::path::PathBuf {
+    repo.git_dir().join("drgit/auto-revert.json")
+}
+
+impl AutoRevert {
+    pub fn save(&self, repo: &WorkRepo) -> Result<(), Error> {
+        let path = intent_path(repo);
+        let io = |e: std::io::Error| Error::State {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let text = serde_json::to_string_pretty(self).unwrap_or_default();
+        crate::manifest::write_atomic(&path, text.as_bytes()).map_err(io)
+    }
+
+    pub fn load(repo: &WorkRepo) -> Option<AutoRevert> {
+        let text = std::fs::read_to_string(intent_path(repo)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    pub fn clear(repo: &WorkRepo) {
+        let _ = std::fs::remove_file(intent_path(repo));
+    }
 }

@@ -33,8 +33,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Context;
-use super::publish::AutoRevert;
-use crate::cluster::{ClusterError, ClusterState, JobState, Kube};
+use super::pg_revert::AutoRevert;
+use crate::cluster::{ClusterState, JobState, Kube};
 use crate::error::Error;
 use crate::gitops::forge::GitHub;
 use crate::gitops::{Holds, WorkRepo};
@@ -362,8 +362,9 @@ impl<'a> Step<Env<'a>> for Fence {
         }
         let old = e.old(j)?;
         match e.live()? {
-            Some(s) if s.uid == old.uid && !s.fenced => Err(Error::RefuseDelete {
-                reason: "the fence was accepted but the Cluster does not show it (cnpg.io/fencedInstances)".into(),
+            Some(s) if s.uid == old.uid && !s.fenced => Err(Error::NotDone {
+                step: "fence".into(),
+                detail: "the fence was accepted but the Cluster does not show it (cnpg.io/fencedInstances); check the Cluster, then `drgit resume`".into(),
             }),
             _ => Ok(()),
         }
@@ -573,8 +574,9 @@ impl<'a> Step<Env<'a>> for Delete {
         let old = e.old(j)?;
         match e.live()? {
             Some(s) if s.uid == old.uid && old.uid.is_some() && !s.terminating => {
-                Err(Error::RefuseDelete {
-                    reason: "the delete was accepted but the old Cluster is still there".into(),
+                Err(Error::NotDone {
+                    step: "delete-cluster".into(),
+                    detail: "the delete was accepted but the old Cluster is still there, not being deleted; check its finalizers, then `drgit resume`".into(),
                 })
             }
             _ => Ok(()),
@@ -748,7 +750,7 @@ pub fn watch_recovery(
             let job = kube.job(ns, &job_name)?;
             let failed = |text: String| -> Error {
                 let log = kube.job_log_tail(ns, &job_name, 20).unwrap_or_default();
-                ClusterError::RecoveryFailed {
+                Error::RecoveryFailed {
                     namespace: ns.clone(),
                     name: name.clone(),
                     text: if log.is_empty() {
@@ -757,7 +759,6 @@ pub fn watch_recovery(
                         format!("{text}\n{log}")
                     },
                 }
-                .into()
             };
             let verdict = judge(state.as_ref(), job.as_ref(), old_uid);
             last_state = state.clone();
@@ -765,11 +766,10 @@ pub fn watch_recovery(
                 Verdict::Recovered => Ok(Poll::Ready(state.unwrap_or_default())),
                 Verdict::Unrecoverable(phase) => Err(failed(phase)),
                 Verdict::Failed(text) | Verdict::JobFailed(text) => Err(failed(text)),
-                Verdict::NotRecovery => Err(ClusterError::NotRecovered {
+                Verdict::NotRecovery => Err(Error::NotRecovered {
                     namespace: ns.clone(),
                     name: name.clone(),
-                }
-                .into()),
+                }),
                 Verdict::Waiting(seen) => {
                     let pods = kube
                         .pod_phases(ns, &format!("cnpg.io/cluster={name}"))
@@ -789,14 +789,11 @@ pub fn watch_recovery(
             }
         },
     )?;
-    polled.map_err(|t| {
-        ClusterError::Timeout {
-            namespace: ns.clone(),
-            name: name.clone(),
-            waited: t.waited,
-            last: t.last,
-        }
-        .into()
+    polled.map_err(|t| Error::Timeout {
+        namespace: ns.clone(),
+        name: name.clone(),
+        waited: t.waited,
+        last: t.last,
     })
 }
 
@@ -857,14 +854,11 @@ impl<'a> Step<Env<'a>> for TakeBackup {
                 let b = e.kube.backup_state(ns, &name)?;
                 let archiving = e.live()?.and_then(|s| s.continuous_archiving);
                 match b {
-                    Some(b) if b.phase.as_deref() == Some("failed") => {
-                        Err(ClusterError::BackupFailed {
-                            namespace: ns.clone(),
-                            name: name.clone(),
-                            error: b.error.unwrap_or_else(|| "no reason given".into()),
-                        }
-                        .into())
-                    }
+                    Some(b) if b.phase.as_deref() == Some("failed") => Err(Error::BackupFailed {
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                        error: b.error.unwrap_or_else(|| "no reason given".into()),
+                    }),
                     Some(b)
                         if b.phase.as_deref() == Some("completed") && archiving == Some(true) =>
                     {
@@ -886,13 +880,12 @@ impl<'a> Step<Env<'a>> for TakeBackup {
         )?;
         match polled {
             Ok(b) => Ok(value(b)),
-            Err(t) => Err(ClusterError::Timeout {
+            Err(t) => Err(Error::Timeout {
                 namespace: ns.clone(),
                 name: name.clone(),
                 waited: t.waited,
                 last: t.last,
-            }
-            .into()),
+            }),
         }
     }
 }
