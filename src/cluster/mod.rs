@@ -49,7 +49,11 @@ pub struct ExecOutput {
 
 fn transient(e: &kube::Error) -> bool {
     match e {
-        kube::Error::Api(s) => s.code >= 500 || s.code == 409 || s.code == 429,
+        // A 409 Conflict (an update raced another) is worth another try;
+        // a 409 AlreadyExists is an answer.
+        kube::Error::Api(s) => {
+            s.code >= 500 || (s.code == 409 && s.reason != "AlreadyExists") || s.code == 429
+        }
         kube::Error::HyperError(_) | kube::Error::Service(_) => true,
         _ => false,
     }

@@ -143,3 +143,186 @@ impl Kube {
         Ok(out)
     }
 }
+
+/// A StatefulSet's rollout, as `kubectl rollout status` judges it.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct StatefulSetState {
+    pub name: String,
+    /// `spec.replicas` (Kubernetes' default 1).
+    pub replicas: i32,
+    pub ready: i32,
+    pub updated: i32,
+    pub generation: i64,
+    pub observed_generation: i64,
+    pub current_revision: Option<String>,
+    pub update_revision: Option<String>,
+}
+
+impl StatefulSetState {
+    /// Rolled out (kubectl's rule for RollingUpdate, staging/src/k8s.io/
+    /// kubectl/pkg/polymorphichelpers/rollout_status.go): the controller has
+    /// seen the newest spec, every replica is ready and updated, and the
+    /// current revision is the update revision.
+    pub fn rolled_out(&self) -> bool {
+        self.observed_generation >= self.generation
+            && self.ready == self.replicas
+            && self.updated == self.replicas
+            && self.current_revision == self.update_revision
+    }
+}
+
+/// A pod's state: its phase and, per container, the exit code once it ended.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct PodState {
+    pub name: String,
+    pub phase: String,
+    pub exit_codes: Vec<(String, i32)>,
+}
+
+impl Kube {
+    /// A StatefulSet's rollout state; None when it does not exist.
+    pub fn statefulset(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<StatefulSetState>, ClusterError> {
+        use k8s_openapi::api::apps::v1::StatefulSet;
+        let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), namespace);
+        let sts = self.call(format!("read StatefulSet {namespace}/{name}"), || {
+            api.get_opt(name)
+        })?;
+        Ok(sts.map(|s| {
+            let st = s.status.unwrap_or_default();
+            StatefulSetState {
+                name: name.to_string(),
+                replicas: s.spec.and_then(|sp| sp.replicas).unwrap_or(1),
+                ready: st.ready_replicas.unwrap_or(0),
+                updated: st.updated_replicas.unwrap_or(0),
+                generation: s.metadata.generation.unwrap_or(0),
+                observed_generation: st.observed_generation.unwrap_or(0),
+                current_revision: st.current_revision,
+                update_revision: st.update_revision,
+            }
+        }))
+    }
+
+    /// A ConfigMap's data; None when it does not exist.
+    pub fn config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<std::collections::BTreeMap<String, String>>, ClusterError> {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        let cm = self.call(format!("read ConfigMap {namespace}/{name}"), || {
+            api.get_opt(name)
+        })?;
+        Ok(cm.map(|c| c.data.unwrap_or_default()))
+    }
+
+    /// Creates a short-lived pod (a helper or a one-off command).
+    pub fn create_pod(&self, namespace: &str, pod: &Pod) -> Result<(), ClusterError> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let pp = kube::api::PostParams::default();
+        self.call(format!("create pod {namespace}/{name}"), || {
+            api.create(&pp, pod)
+        })?;
+        Ok(())
+    }
+
+    /// A pod's phase and its containers' exit codes; None when it does not exist.
+    pub fn pod(&self, namespace: &str, name: &str) -> Result<Option<PodState>, ClusterError> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let pod = self.call(format!("read pod {namespace}/{name}"), || api.get_opt(name))?;
+        Ok(pod.map(|p| {
+            let st = p.status.unwrap_or_default();
+            PodState {
+                name: name.to_string(),
+                phase: st.phase.unwrap_or_else(|| "Unknown".into()),
+                exit_codes: st
+                    .container_statuses
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|c| {
+                        let code = c.state?.terminated?.exit_code;
+                        Some((c.name, code))
+                    })
+                    .collect(),
+            }
+        }))
+    }
+
+    /// Deletes a pod (gone already is fine).
+    pub fn delete_pod(&self, namespace: &str, name: &str) -> Result<(), ClusterError> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let dp = kube::api::DeleteParams::default();
+        match self.call(format!("delete pod {namespace}/{name}"), || {
+            api.delete(name, &dp)
+        }) {
+            Ok(_) => Ok(()),
+            Err(ClusterError::Api {
+                source: kube::Error::Api(s),
+                ..
+            }) if s.code == 404 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The last `lines` lines of a pod's container log.
+    pub fn pod_log(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: Option<&str>,
+        lines: Option<i64>,
+    ) -> Result<String, ClusterError> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let lp = LogParams {
+            container: container.map(str::to_string),
+            tail_lines: lines,
+            ..LogParams::default()
+        };
+        self.call(format!("read the log of {namespace}/{pod}"), || {
+            api.logs(pod, &lp)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollout_is_done_only_when_every_replica_is_on_the_new_revision() {
+        let done = StatefulSetState {
+            name: "kanidm".into(),
+            replicas: 2,
+            ready: 2,
+            updated: 2,
+            generation: 3,
+            observed_generation: 3,
+            current_revision: Some("kanidm-7d9".into()),
+            update_revision: Some("kanidm-7d9".into()),
+        };
+        assert!(done.rolled_out());
+        let stale = StatefulSetState {
+            observed_generation: 2,
+            ..done.clone()
+        };
+        assert!(!stale.rolled_out(), "the controller has not seen the spec");
+        let rolling = StatefulSetState {
+            updated: 1,
+            current_revision: Some("kanidm-5c1".into()),
+            ..done.clone()
+        };
+        assert!(!rolling.rolled_out());
+        let scaled_down = StatefulSetState {
+            replicas: 0,
+            ready: 0,
+            updated: 0,
+            ..done
+        };
+        assert!(scaled_down.rolled_out());
+    }
+}

@@ -158,6 +158,13 @@ pub struct State {
     /// (None: 404), one per GET, the last repeated.
     pub script: std::collections::VecDeque<Option<Value>>,
     pub cluster_gets: u32,
+    /// Other objects by API path (StatefulSets, ConfigMaps, pods): GET,
+    /// POST to their collection, DELETE. A pod created here runs once
+    /// (Pending, then Succeeded with exit code 0, as the kubelet reports a
+    /// finished container: `state.terminated.exitCode`).
+    pub objects: std::collections::BTreeMap<String, Value>,
+    /// Pod logs by pod name.
+    pub logs: std::collections::BTreeMap<String, String>,
 }
 
 impl State {
@@ -580,6 +587,8 @@ impl FakeCluster {
             faults: Vec::new(),
             script: Default::default(),
             cluster_gets: 0,
+            objects: Default::default(),
+            logs: Default::default(),
         };
         // The Cluster as it runs before the outage: initdb, own lineage.
         world.new_cluster(&mut st, false, "shared-pg".into(), false);
@@ -864,6 +873,57 @@ fn handle(
                 ),
                 None => not_found("secrets \"r2-backup-credentials\""),
             }
+        }
+        ("POST", p) => {
+            let mut obj: Value = serde_json::from_str(body).unwrap_or_default();
+            let name = obj["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let key = format!("{p}/{name}");
+            if st.objects.contains_key(&key) {
+                return (
+                    409,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409, "message": format!("{name} already exists")}),
+                );
+            }
+            obj["metadata"]["uid"] = json!(format!("uid-{name}"));
+            st.objects.insert(key, obj.clone());
+            (201, obj)
+        }
+        ("GET", p) if p.ends_with("/log") => {
+            let pod = p
+                .trim_end_matches("/log")
+                .rsplit('/')
+                .next()
+                .unwrap_or_default();
+            match st.logs.get(pod) {
+                Some(l) => (200, Value::String(l.clone())),
+                None => not_found(&format!("pods \"{pod}\"")),
+            }
+        }
+        ("GET", p) if st.objects.contains_key(p) => {
+            let obj = st.objects.get_mut(p).unwrap();
+            if obj["kind"] == "Pod" {
+                let containers: Vec<String> = obj["spec"]["containers"]
+                    .as_array()
+                    .map(|c| {
+                        c.iter()
+                            .filter_map(|c| c["name"].as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                obj["status"] = if obj["status"].is_null() {
+                    json!({"phase": "Pending"})
+                } else {
+                    json!({"phase": "Succeeded", "containerStatuses": containers.iter().map(|c| json!({"name": c, "ready": false, "restartCount": 0, "image": "", "imageID": "", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}})).collect::<Vec<_>>()})
+                };
+            }
+            (200, obj.clone())
+        }
+        ("DELETE", p) if st.objects.contains_key(p) => {
+            let obj = st.objects.remove(p).unwrap();
+            (200, obj)
         }
         _ => not_found(path),
     }
