@@ -7,28 +7,18 @@
 //!
 //! `cargo bench --bench pg_recover`; figures go to docs/benchmarks.md.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use drgit::scenario::{Context, pg_recover};
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::copy_dir;
+
 const TARGET: &str = "2026-11-26T03:02:38Z";
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            std::fs::copy(e.path(), &t).unwrap();
-        }
-    }
-}
-
-/// The fixture Cluster among ConfigMaps with comments, 5,000 lines in all.
 fn big_manifest(cluster: &str) -> String {
     let mut out = String::new();
     let mut i = 0;

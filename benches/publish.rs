@@ -7,8 +7,10 @@
 //! `cargo build --release && cargo bench --bench publish`; figures go to
 //! docs/benchmarks.md.
 
-#[path = "../tests/common/fake_github.rs"]
-mod fake_github;
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::fake_github;
 
 use std::path::Path;
 use std::process::Command;
@@ -17,58 +19,19 @@ use std::time::{Duration, Instant};
 const TOKEN: &str = "ghp_bench";
 
 fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "Bench")
-        .env("GIT_AUTHOR_EMAIL", "bench@example.com")
-        .env("GIT_COMMITTER_NAME", "Bench")
-        .env("GIT_COMMITTER_EMAIL", "bench@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_git(dir, args, "Bench", "bench@example.com");
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            std::fs::copy(e.path(), &t).unwrap();
-        }
-    }
-}
-
-/// A fresh working copy with a bare `origin`; returns (tmp, repo, bare).
-fn setup(root: &Path, api: &str) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let repo = tmp.path().join("repo");
-    let bare = tmp.path().join("remote.git");
-    copy_dir(&root.join("fixtures/home-cluster"), &repo);
-    copy_dir(
-        &root.join("fixtures/backup-store"),
-        &tmp.path().join("backup-store"),
-    );
-    std::fs::write(
-        repo.join("drgit.toml"),
-        format!("[backup]\nurl = \"../backup-store\"\n\n[forge]\napi_url = \"{api}\"\nrepo = \"home/home-cluster\"\n"),
-    )
-    .unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-qm", "home cluster"]);
-    std::fs::create_dir_all(&bare).unwrap();
-    git(&bare, &["init", "-q", "--bare", "-b", "main"]);
-    git(&repo, &["remote", "add", "origin", bare.to_str().unwrap()]);
-    git(&repo, &["push", "-q", "origin", "main"]);
-    (tmp, repo, bare)
+/// A fresh working copy of the fixtures with a bare `origin` (the test
+/// suite's own fixture); drgit.toml points at the fake GitHub.
+fn setup(api: &str) -> (common::Fixture, std::path::PathBuf) {
+    let f = common::Fixture::new();
+    f.add_remote(None);
+    f.config(&format!(
+        "[forge]\napi_url = \"{api}\"\nrepo = \"home/home-cluster\"\n"
+    ));
+    let repo = f.repo();
+    (f, repo)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -88,7 +51,7 @@ fn main() {
     let mut push = Vec::new();
     for _ in 0..runs {
         let gh = fake_github::FakeGitHub::start("home", "home-cluster", TOKEN);
-        let (_tmp, repo, _bare) = setup(&root, &gh.url);
+        let (_fixture, repo) = setup(&gh.url);
         let t = Instant::now();
         let out = Command::new(&bin)
             .args([
