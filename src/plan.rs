@@ -40,7 +40,7 @@ pub struct StepRecord {
 pub struct JournalData {
     pub scenario: String,
     pub started_at: String,
-    /// The scenario's own parameters (commit, pull request, cluster, …).
+    /// The scenario's own parameters, as it wrote them.
     pub params: Value,
     pub steps: Vec<StepRecord>,
 }
@@ -152,7 +152,7 @@ pub trait Step<E> {
 }
 
 /// How a destructive step is confirmed: `--yes`, or `word` typed at a
-/// terminal (`what` says what it is: "the Cluster's name"); without a
+/// terminal (`what` says what it is, e.g. "the name of the object"); without a
 /// terminal and without `--yes`, refused.
 pub struct Confirmation {
     pub yes: bool,

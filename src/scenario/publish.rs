@@ -2,7 +2,7 @@
 //! wait for the merge, and the auto-revert intent.
 //!
 //! Like the best-loved Git bots: one branch per intent
-//! (`drgit/<scenario>-<cluster>`), never a second pull request for it (an
+//! (`drgit/<scenario>-<key>`), never a second pull request for it (an
 //! open one is updated, title and body only when they changed), our own
 //! branch re-pushed only over the commit we pushed last (a lease), never
 //! over someone else's.
