@@ -232,18 +232,18 @@ fn man() -> Result<(), Error> {
     let mut out = Vec::new();
     clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
         .render(&mut out)
-        .map_err(|e| Error::Output(e.to_string()))?;
+        .map_err(Error::Output)?;
     write_out(&String::from_utf8_lossy(&out))
 }
 
 fn pg_recover(cli: &Cli, ctx: &Context, args: scenario::pg_recover::Args) -> Result<(), Error> {
     let outcome = scenario::pg_recover::run(ctx, &args)?;
-    crate::output::print(&outcome, cli.json).map_err(|e| Error::Output(e.to_string()))
+    crate::output::print(&outcome, cli.json).map_err(Error::Output)
 }
 
 fn pg_revert(cli: &Cli, ctx: &Context, args: scenario::pg_revert::Args) -> Result<(), Error> {
     let outcome = scenario::pg_revert::run(ctx, &args)?;
-    crate::output::print(&outcome, cli.json).map_err(|e| Error::Output(e.to_string()))
+    crate::output::print(&outcome, cli.json).map_err(Error::Output)
 }
 
 fn resume(cli: &Cli, ctx: &Context) -> Result<(), Error> {
@@ -320,6 +320,5 @@ fn write_json(v: &impl serde::Serialize) -> Result<(), Error> {
 }
 
 fn write_out(text: &str) -> Result<(), Error> {
-    std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes())
-        .map_err(|e| Error::Output(e.to_string()))
+    std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes()).map_err(Error::Output)
 }

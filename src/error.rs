@@ -103,8 +103,13 @@ pub enum Error {
     NotTrackedBranch { branch: String, tracked: String },
     #[error("{source}{}", if *undone { "\nThe local commit was undone; the working copy is as it was before." } else { "\nThe local commit could NOT be undone; see the log above." })]
     PublishFailed { source: Box<Error>, undone: bool },
-    #[error("cannot write drgit's state file {path}: {detail}")]
+    #[error("drgit's state file {path}: {detail}")]
     State { path: String, detail: String },
+    #[error("drgit's state file {path}: {source}")]
+    StateFile {
+        path: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error(transparent)]
     Download(#[from] crate::backup::download::DownloadError),
     #[error(transparent)]
@@ -164,7 +169,7 @@ pub enum Error {
     #[error("backups status: {problems} problem(s), listed above")]
     Unhealthy { problems: usize },
     #[error("cannot write the output: {0}")]
-    Output(String),
+    Output(#[source] std::io::Error),
     #[error("cannot render the template {name}: {source}")]
     Template {
         name: String,

@@ -68,30 +68,30 @@ impl Journal {
         let path = Self::path_in(git_dir);
         match std::fs::read_to_string(&path) {
             Ok(text) => {
-                let data = serde_json::from_str(&text).map_err(|e| Error::State {
+                let data = serde_json::from_str(&text).map_err(|e| Error::StateFile {
                     path: path.display().to_string(),
-                    detail: format!("unreadable journal: {e}"),
+                    source: Box::new(e),
                 })?;
                 Ok(Some(Journal { path, data }))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::State {
+            Err(e) => Err(Error::StateFile {
                 path: path.display().to_string(),
-                detail: e.to_string(),
+                source: Box::new(e),
             }),
         }
     }
 
     pub fn save(&self) -> Result<(), Error> {
-        let err = |detail: String| Error::State {
+        let err = |source: Box<dyn std::error::Error + Send + Sync>| Error::StateFile {
             path: self.path.display().to_string(),
-            detail,
+            source,
         };
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+            std::fs::create_dir_all(dir).map_err(|e| err(Box::new(e)))?;
         }
-        let text = serde_json::to_string_pretty(&self.data).map_err(|e| err(e.to_string()))?;
-        crate::manifest::write_atomic(&self.path, text.as_bytes()).map_err(|e| err(e.to_string()))
+        let text = serde_json::to_string_pretty(&self.data).map_err(|e| err(Box::new(e)))?;
+        crate::manifest::write_atomic(&self.path, text.as_bytes()).map_err(|e| err(Box::new(e)))
     }
 
     /// The output a finished step left, read back as the step's type.
@@ -100,9 +100,9 @@ impl Journal {
             path: self.path.display().to_string(),
             detail: format!("step `{step}` has not finished"),
         })?;
-        serde_json::from_value(v.clone()).map_err(|e| Error::State {
-            path: self.path.display().to_string(),
-            detail: format!("step `{step}`: {e}"),
+        serde_json::from_value(v.clone()).map_err(|e| Error::StateFile {
+            path: format!("{} (step `{step}`)", self.path.display()),
+            source: Box::new(e),
         })
     }
 

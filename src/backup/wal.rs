@@ -112,8 +112,11 @@ pub enum WalError {
         "{name}: compressed with `{suffix}`, which drgit cannot read (it reads gzip, bzip2 and snappy, as barman-cloud writes them)"
     )]
     Compression { name: String, suffix: String },
-    #[error("{name}: cannot decompress ({detail})")]
-    Decompress { name: String, detail: String },
+    #[error("{name}: cannot decompress ({source})")]
+    Decompress {
+        name: String,
+        source: std::io::Error,
+    },
 }
 
 /// Decompresses a segment as barman-cloud stored it, by its file suffix:
@@ -122,9 +125,9 @@ pub enum WalError {
 pub fn decompress(name: &str, bytes: &[u8]) -> Result<Vec<u8>, WalError> {
     let suffix = name.split_once('.').map(|(_, s)| s).unwrap_or("");
     let suffix = suffix.rsplit('.').next().unwrap_or(suffix);
-    let err = |e: std::io::Error| WalError::Decompress {
+    let err = |source: std::io::Error| WalError::Decompress {
         name: name.to_string(),
-        detail: e.to_string(),
+        source,
     };
     let mut out = Vec::with_capacity(16 * 1024 * 1024);
     match suffix {

@@ -159,16 +159,13 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     let rewrite =
         cnpg::rewrite_for_recovery(&manifest.text, manifest.stream.clone(), cluster, &spec)
             .map_err(|e| manifest.error(e))?;
-    let change = publish::ChangeSet {
-        files: vec![publish::FileChange {
-            path: manifest.rel_path.clone(),
-            old: manifest.text.clone(),
-            new: rewrite.text.clone(),
-        }],
-        changes: rewrite.changes.clone(),
-        label: "pg-recover",
-        branch_key: pg.cluster.clone(),
-    };
+    let change = publish::ChangeSet::of_manifest(
+        &manifest,
+        &rewrite.text,
+        rewrite.changes.clone(),
+        "pg-recover",
+        &pg.cluster,
+    );
     let diff = change.diff();
 
     let plan = next_steps(

@@ -89,16 +89,13 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     let rewrite =
         cnpg::rewrite_for_revert(&manifest.text, manifest.stream.clone(), cluster, &origin)
             .map_err(|e| manifest.error(e))?;
-    let change = publish::ChangeSet {
-        files: vec![publish::FileChange {
-            path: manifest.rel_path.clone(),
-            old: manifest.text.clone(),
-            new: rewrite.text.clone(),
-        }],
-        changes: rewrite.changes.clone(),
-        label: "pg-revert",
-        branch_key: pg.cluster.clone(),
-    };
+    let change = publish::ChangeSet::of_manifest(
+        &manifest,
+        &rewrite.text,
+        rewrite.changes.clone(),
+        "pg-revert",
+        &pg.cluster,
+    );
     let diff = change.diff();
     let first = match mode {
         Mode::Local => {
@@ -191,9 +188,9 @@ fn intent_path(repo: &WorkRepo) -> std::path::PathBuf {
 impl AutoRevert {
     pub fn save(&self, repo: &WorkRepo) -> Result<(), Error> {
         let path = intent_path(repo);
-        let io = |e: std::io::Error| Error::State {
+        let io = |e: std::io::Error| Error::StateFile {
             path: path.display().to_string(),
-            detail: e.to_string(),
+            source: Box::new(e),
         };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;

@@ -944,9 +944,9 @@ pub fn resume(ctx: &Context, journal: Journal, yes: bool) -> Result<Value, Error
 
 fn drive(ctx: &Context, journal: Journal, yes: bool) -> Result<Value, Error> {
     let mut params: Params =
-        serde_json::from_value(journal.data.params.clone()).map_err(|e| Error::State {
-            path: "journal".into(),
-            detail: e.to_string(),
+        serde_json::from_value(journal.data.params.clone()).map_err(|e| Error::StateFile {
+            path: "journal (params)".into(),
+            source: Box::new(e),
         })?;
     if params.manifest.as_os_str().is_empty() {
         params.manifest = ctx.config.postgres.manifest.clone();

@@ -330,6 +330,26 @@ pub struct ChangeSet {
 }
 
 impl ChangeSet {
+    /// A change of one manifest, from its text as read to `new`.
+    pub fn of_manifest(
+        manifest: &super::Manifest,
+        new: &str,
+        changes: Vec<String>,
+        label: &'static str,
+        branch_key: &str,
+    ) -> ChangeSet {
+        ChangeSet {
+            files: vec![FileChange {
+                path: manifest.rel_path.clone(),
+                old: manifest.text.clone(),
+                new: new.to_string(),
+            }],
+            changes,
+            label,
+            branch_key: branch_key.to_string(),
+        }
+    }
+
     /// One unified diff of every file, `a/`/`b/` prefixed like git's.
     pub fn diff(&self) -> String {
         self.files

@@ -7,14 +7,8 @@
 # Usage: barman-timeline.sh ENDPOINT BUCKET WORKDIR   (as root; PostgreSQL runs as `postgres`)
 set -euo pipefail
 endpoint=$1 bucket=$2 work=$3
-mkdir -p "$work" && chmod 777 "$work"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$(dirname "$0")/pg-lib.sh"
 p1=$(free_port); p2=$(free_port)
-cat >"$work/s3.env" <<ENV
-export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-test} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-test} AWS_DEFAULT_REGION=us-east-1
-ENV
-chmod 644 "$work/s3.env"
-as_pg() { su postgres -s /bin/bash -c "PATH=/usr/lib/postgresql/15/bin:/usr/bin:/bin; $*"; }
 dest="s3://$bucket/cnpg/"
 archive=". $work/s3.env \&\& barman-cloud-wal-archive --endpoint-url $endpoint -z $dest shared-pg %p"
 cleanup() {

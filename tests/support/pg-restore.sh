@@ -8,13 +8,8 @@
 # Usage: pg-restore.sh ENDPOINT DEST_URL SERVER BACKUP_ID TARGET WORKDIR   (as root)
 set -euo pipefail
 endpoint=$1 dest=$2 server=$3 backup=$4 target=$5 work=$6
-mkdir -p "$work" && chmod 777 "$work"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat >"$work/s3.env" <<ENV
-export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-test} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-test} AWS_DEFAULT_REGION=us-east-1
-ENV
-chmod 644 "$work/s3.env"
-as_pg() { su postgres -s /bin/bash -c "PATH=/usr/lib/postgresql/15/bin:/usr/bin:/bin; $*"; }
+. "$(dirname "$0")/pg-lib.sh"
+port=$(free_port)
 data="$work/data"
 trap 'as_pg "pg_ctl -D $data -m immediate stop" >/dev/null 2>&1 || true' EXIT
 as_pg ". $work/s3.env && barman-cloud-restore --endpoint-url $endpoint $dest $server $backup $data"
