@@ -7,15 +7,15 @@
 # Usage: benches/real-wal-segment.sh NAME OUT   (as root; PostgreSQL runs as `postgres`)
 set -euo pipefail
 name=$1 out=$2
-work=$(mktemp -d /tmp/drgit-wal.XXXXXX) && chmod 777 "$work"
-as_pg() { su postgres -s /bin/bash -c "PATH=/usr/lib/postgresql/15/bin:/usr/bin:/bin; $*"; }
+work=$(mktemp -d /tmp/drgit-wal.XXXXXX)
+. "$(dirname "$0")/../tests/support/pg-lib.sh"
 trap 'as_pg "pg_ctl -D $work/data -m immediate stop" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 log=$((16#${name:8:8})) seg=$((16#${name:16:8}))
 start=$(printf '00000001%08X%08X' "$log" $((seg - 8)))
 as_pg "initdb -D $work/data -A trust -U postgres" >/dev/null
 as_pg "pg_resetwal -l $start -D $work/data" >/dev/null
 mkdir -p "$work/archive" && chmod 777 "$work/archive"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 cat >>"$work/data/postgresql.conf" <<CONF
 port = $port
 unix_socket_directories = '$work'
