@@ -164,6 +164,10 @@ pub enum Error {
     NeedsConfirmation { what: String },
     #[error("there is no interrupted run to resume (no .git/drgit/journal.json)")]
     NothingToResume,
+    #[error(
+        "an interrupted run is recorded in {path}: `drgit resume` goes on with it, `drgit status` shows it. To abandon it instead, delete that file (it holds what was fenced and deleted)"
+    )]
+    RunInProgress { path: String },
     #[error("interrupted in step `{step}`; `drgit resume` goes on from there")]
     Interrupted { step: String },
     #[error("backups status: {problems} problem(s), listed above")]

@@ -482,7 +482,7 @@ pub fn render(r: &Report) -> String {
             s.push_str(&format!(
                 "    window {} → {} (from {})\n",
                 crate::timearg::SecondUp(w.start),
-                crate::timearg::Second(w.end),
+                crate::timearg::Second(w.last_second()),
                 w.backup
             ));
         }

@@ -55,7 +55,14 @@ impl Journal {
         git_dir.join("drgit/journal.json")
     }
 
+    /// Starts a journal; refused while an unfinished one is there (its
+    /// record of what was stopped and deleted must not be lost).
     pub fn create(git_dir: &Path, data: JournalData) -> Result<Journal, Error> {
+        if Self::path_in(git_dir).exists() {
+            return Err(Error::RunInProgress {
+                path: Self::path_in(git_dir).display().to_string(),
+            });
+        }
         let j = Journal {
             path: Self::path_in(git_dir),
             data,
@@ -222,6 +229,16 @@ pub fn drive<E>(
     mut journal: Journal,
     confirmation: &Confirmation,
 ) -> Result<Value, Error> {
+    let planned: Vec<&str> = steps.iter().map(|s| s.name()).collect();
+    let recorded: Vec<&str> = journal.data.steps.iter().map(|s| s.name.as_str()).collect();
+    if !recorded.is_empty() && recorded != planned {
+        return Err(Error::State {
+            path: journal.path.display().to_string(),
+            detail: format!(
+                "it records the steps {recorded:?}, but this plan has {planned:?}; finish or abandon that run with the drgit that started it"
+            ),
+        });
+    }
     if journal.data.steps.is_empty() {
         journal.data.steps = steps
             .iter()

@@ -38,6 +38,8 @@ pub fn poll_until<T, E>(
     stop: &AtomicBool,
     mut check: impl FnMut(Duration) -> Result<Poll<T>, E>,
 ) -> Result<T, Stopped<E>> {
+    // A poll interval of 0 in the config would hammer the API.
+    let every = every.max(Duration::from_millis(10));
     let start = Instant::now();
     let mut delay = every;
     let mut last = String::new();

@@ -170,7 +170,9 @@ fn catalog_matches_barman_across_a_timeline_switch_and_finds_the_gap() {
         assert!(r.stderr.contains("falls in a WAL gap"), "{}", r.stderr);
     }
     // A target in the second window recovers from the timeline-2 backup.
+    // (The window's end, its last commit, is excluded: a microsecond before.)
     let end: jiff::Timestamp = windows[1]["end"].as_str().unwrap().parse().unwrap();
+    let end = end - jiff::SignedDuration::from_micros(1);
     let r = run(
         &f,
         &[
@@ -347,11 +349,28 @@ fn postgres_restores_to_exactly_the_target_drgit_writes_and_no_further() {
     assert!(
         refused
             .stderr
-            .contains("is after the last transaction in the archived WAL"),
+            .contains("is not before the last transaction in the archived WAL"),
         "{}",
         refused.stderr
     );
     assert_eq!(f.state(), before);
+
+    // Exactly the last commit's time: PostgreSQL stops only before a commit
+    // later than the target, so it never stops; drgit refuses it too.
+    let (code, log) = restore(
+        &s3,
+        PITR,
+        &backup,
+        &drgit::timearg::postgres(end),
+        &work.path().join("at-end"),
+    );
+    assert_eq!(code, 3, "{log}");
+    assert!(
+        log.contains("recovery ended before configured recovery target was reached"),
+        "{log}"
+    );
+    let refused = run(&f, &["pg-recover", "--target-time", &end.to_string()], &now);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
 
     // And the RFC 3339 form an earlier drgit wrote: PostgreSQL refuses it.
     let (code, log) = restore(

@@ -174,7 +174,7 @@ fn target_after_the_last_wal() {
     let f = Fixture::new();
     let err = recover(&f, "2026-11-26T03:30:00Z", 2);
     assert!(
-        err.contains("after the last transaction in the archived WAL (committed at 2026-11-26T03:02:41.338873Z, in segment 00000001000000000000000A)"),
+        err.contains("not before the last transaction in the archived WAL (committed at 2026-11-26T03:02:41.338873Z, in segment 00000001000000000000000A)"),
         "{err}"
     );
     insta::assert_snapshot!(err);
@@ -207,18 +207,24 @@ fn target_after_the_last_commit_but_before_the_last_upload() {
         err.contains("committed at 2026-11-26T03:02:41.338873Z"),
         "{err}"
     );
-    // Up to the last commit itself is fine.
+    // The last commit's own time is not reachable either: PostgreSQL stops
+    // only before a commit later than the target. A microsecond earlier is.
+    let err = recover(&f, "2026-11-26T03:02:41.338873Z", 2);
+    assert!(
+        err.contains("Pick a time before 2026-11-26T03:02:41.338873Z"),
+        "{err}"
+    );
     let ok = f.drgit(&[
         "--json",
         "pg-recover",
         "--target-time",
-        "2026-11-26T03:02:41.338873Z",
+        "2026-11-26T03:02:41.338872Z",
         "--dry-run",
     ]);
     assert_eq!(ok.code, 0, "{}", ok.stderr);
     assert_eq!(
         ok.json()["recovery_target_time"],
-        "2026-11-26 03:02:41.338873+00"
+        "2026-11-26 03:02:41.338872+00"
     );
 }
 

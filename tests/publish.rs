@@ -694,7 +694,7 @@ fn revert_does_not_take_the_deleted_clusters_frozen_status_for_a_recovery() {
     let gh = recovered(&f, "");
     let journal = serde_json::json!({
         "scenario": "pg-recover-wait", "started_at": "2026-11-26T04:00:00Z", "params": {},
-        "steps": [{"name": "switch-wal", "description": "", "status": "done",
+        "steps": [{"name": "old-cluster", "description": "", "status": "done",
                    "output": {"uid": "00000000-0000-0000-0000-000000000001"}}]
     });
     let dir = f.repo().join(".git/drgit");

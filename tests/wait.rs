@@ -126,7 +126,7 @@ fn the_whole_runbook_in_the_right_order() {
     assert_eq!(
         steps(&r),
         vec![
-            "switch-wal done",
+            "old-cluster done",
             "fence done",
             "merged done",
             "argocd-synced done",
@@ -148,9 +148,12 @@ fn the_whole_runbook_in_the_right_order() {
     let refresh = w.kube.first(&format!("PATCH {APP}")).expect("refresh");
     let delete = w.kube.first(&format!("DELETE {CLUSTER}")).expect("delete");
     assert!(switch < fence && fence < refresh && refresh < delete);
-    let switched = step_output(&r, "switch-wal");
-    assert_eq!(switched["archived"], "00000001000000000000000B");
-    assert_eq!(switched["uid"], "00000000-0000-0000-0000-000000000001");
+    let fenced = step_output(&r, "fence");
+    assert_eq!(fenced["archived"], "00000001000000000000000B");
+    assert_eq!(
+        step_output(&r, "old-cluster")["uid"],
+        "00000000-0000-0000-0000-000000000001"
+    );
     {
         let st = w.kube.state.lock().unwrap();
         assert_eq!(st.deletes, 1);
@@ -283,17 +286,39 @@ fn no_fence_or_delete_without_confirmation_then_resume_goes_on() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(
         r.stderr
-            .contains("not confirmed: Fence the old Cluster database/shared-pg"),
+            .contains("not confirmed: Switch WAL on the old primary of database/shared-pg"),
         "{}",
         r.stderr
     );
     assert_eq!(w.kube.state.lock().unwrap().fences, 0);
     let status = run(&w, &["status"]);
     assert!(
-        status.stdout.contains("[done   ] switch-wal"),
+        status.stdout.contains("[done   ] old-cluster"),
         "{}",
         status.stdout
     );
+    // No WAL switch before the confirmation: nothing archived yet.
+    assert!(w.kube.state.lock().unwrap().archived.is_empty());
+    // A second run is refused while this one is unfinished.
+    let before = w.f.state();
+    let again = run(
+        &w,
+        &[
+            "--yes",
+            "pg-recover",
+            "--target-time",
+            TARGET,
+            "--pr",
+            "--wait",
+        ],
+    );
+    assert_eq!(again.code, 1, "{}", again.stderr);
+    assert!(
+        again.stderr.contains("an interrupted run is recorded in"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(w.f.state(), before);
     assert!(
         status.stdout.contains("[pending] fence"),
         "{}",

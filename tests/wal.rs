@@ -222,3 +222,42 @@ fn every_compression_barman_cloud_writes_is_read() {
         assert_eq!(scanned.records, expected.records, "{flag}");
     }
 }
+
+#[test]
+fn a_segment_that_starts_inside_a_record() {
+    // A busy server's segments start with the rest of a record begun in the
+    // previous one: the reader must skip exactly `xlp_rem_len` bytes, across
+    // pages too, as PostgreSQL's does.
+    let tmp = tempfile::tempdir().unwrap();
+    let times: Vec<jiff::Timestamp> = ["2026-11-26T02:00:00.000001Z", "2026-11-26T02:00:05Z"]
+        .iter()
+        .map(|t| t.parse().unwrap())
+        .collect();
+    for (name, carry) in [
+        ("000000010000000000000011", 500),
+        ("000000010000000000000012", 10_000),
+    ] {
+        let bytes = common::walgen::segment_with_carry(name, carry, &times);
+        std::fs::write(tmp.path().join(name), &bytes).unwrap();
+        let (records, ends) = waldump(tmp.path(), name);
+        assert_eq!(records, 2, "{name}: pg_waldump reads both commits");
+        assert_eq!(ends[1].2, "2026-11-26 02:00:05.000000");
+        let ours = wal::scan(
+            name,
+            wal::segment_start(name, 16 << 20).unwrap(),
+            &bytes,
+            None,
+        )
+        .unwrap();
+        assert_eq!(ours.records, 2, "{name}");
+        assert_eq!(ours.newest(), Some(times[1]), "{name}");
+        assert_eq!(
+            ours.xact_ends
+                .iter()
+                .map(|x| format!("{:X}/{:08X}", x.lsn >> 32, x.lsn & 0xFFFF_FFFF))
+                .collect::<Vec<_>>(),
+            ends.iter().map(|e| e.0.clone()).collect::<Vec<_>>(),
+            "{name}: the same LSNs"
+        );
+    }
+}

@@ -81,7 +81,11 @@ pub struct WalSegment {
     pub last_modified: Timestamp,
 }
 
-/// A stretch of time a recovery can reach.
+/// A stretch of time a recovery can reach: from `start` (included) to
+/// `end` (excluded). `end` is the newest commit: with the default
+/// `recovery_target_inclusive`, PostgreSQL stops before the first commit
+/// LATER than the target (xlogrecovery.c `recoveryStopsBefore`), so a target
+/// at or after the newest commit is never reached.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Window {
     pub start: Timestamp,
@@ -111,6 +115,15 @@ pub struct ChainEnd {
     pub error: Option<String>,
 }
 
+impl Window {
+    /// The last whole second inside the window (its end is excluded).
+    pub fn last_second(&self) -> Timestamp {
+        self.end
+            .checked_sub(jiff::SignedDuration::from_micros(1))
+            .unwrap_or(self.end)
+    }
+}
+
 impl fmt::Display for Window {
     /// To the second, both ends inside the window.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -118,7 +131,7 @@ impl fmt::Display for Window {
             f,
             "{} → {} (from base backup {})",
             crate::timearg::SecondUp(self.start),
-            crate::timearg::Second(self.end),
+            crate::timearg::Second(self.last_second()),
             self.backup
         )
     }
@@ -161,8 +174,7 @@ pub enum TargetError {
         windows: WindowList,
     },
     #[error(
-        "target {target} is after the last transaction in the archived WAL (committed at {end}, in segment {segment}); PostgreSQL stops only at a commit, so it would fail with \"recovery ended before configured recovery target was reached\". Pick a time up to {}, or leave out --target-time to recover everything archived. Recoverable: {windows}",
-        crate::timearg::Second(*end)
+        "target {target} is not before the last transaction in the archived WAL (committed at {end}, in segment {segment}); PostgreSQL stops only at a commit later than the target, so it would fail with \"recovery ended before configured recovery target was reached\". Pick a time before {end}, or leave out --target-time to recover everything archived. Recoverable: {windows}"
     )]
     AfterLastWal {
         target: Timestamp,
@@ -558,17 +570,14 @@ impl Catalog {
         let list = WindowList(windows.clone());
         let first = &windows[0];
         let last = &windows[windows.len() - 1];
-        let Some(window) = windows
-            .iter()
-            .find(|w| w.start <= target && target <= w.end)
-        else {
+        let Some(window) = windows.iter().find(|w| w.start <= target && target < w.end) else {
             let err = if target < first.start {
                 TargetError::BeforeFirstBackup {
                     target,
                     first: first.start,
                     windows: list,
                 }
-            } else if target > last.end {
+            } else if target >= last.end {
                 TargetError::AfterLastWal {
                     target,
                     end: last.end,
@@ -615,7 +624,7 @@ impl Catalog {
                     && self
                         .chain_end(*end)
                         .and_then(|c| c.last_xact_end)
-                        .is_some_and(|last| target <= last)
+                        .is_some_and(|last| target < last)
             })
             .max_by_key(|(b, _, _)| b.end_time)
             .map(|(b, _, _)| b.id.clone())

@@ -11,8 +11,9 @@
 //! commit. So the end of the recoverable window is read from the WAL.
 //!
 //! The layout (src/include/access/xlog_internal.h, xlogrecord.h, xact.h):
-//! 8 KiB pages, each starting with a page header (`XLogPageHeaderData`,
-//! 24 bytes; the first page of a segment has the long form, 40 bytes);
+//! 8 KiB pages, each starting with a page header (`XLogPageHeaderData`:
+//! magic, info, timeline, page address, then `xlp_rem_len` at byte 16; 24
+//! bytes; the first page of a segment has the long form, 40 bytes);
 //! records are 8-byte aligned, a 24-byte `XLogRecord` header then block
 //! and data headers, and may cross page (and segment) boundaries, a page
 //! then starting with the rest of the record (`XLP_FIRST_IS_CONTRECORD`,
@@ -40,6 +41,8 @@ const RM_XACT_ID: u8 = 1;
 const XLOG_SWITCH: u8 = 0x40;
 const XLR_INFO_MASK: u8 = 0x0F;
 const XLOG_XACT_OPMASK: u8 = 0x70;
+/// The largest WAL segment PostgreSQL allows (`--wal-segsize` 1 GiB).
+pub const MAX_SEGMENT: u64 = 1 << 30;
 /// Seconds from the Unix epoch to PostgreSQL's epoch, 2000-01-01 UTC.
 const PG_EPOCH_UNIX_SECS: i64 = 946_684_800;
 
@@ -122,8 +125,12 @@ pub enum WalError {
 /// Decompresses a segment as barman-cloud stored it, by its file suffix:
 /// none, `.gz` (Python's gzip), `.bz2` (bz2) or `.snappy` (python-snappy's
 /// framing format).
+///
+/// `name` is the object's key or file name; only the file name's suffix
+/// counts. At most [`MAX_SEGMENT`] bytes are decompressed.
 pub fn decompress(name: &str, bytes: &[u8]) -> Result<Vec<u8>, WalError> {
-    let suffix = name.split_once('.').map(|(_, s)| s).unwrap_or("");
+    let file = name.rsplit('/').next().unwrap_or(name);
+    let suffix = file.split_once('.').map(|(_, s)| s).unwrap_or("");
     let suffix = suffix.rsplit('.').next().unwrap_or(suffix);
     let err = |source: std::io::Error| WalError::Decompress {
         name: name.to_string(),
@@ -133,12 +140,15 @@ pub fn decompress(name: &str, bytes: &[u8]) -> Result<Vec<u8>, WalError> {
     match suffix {
         "" | "partial" => return Ok(bytes.to_vec()),
         "gz" => flate2::read::MultiGzDecoder::new(bytes)
+            .take(MAX_SEGMENT + 1)
             .read_to_end(&mut out)
             .map_err(err)?,
         "bz2" => bzip2::read::MultiBzDecoder::new(bytes)
+            .take(MAX_SEGMENT + 1)
             .read_to_end(&mut out)
             .map_err(err)?,
         "snappy" => snap::read::FrameDecoder::new(bytes)
+            .take(MAX_SEGMENT + 1)
             .read_to_end(&mut out)
             .map_err(err)?,
         other => {
@@ -215,7 +225,7 @@ impl Stream<'_> {
         } else {
             SHORT_PHD
         };
-        Some((len, info, u32_at(p, 20)))
+        Some((len, info, u32_at(p, 16)))
     }
 
     /// Reads `len` bytes of record data from `lsn`, stepping over page
@@ -298,7 +308,8 @@ pub fn scan(
     // The first record starts after the rest of one begun in the previous segment.
     let mut lsn = start_lsn + LONG_PHD as u64;
     if info & XLP_FIRST_IS_CONTRECORD != 0 {
-        let rem = u32_at(bytes, 20) as usize;
+        // xlp_rem_len: the bytes of that record still to come.
+        let rem = u32_at(bytes, 16) as usize;
         match stream.read(lsn, rem) {
             Some((_, after)) => lsn = align8(after),
             None => return Ok(SegmentScan::default()),

@@ -360,13 +360,19 @@ impl WorkRepo {
                 });
             }
         }
-        let mut index = self.repo.index().map_err(git("open index"))?;
-        for (rel_path, _) in files {
-            index
-                .add_path(rel_path)
-                .map_err(git(format!("stage {}", Self::rel(rel_path))))?;
+        let staged = (|| {
+            let mut index = self.repo.index().map_err(git("open index"))?;
+            for (rel_path, _) in files {
+                index
+                    .add_path(rel_path)
+                    .map_err(git(format!("stage {}", Self::rel(rel_path))))?;
+            }
+            index.write().map_err(git("write index"))
+        })();
+        if let Err(e) = staged {
+            undo(self, files.len());
+            return Err(e);
         }
-        index.write().map_err(git("write index"))?;
         Ok(Committed {
             branch,
             commit,
@@ -498,8 +504,9 @@ impl WorkRepo {
                 .and_then(|t| t.get_path(rel_path).ok())
                 .map(|e| e.id())
         };
-        if blob(&rev_commit) != blob(&our_commit) {
-            return Ok(Holds::ManifestDiffers);
+        match (blob(&rev_commit), blob(&our_commit)) {
+            (Some(a), Some(b)) if a == b => {}
+            _ => return Ok(Holds::ManifestDiffers),
         }
         Ok(Holds::Yes)
     }

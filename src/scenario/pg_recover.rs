@@ -70,6 +70,19 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
         return Err(Error::WaitNeedsPublish);
     }
 
+    // A run that was interrupted holds what it fenced and deleted: it is
+    // resumed, not started over.
+    if args.wait
+        && let Ok(repo) = crate::gitops::WorkRepo::open(&ctx.repo_dir)
+        && crate::plan::Journal::path_in(&repo.git_dir()).exists()
+    {
+        return Err(Error::RunInProgress {
+            path: crate::plan::Journal::path_in(&repo.git_dir())
+                .display()
+                .to_string(),
+        });
+    }
+
     // A commit needs a clean manifest, a usable branch and remote: check
     // before any other work.
     let repo = if args.dry_run {

@@ -1,13 +1,13 @@
 //! `drgit pg-recover … --wait`: the runbook's imperative part, in the
 //! corrected order, each step checked and journaled.
 //!
-//! 1. Where the old primary still runs, switch WAL and wait until that
-//!    segment is archived: the newest commits reach the bucket. Its uid is
-//!    noted: it is the Cluster to replace.
-//! 2. Fence the old Cluster (confirmed): a running primary archives under
-//!    the live spec's serverName, read at each WAL file, so once Argo CD
-//!    applied the change it would fill the new lineage, and the recovery
-//!    would fail with "Expected empty archive".
+//! 1. The running Cluster's uid is noted: it is the Cluster to replace.
+//! 2. Fence it (confirmed): first, where the old primary still runs, switch
+//!    WAL and wait until that segment is archived (the newest commits reach
+//!    the bucket), then the fence. A running primary archives under the
+//!    live spec's serverName, read at each WAL file, so once Argo CD applied
+//!    the change it would fill the new lineage, and the recovery would fail
+//!    with "Expected empty archive".
 //! 3. The recovery commit is on the branch Argo CD tracks (the pull
 //!    request is merged, or, with `--direct`, the commit is pushed now).
 //! 4. Argo CD refreshes, and the Application that deploys the manifest
@@ -94,9 +94,6 @@ pub struct OldCluster {
     pub uid: Option<String>,
     #[serde(default)]
     pub primary: Option<String>,
-    /// The WAL segment the switch completed, once archived.
-    #[serde(default)]
-    pub archived: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
@@ -128,7 +125,7 @@ struct NewCluster {
 
 impl Env<'_> {
     fn old(&self, j: &Journal) -> Result<OldCluster, Error> {
-        output(j, "switch-wal")
+        output(j, "old-cluster")
     }
 
     fn live(&self) -> Result<Option<ClusterState>, Error> {
@@ -221,52 +218,79 @@ impl Env<'_> {
     }
 }
 
-struct SwitchWal;
-impl<'a> Step<Env<'a>> for SwitchWal {
+struct OldClusterStep;
+impl<'a> Step<Env<'a>> for OldClusterStep {
     fn name(&self) -> &'static str {
-        "switch-wal"
+        "old-cluster"
     }
     fn describe(&self, e: &Env<'a>) -> String {
         format!(
-            "Where the old primary of {}/{} still runs, switch WAL and wait until that segment is archived",
+            "Note the running Cluster {}/{} (its uid and primary): the one to stop and replace",
             e.params.namespace, e.params.cluster
         )
     }
-    fn run(&self, e: &Env<'a>, _: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
-        let Some(live) = e.live()? else {
-            return Ok(value(OldCluster {
+    fn run(&self, e: &Env<'a>, _: &Journal, _stop: &AtomicBool) -> Result<Value, Error> {
+        Ok(value(match e.live()? {
+            None => OldCluster {
                 note: Some("no Cluster: nothing runs, nothing archives".into()),
                 ..OldCluster::default()
-            }));
-        };
-        let mut old = OldCluster {
-            uid: live.uid.clone(),
-            primary: live.current_primary.clone(),
-            ..OldCluster::default()
-        };
-        if live.fenced || live.terminating {
-            old.note = Some("already fenced or being deleted: PostgreSQL is stopped".into());
-            return Ok(value(old));
-        }
-        let Some(primary) = live.current_primary.clone() else {
-            old.note = Some("no current primary: nothing to switch".into());
-            return Ok(value(old));
-        };
+            },
+            Some(live) => OldCluster {
+                uid: live.uid.clone(),
+                primary: live.current_primary.clone(),
+                ..OldCluster::default()
+            },
+        }))
+    }
+}
+
+/// What the fence step did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Fenced {
+    fenced: bool,
+    /// The WAL segment the switch completed, once archived.
+    #[serde(default)]
+    archived: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+}
+
+/// psql's words when PostgreSQL does not run in the pod (fenced, crashed,
+/// starting): then there is nothing to switch.
+fn not_running(why: &str) -> bool {
+    why.contains("connection to server") || why.contains("No such file or directory")
+}
+
+impl Fence {
+    /// `select pg_switch_wal()` on the primary, then waits until the
+    /// segment it completed is archived: the newest commits are in the
+    /// bucket. None when PostgreSQL does not run there.
+    fn switch_wal(
+        &self,
+        e: &Env,
+        primary: &str,
+        stop: &AtomicBool,
+    ) -> Result<Option<String>, Error> {
         // pg_walfile_name() of the switch point names the segment the
         // switch completed (at a segment boundary it names the one before).
-        let segment = match e.psql(&primary, "select pg_walfile_name(pg_switch_wal())") {
+        let segment = match e.psql(primary, "select pg_walfile_name(pg_switch_wal())") {
             Ok(s) if s.len() == 24 => s,
+            Err(why) if not_running(&why) => return Ok(None),
             Ok(other) => {
-                old.note = Some(format!(
-                    "pg_switch_wal() answered {other:?}; nothing switched"
-                ));
-                return Ok(value(old));
+                return Err(Error::NotDone {
+                    step: "fence".into(),
+                    detail: format!(
+                        "pg_switch_wal() on {primary} answered {other:?}; switch WAL by hand (`select pg_switch_wal()`), then `drgit resume`"
+                    ),
+                });
             }
             Err(why) => {
-                old.note = Some(format!(
-                    "the primary {primary} does not answer ({why}); nothing to switch"
-                ));
-                return Ok(value(old));
+                return Err(Error::NotDone {
+                    step: "fence".into(),
+                    detail: format!(
+                        "pg_switch_wal() on {primary} failed ({why}); the newest commits may not be archived. Switch WAL by hand, then `drgit resume`"
+                    ),
+                });
             }
         };
         let wait = Duration::from_secs(e.ctx.config.postgres.archive_timeout_secs);
@@ -278,7 +302,7 @@ impl<'a> Step<Env<'a>> for SwitchWal {
             |_| {
                 let last = e
                     .psql(
-                        &primary,
+                        primary,
                         "select coalesce(last_archived_wal, '') from pg_stat_archiver",
                     )
                     .unwrap_or_default();
@@ -293,10 +317,7 @@ impl<'a> Step<Env<'a>> for SwitchWal {
             },
         )?;
         match polled {
-            Ok(_) => {
-                old.archived = Some(segment);
-                Ok(value(old))
-            }
+            Ok(_) => Ok(Some(segment)),
             Err(t) => Err(Error::NotArchived {
                 segment,
                 waited: t.waited,
@@ -313,48 +334,59 @@ impl<'a> Step<Env<'a>> for Fence {
     }
     fn describe(&self, e: &Env<'a>) -> String {
         format!(
-            "Fence the old Cluster {}/{} (annotation cnpg.io/fencedInstances: '[\"*\"]': PostgreSQL stops in every instance), so that it cannot archive into the new lineage `{}`",
+            "Switch WAL on the old primary of {}/{} and wait until that segment is archived, then fence the Cluster (annotation cnpg.io/fencedInstances: '[\"*\"]': PostgreSQL stops in every instance), so that it cannot archive into the new lineage `{}`",
             e.params.namespace, e.params.cluster, e.params.new_lineage
         )
     }
     fn destructive(&self) -> bool {
         true
     }
-    fn check(&self, e: &Env<'a>, j: &Journal) -> Result<(), Error> {
-        let old = e.old(j)?;
-        match e.live()? {
-            Some(s) if s.uid == old.uid && old.uid.is_some() && !s.fenced => {
-                // Argo CD may have applied the change already (a fast merge):
-                // whatever the old primary archived there rules the lineage out.
-                let objects = e.new_lineage_objects()?;
-                if s.server_name.as_deref() == Some(e.params.new_lineage.as_str())
-                    && !objects.is_empty()
-                {
-                    return Err(e.lineage_not_empty(objects));
-                }
-                Ok(())
-            }
-            _ => Ok(()),
-        }
-    }
     fn confirm(&self, e: &Env<'a>, j: &Journal) -> bool {
         // Nothing to stop: no old Cluster, already fenced, or replaced.
         let Ok(old) = e.old(j) else { return true };
         matches!(e.live(), Ok(Some(s)) if s.uid == old.uid && old.uid.is_some() && !s.fenced)
     }
-    fn run(&self, e: &Env<'a>, j: &Journal, _stop: &AtomicBool) -> Result<Value, Error> {
+    fn run(&self, e: &Env<'a>, j: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
         let old = e.old(j)?;
-        match e.live()? {
-            Some(s) if s.uid == old.uid && old.uid.is_some() && !s.fenced => {
-                e.kube
-                    .fence_cnpg_cluster(&e.params.namespace, &e.params.cluster)?;
-                Ok(serde_json::json!({"fenced": true}))
+        let live = match e.live()? {
+            Some(s) if s.uid == old.uid && old.uid.is_some() => s,
+            _ => {
+                return Ok(value(Fenced {
+                    note: Some("no old Cluster to fence".into()),
+                    ..Fenced::default()
+                }));
             }
-            Some(s) if s.fenced => {
-                Ok(serde_json::json!({"fenced": true, "note": "already fenced"}))
+        };
+        let mut out = Fenced {
+            fenced: true,
+            ..Fenced::default()
+        };
+        if live.fenced {
+            out.note = Some("already fenced".into());
+        } else {
+            // Right after the confirmation and right before the fence: the
+            // commits made until then reach the bucket.
+            if let Some(primary) = &live.current_primary {
+                out.archived = self.switch_wal(e, primary, stop)?;
+                if out.archived.is_none() {
+                    out.note = Some(format!(
+                        "PostgreSQL does not run on {primary}: nothing to switch"
+                    ));
+                }
             }
-            _ => Ok(serde_json::json!({"fenced": false, "note": "no old Cluster to fence"})),
+            e.kube
+                .fence_cnpg_cluster(&e.params.namespace, &e.params.cluster)?;
         }
+        // Argo CD may have applied the change before the fence (a fast
+        // merge): whatever the old primary archived there rules the lineage
+        // out. The fence stays: it stops the writing.
+        if live.server_name.as_deref() == Some(e.params.new_lineage.as_str()) {
+            let objects = e.new_lineage_objects()?;
+            if !objects.is_empty() {
+                return Err(e.lineage_not_empty(objects));
+            }
+        }
+        Ok(value(out))
     }
     fn verify(&self, e: &Env<'a>, j: &Journal, out: &Value) -> Result<(), Error> {
         if out["fenced"] != true {
@@ -747,7 +779,11 @@ pub fn watch_recovery(
         stop,
         |_| {
             let state = kube.cnpg_cluster(ns, name)?;
-            let job = kube.job(ns, &job_name)?;
+            // Only the Job of this Cluster counts: a leftover of another
+            // (its owner deleted in the background) says nothing.
+            let job = kube.job(ns, &job_name)?.filter(|j| {
+                j.owner_uid.is_none() || j.owner_uid == state.as_ref().and_then(|s| s.uid.clone())
+            });
             let failed = |text: String| -> Error {
                 let log = kube.job_log_tail(ns, &job_name, 20).unwrap_or_default();
                 Error::RecoveryFailed {
@@ -815,6 +851,13 @@ impl<'a> Step<Env<'a>> for Recovered {
     }
 }
 
+/// A Backup that ended without a base backup: `failed`, or
+/// `walArchivingFailing` (CNPG api/v1/backup_types.go: the WAL it needs is
+/// not being archived, so it cannot complete).
+fn failed(b: &crate::cluster::BackupState) -> bool {
+    matches!(b.phase.as_deref(), Some("failed" | "walArchivingFailing"))
+}
+
 struct TakeBackup;
 impl TakeBackup {
     fn backup_name(e: &Env, j: &Journal) -> String {
@@ -842,7 +885,16 @@ impl<'a> Step<Env<'a>> for TakeBackup {
     fn run(&self, e: &Env<'a>, j: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
         let pg = &e.ctx.config.postgres;
         let ns = &e.params.namespace;
-        let name = Self::backup_name(e, j);
+        // A Backup that failed in an earlier attempt stays as it was (CNPG
+        // keeps it); a resume takes a new one beside it.
+        let base = Self::backup_name(e, j);
+        let mut name = base.clone();
+        for attempt in 2.. {
+            match e.kube.backup_state(ns, &name)? {
+                Some(b) if failed(&b) => name = format!("{base}-{attempt}"),
+                _ => break,
+            }
+        }
         let plugin = e.live()?.is_some_and(|s| s.plugin_backup);
         e.kube.create_backup(ns, &name, &e.params.cluster, plugin)?;
         let polled = plan::poll_until(
@@ -854,10 +906,12 @@ impl<'a> Step<Env<'a>> for TakeBackup {
                 let b = e.kube.backup_state(ns, &name)?;
                 let archiving = e.live()?.and_then(|s| s.continuous_archiving);
                 match b {
-                    Some(b) if b.phase.as_deref() == Some("failed") => Err(Error::BackupFailed {
+                    Some(b) if failed(&b) => Err(Error::BackupFailed {
                         namespace: ns.clone(),
                         name: name.clone(),
-                        error: b.error.unwrap_or_else(|| "no reason given".into()),
+                        error: b
+                            .error
+                            .unwrap_or_else(|| b.phase.unwrap_or_else(|| "no reason given".into())),
                     }),
                     Some(b)
                         if b.phase.as_deref() == Some("completed") && archiving == Some(true) =>
@@ -969,8 +1023,13 @@ fn drive(ctx: &Context, journal: Journal, yes: bool) -> Result<Value, Error> {
             .remote_default_branch(&ctx.config.git.remote)?
             .unwrap_or_else(|| "main".into()),
     };
-    let auto_revert =
-        params.auto_revert || AutoRevert::load(&repo).is_some_and(|i| i.cluster == params.cluster);
+    // A run that started keeps its steps: whether the revert follows was
+    // decided when it started.
+    let auto_revert = if journal.data.steps.is_empty() {
+        params.auto_revert || AutoRevert::load(&repo).is_some_and(|i| i.cluster == params.cluster)
+    } else {
+        journal.data.steps.iter().any(|s| s.name == "revert-pr")
+    };
     let confirmation = plan::Confirmation {
         yes,
         word: params.cluster.clone(),
@@ -988,7 +1047,7 @@ fn drive(ctx: &Context, journal: Journal, yes: bool) -> Result<Value, Error> {
         params,
     };
     let mut steps: Vec<&dyn Step<Env>> = vec![
-        &SwitchWal,
+        &OldClusterStep,
         &Fence,
         &merge,
         &ArgoSynced,
@@ -1010,7 +1069,7 @@ pub fn deleted_uid(repo: &WorkRepo) -> Option<String> {
     let data = plan::last_journal(&repo.git_dir()).ok().flatten()?;
     data.steps
         .iter()
-        .find(|s| s.name == "switch-wal")
+        .find(|s| s.name == "old-cluster")
         .and_then(|s| s.output["uid"].as_str().map(str::to_string))
 }
 

@@ -855,9 +855,16 @@ fn handle(
                 return not_found(&format!("backups.postgresql.cnpg.io \"{name}\""));
             };
             *gets += 1;
+            // C5: a Backup that ended stays as it ended.
             let status = match (*gets, fails) {
                 (1, _) => json!({"phase": "running"}),
-                (_, Some(e)) => json!({"phase": "failed", "error": e}),
+                (_, Some(e)) => {
+                    *gets = u32::MAX / 2;
+                    json!({"phase": "failed", "error": e})
+                }
+                (g, None) if g >= u32::MAX / 2 => {
+                    json!({"phase": "failed", "error": "can't upload: AccessDenied"})
+                }
                 _ => json!({"phase": "completed", "backupId": "20261126T050000"}),
             };
             (
