@@ -63,8 +63,11 @@ pub enum ForgeError {
         what: String,
         detail: String,
     },
-    #[error("cannot read the GitHub App key {path}: {detail}")]
-    AppKey { path: String, detail: String },
+    #[error("cannot read the GitHub App key {path}: {source}")]
+    AppKey {
+        path: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("pull request #{number} was closed without being merged ({url})")]
     ClosedUnmerged { number: u64, url: String },
     #[error("stopped while waiting for pull request #{number} to be merged")]
@@ -178,12 +181,12 @@ impl GitHub {
                 (Some(app), Some(key_file), Some(inst), _) => {
                     let pem = std::fs::read(key_file).map_err(|e| ForgeError::AppKey {
                         path: key_file.display().to_string(),
-                        detail: e.to_string(),
+                        source: Box::new(e),
                     })?;
                     let key = octocrab::EncodingKey::from_rsa_pem(&pem).map_err(|e| {
                         ForgeError::AppKey {
                             path: key_file.display().to_string(),
-                            detail: e.to_string(),
+                            source: Box::new(e),
                         }
                     })?;
                     let app_client = builder

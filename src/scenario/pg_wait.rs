@@ -389,7 +389,8 @@ impl<'a> Step<Env<'a>> for Fence {
         Ok(value(out))
     }
     fn verify(&self, e: &Env<'a>, j: &Journal, out: &Value) -> Result<(), Error> {
-        if out["fenced"] != true {
+        let out: Fenced = serde_json::from_value(out.clone()).unwrap_or_default();
+        if !out.fenced {
             return Ok(());
         }
         let old = e.old(j)?;
