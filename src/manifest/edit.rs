@@ -279,6 +279,95 @@ impl<'t> DocEditor<'t> {
         Ok(())
     }
 
+    /// Replaces the content of the literal block scalar `path.key` (`|` or
+    /// `|-`) with `new`, keeping its header line, its indentation and the
+    /// file's line endings; every other byte stays. The value becomes `new`
+    /// as the scalar's chomping gives it back (`|`: one final line break,
+    /// `|-`: none); `|+` and folded (`>`) scalars are refused.
+    pub fn replace_block_scalar(
+        &mut self,
+        path: &[Seg],
+        key: &str,
+        new: &str,
+    ) -> Result<(), ManifestError> {
+        let map = self.locate_mapping(path)?;
+        let entry = self.entry_of(map, key, path)?;
+        let node = &entry.value;
+        let full = with(path, Seg::key(key));
+        let shape = |expected: &str| ManifestError::Shape {
+            path: path_string(&full),
+            expected: expected.into(),
+        };
+        if !matches!(
+            &node.kind,
+            NodeKind::Scalar {
+                style: saphyr_parser::ScalarStyle::Literal,
+                ..
+            }
+        ) {
+            return Err(shape("a literal block scalar (`|` or `|-`)"));
+        }
+        self.check_anchor_unused(node, &full)?;
+        // The parser's span starts at the content; the header (`|-`, maybe
+        // a comment) is the rest of the key's line.
+        let after_key = entry.colon.map(|c| c + 1).unwrap_or(entry.key.end);
+        let header_end = self.text[after_key..]
+            .find('\n')
+            .map(|i| after_key + i + 1)
+            .filter(|e| *e <= node.value_start)
+            .ok_or_else(|| shape("a block scalar with content lines"))?;
+        let header = self.text[after_key..header_end].trim();
+        let indicator: String = header
+            .split('#')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let strip = match indicator
+            .trim_start_matches('|')
+            .trim_matches(|c: char| c.is_ascii_digit())
+        {
+            "" => false,
+            "-" => true,
+            _ => return Err(shape("a block scalar kept as `|` or `|-` (not `|+`)")),
+        };
+        // The content's indentation: that of its first non-blank line.
+        let content = &self.text[header_end..node.end.max(header_end)];
+        let indent = content
+            .split('\n')
+            .find(|l| !l.trim().is_empty())
+            .map(|l| l.len() - l.trim_start_matches(' ').len())
+            .filter(|n| *n > 0)
+            .unwrap_or(self.col(entry.key.start) + self.step);
+        let body = new.strip_suffix('\n').unwrap_or(new);
+        let mut text = String::new();
+        for (i, line) in body.split('\n').enumerate() {
+            if i > 0 {
+                text.push_str(self.nl);
+            }
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            if !line.is_empty() {
+                text.push_str(&" ".repeat(indent));
+                text.push_str(line);
+            }
+        }
+        let value = if strip {
+            body.to_string()
+        } else {
+            format!("{body}\n")
+        };
+        let end = node.end.max(header_end);
+        // `node.end` stops after the last content character, before its line break.
+        self.splices.push(Splice {
+            start: header_end,
+            end,
+            text,
+            depth: 0,
+        });
+        self.ops.push(Op::Set(full, Value::Str(value)));
+        Ok(())
+    }
+
     /// Replaces the entry `path.old_key` (key and value) with `new_key: out`,
     /// at the same place.
     pub fn replace_entry(

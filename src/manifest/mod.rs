@@ -6,6 +6,7 @@
 
 pub mod cnpg;
 pub mod edit;
+pub mod kanidm;
 pub mod yaml;
 
 use std::io::Write;
@@ -83,6 +84,12 @@ pub enum ManifestError {
         "`spec.replica.source` still uses the external cluster `{source_name}`; drgit will not remove it"
     )]
     ReplicaUsesSource { source_name: String },
+    #[error("`data.{key}` is not valid TOML: {message}")]
+    Toml { key: String, message: String },
+    #[error(
+        "no replication settings name `{origin}` as a partner (`[replication.\"{origin}\"]`); check the pod name, or give its origin"
+    )]
+    NoPartnerEntry { origin: String },
     #[error("internal error while editing YAML: {0}")]
     Internal(String),
 }
