@@ -55,14 +55,21 @@ impl Journal {
         git_dir.join("drgit/journal.json")
     }
 
-    /// Starts a journal; refused while an unfinished one is there (its
-    /// record of what was stopped and deleted must not be lost).
-    pub fn create(git_dir: &Path, data: JournalData) -> Result<Journal, Error> {
-        if Self::path_in(git_dir).exists() {
+    /// Refuses while an unfinished journal is there: its record of what was
+    /// stopped and deleted must not be lost (it is resumed, not replaced).
+    pub fn refuse_if_running(git_dir: &Path) -> Result<(), Error> {
+        let path = Self::path_in(git_dir);
+        if path.exists() {
             return Err(Error::RunInProgress {
-                path: Self::path_in(git_dir).display().to_string(),
+                path: path.display().to_string(),
             });
         }
+        Ok(())
+    }
+
+    /// Starts a journal; refused while an unfinished one is there.
+    pub fn create(git_dir: &Path, data: JournalData) -> Result<Journal, Error> {
+        Self::refuse_if_running(git_dir)?;
         let j = Journal {
             path: Self::path_in(git_dir),
             data,

@@ -395,8 +395,6 @@ impl Catalog {
     /// Each DONE backup's chain: the positions of its first segment and of
     /// the last one before the archive ends or a gap.
     fn chains(&self) -> Vec<(&BaseBackup, u64, u64)> {
-        let by_pos: BTreeMap<u64, &WalSegment> =
-            self.segments.iter().map(|s| (s.position, s)).collect();
         let mut out = Vec::new();
         for b in self.backups.iter().filter(|b| b.status == "DONE") {
             let (Some(begin), Some(end)) = (
@@ -406,7 +404,7 @@ impl Catalog {
                 continue;
             };
             let mut pos = begin;
-            while by_pos.contains_key(&pos) {
+            while self.segment_at(pos).is_some() {
                 pos += 1;
             }
             if pos == begin || pos - 1 < end {
@@ -421,8 +419,6 @@ impl Catalog {
     /// segments, going back (at most [`MAX_SEGMENTS_BACK`], and not before
     /// the chain's first backup) until a segment holds one.
     fn read_chain_ends(&self, store: &dyn BackupStore) -> Result<Vec<ChainEnd>, StoreError> {
-        let by_pos: BTreeMap<u64, &WalSegment> =
-            self.segments.iter().map(|s| (s.position, s)).collect();
         let mut lowest: BTreeMap<u64, u64> = BTreeMap::new();
         for (_, begin, end) in self.chains() {
             let low = lowest.entry(end).or_insert(begin);
@@ -430,7 +426,10 @@ impl Catalog {
         }
         let mut out = Vec::new();
         for (end, low) in lowest {
-            let last = by_pos[&end];
+            // Chains end at archived segments, and run unbroken back to `low`.
+            let Some(last) = self.segment_at(end) else {
+                continue;
+            };
             let mut found = ChainEnd {
                 segment: last.name.clone(),
                 position: end,
@@ -443,8 +442,7 @@ impl Catalog {
             let started = std::time::Instant::now();
             let mut next: Option<Vec<u8>> = None;
             let mut pos = end;
-            loop {
-                let seg = by_pos[&pos];
+            while let Some(seg) = self.segment_at(pos) {
                 found.segments_read += 1;
                 let scanned = store
                     .get(&seg.key)
@@ -488,6 +486,14 @@ impl Catalog {
             out.push(found);
         }
         Ok(out)
+    }
+
+    /// The archived segment at a position (`segments` is sorted by it).
+    fn segment_at(&self, position: u64) -> Option<&WalSegment> {
+        self.segments
+            .binary_search_by_key(&position, |s| s.position)
+            .ok()
+            .map(|i| &self.segments[i])
     }
 
     fn chain_end(&self, position: u64) -> Option<&ChainEnd> {

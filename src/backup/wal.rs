@@ -212,9 +212,9 @@ impl Stream<'_> {
             })
     }
 
-    /// The header length of the page at `page_lsn`, when the page is valid
-    /// (PostgreSQL's magic, and the address it was written for).
-    fn page_header(&self, page_lsn: u64) -> Option<(usize, u16, u32)> {
+    /// The header length and `xlp_info` of the page at `page_lsn`, when the
+    /// page is valid (PostgreSQL's magic, and the address it was written for).
+    fn page_header(&self, page_lsn: u64) -> Option<(usize, u16)> {
         let p = self.page_bytes(page_lsn)?;
         if u16_at(p, 0) != self.magic || u64_at(p, 8) != page_lsn {
             return None;
@@ -225,7 +225,7 @@ impl Stream<'_> {
         } else {
             SHORT_PHD
         };
-        Some((len, info, u32_at(p, 16)))
+        Some((len, info))
     }
 
     /// Reads `len` bytes of record data from `lsn`, stepping over page
@@ -235,7 +235,7 @@ impl Stream<'_> {
         let mut out = Vec::with_capacity(len);
         while out.len() < len {
             if lsn.is_multiple_of(page) {
-                let (hdr, info, _) = self.page_header(lsn)?;
+                let (hdr, info) = self.page_header(lsn)?;
                 if info & XLP_FIRST_IS_CONTRECORD == 0 && !out.is_empty() {
                     return None; // the continuation never came
                 }
@@ -321,7 +321,7 @@ pub fn scan(
     while lsn < seg_end {
         if lsn.is_multiple_of(page as u64) {
             match stream.page_header(lsn) {
-                Some((hdr, _, _)) => lsn += hdr as u64,
+                Some((hdr, _)) => lsn += hdr as u64,
                 None => break,
             }
         }

@@ -24,12 +24,11 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{ClusterError, Kube};
+use crate::manifest::cnpg::BARMAN_PLUGIN;
 
 /// The annotation that fences instances, and the value for all of them.
 pub const FENCED_INSTANCES: &str = "cnpg.io/fencedInstances";
 pub const FENCE_ALL: &str = "[\"*\"]";
-/// The barman-cloud plugin's name (CNPG-I).
-const BARMAN_PLUGIN: &str = "barman-cloud.cloudnative-pg.io";
 
 /// What the live Cluster says about itself.
 #[derive(Debug, Clone, Serialize, PartialEq, Default)]

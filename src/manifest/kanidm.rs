@@ -27,6 +27,14 @@ struct Survivor {
     doc: usize,
     key: String,
     toml: String,
+    parsed: DocumentMut,
+}
+
+/// Sets a TOML value in place, keeping the spaces and comment around it.
+fn set_keeping_decor(v: &mut TomlValue, new: TomlValue) {
+    let decor = v.decor().clone();
+    *v = new;
+    *v.decor_mut() = decor;
 }
 
 fn toml_entries(stream: &Stream) -> Vec<(usize, String, String)> {
@@ -98,7 +106,12 @@ pub fn set_partner_cert(
             .and_then(Item::as_table_like)
             .is_some_and(|r| r.contains_key(lost_origin));
         if names_it {
-            survivors.push(Survivor { doc, key, toml });
+            survivors.push(Survivor {
+                doc,
+                key,
+                toml,
+                parsed,
+            });
         }
     }
     if survivors.is_empty() {
@@ -115,8 +128,8 @@ pub fn set_partner_cert(
     }
     let mut ed = DocEditor::new(text, stream, doc);
     let mut changes = Vec::new();
-    for s in &survivors {
-        let mut toml = parse(&s.key, &s.toml)?;
+    for s in survivors {
+        let mut toml = s.parsed;
         let Some(table) = toml
             .get_mut("replication")
             .and_then(|r| r.get_mut(lost_origin))
@@ -130,11 +143,7 @@ pub fn set_partner_cert(
             .map(str::to_string);
         if old_cert.as_deref() != Some(cert) {
             match table.get_mut("partner_cert").and_then(Item::as_value_mut) {
-                Some(v) => {
-                    let decor = v.decor().clone();
-                    *v = TomlValue::from(cert);
-                    *v.decor_mut() = decor;
-                }
+                Some(v) => set_keeping_decor(v, TomlValue::from(cert)),
                 None => {
                     table.insert("partner_cert", toml_edit::value(cert));
                 }
@@ -149,9 +158,7 @@ pub fn set_partner_cert(
                 .get_mut("automatic_refresh")
                 .and_then(Item::as_value_mut)
             {
-                let decor = v.decor().clone();
-                *v = TomlValue::from(false);
-                *v.decor_mut() = decor;
+                set_keeping_decor(v, TomlValue::from(false));
             }
             if let Some(mut k) = table.key_mut("automatic_refresh") {
                 let prefix = k

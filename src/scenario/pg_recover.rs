@@ -74,13 +74,8 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     // resumed, not started over.
     if args.wait
         && let Ok(repo) = crate::gitops::WorkRepo::open(&ctx.repo_dir)
-        && crate::plan::Journal::path_in(&repo.git_dir()).exists()
     {
-        return Err(Error::RunInProgress {
-            path: crate::plan::Journal::path_in(&repo.git_dir())
-                .display()
-                .to_string(),
-        });
+        crate::plan::Journal::refuse_if_running(&repo.git_dir())?;
     }
 
     // A commit needs a clean manifest, a usable branch and remote: check

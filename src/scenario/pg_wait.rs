@@ -28,7 +28,6 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -78,11 +77,6 @@ fn ms(ms: u64) -> Duration {
 
 const MAX_POLL: Duration = Duration::from_secs(30);
 
-/// The typed output a finished step left in the journal.
-fn output<T: DeserializeOwned>(j: &Journal, step: &str) -> Result<T, Error> {
-    j.output_as(step)
-}
-
 fn value(v: impl Serialize) -> Value {
     serde_json::to_value(v).unwrap_or_default()
 }
@@ -125,7 +119,16 @@ struct NewCluster {
 
 impl Env<'_> {
     fn old(&self, j: &Journal) -> Result<OldCluster, Error> {
-        output(j, "old-cluster")
+        j.output_as("old-cluster")
+    }
+
+    /// The live Cluster while it is still the one recorded at the start
+    /// (same uid); None when it is gone or was re-created.
+    fn old_live(&self, j: &Journal) -> Result<Option<ClusterState>, Error> {
+        let old = self.old(j)?;
+        Ok(self
+            .live()?
+            .filter(|s| old.uid.is_some() && s.uid == old.uid))
     }
 
     fn live(&self) -> Result<Option<ClusterState>, Error> {
@@ -173,12 +176,10 @@ impl Env<'_> {
     }
 
     fn merged_commit(&self, j: &Journal) -> Result<String, Error> {
-        let step = if self.params.direct_branch.is_some() {
-            "pushed"
-        } else {
-            "merged"
+        let step = Merge {
+            direct: self.params.direct_branch.is_some(),
         };
-        Ok(output::<Merged>(j, step)?.commit)
+        Ok(j.output_as::<Merged>(step.name())?.commit)
     }
 
     /// Argo CD's revisions that hold the recovery commit: fetched first
@@ -343,14 +344,14 @@ impl<'a> Step<Env<'a>> for Fence {
     }
     fn confirm(&self, e: &Env<'a>, j: &Journal) -> bool {
         // Nothing to stop: no old Cluster, already fenced, or replaced.
-        let Ok(old) = e.old(j) else { return true };
-        matches!(e.live(), Ok(Some(s)) if s.uid == old.uid && old.uid.is_some() && !s.fenced)
+        // When that cannot be read, ask.
+        e.old_live(j)
+            .map_or(true, |live| live.is_some_and(|s| !s.fenced))
     }
     fn run(&self, e: &Env<'a>, j: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
-        let old = e.old(j)?;
-        let live = match e.live()? {
-            Some(s) if s.uid == old.uid && old.uid.is_some() => s,
-            _ => {
+        let live = match e.old_live(j)? {
+            Some(s) => s,
+            None => {
                 return Ok(value(Fenced {
                     note: Some("no old Cluster to fence".into()),
                     ..Fenced::default()
@@ -393,9 +394,8 @@ impl<'a> Step<Env<'a>> for Fence {
         if !out.fenced {
             return Ok(());
         }
-        let old = e.old(j)?;
-        match e.live()? {
-            Some(s) if s.uid == old.uid && !s.fenced => Err(Error::NotDone {
+        match e.old_live(j)? {
+            Some(s) if !s.fenced => Err(Error::NotDone {
                 step: "fence".into(),
                 detail: "the fence was accepted but the Cluster does not show it (cnpg.io/fencedInstances); check the Cluster, then `drgit resume`".into(),
             }),
@@ -534,13 +534,13 @@ impl<'a> Step<Env<'a>> for Delete {
         true
     }
     fn confirm(&self, e: &Env<'a>, j: &Journal) -> bool {
-        let Ok(old) = e.old(j) else { return true };
-        matches!(e.live(), Ok(Some(s)) if s.uid == old.uid && old.uid.is_some())
+        // Nothing to delete: gone or re-created. When that cannot be read, ask.
+        e.old_live(j).map_or(true, |live| live.is_some())
     }
     fn check(&self, e: &Env<'a>, j: &Journal) -> Result<(), Error> {
         let a = &e.ctx.config.argocd;
         let commit = e.merged_commit(j)?;
-        let synced: Synced = output(j, "argocd-synced")?;
+        let synced: Synced = j.output_as("argocd-synced")?;
         let app = e.kube.application(&a.namespace, &synced.application)?;
         if !app.synced() || e.holding_revision(&app, &commit)?.is_none() {
             return Err(Error::RefuseDelete {
@@ -551,11 +551,9 @@ impl<'a> Step<Env<'a>> for Delete {
                 ),
             });
         }
-        let old = e.old(j)?;
-        let live = match e.live()? {
-            Some(s) if s.uid == old.uid && old.uid.is_some() => s,
+        let Some(live) = e.old_live(j)? else {
             // Gone already, or Argo CD created a new one: nothing to delete.
-            _ => return Ok(()),
+            return Ok(());
         };
         if !live.recovering_spec {
             return Err(Error::RefuseDelete {
@@ -585,17 +583,16 @@ impl<'a> Step<Env<'a>> for Delete {
         Ok(())
     }
     fn run(&self, e: &Env<'a>, j: &Journal, _stop: &AtomicBool) -> Result<Value, Error> {
-        let old = e.old(j)?;
-        match (e.live()?, &old.uid) {
-            (Some(s), Some(uid)) if s.uid.as_ref() == Some(uid) => {
+        match e.old_live(j)?.and_then(|s| s.uid) {
+            Some(uid) => {
                 e.kube
-                    .delete_cnpg_cluster(&e.params.namespace, &e.params.cluster, uid)?;
+                    .delete_cnpg_cluster(&e.params.namespace, &e.params.cluster, &uid)?;
                 Ok(value(Deleted {
                     deleted: true,
                     note: None,
                 }))
             }
-            _ => Ok(value(Deleted {
+            None => Ok(value(Deleted {
                 deleted: false,
                 note: Some("the old Cluster was gone already".into()),
             })),
@@ -604,9 +601,8 @@ impl<'a> Step<Env<'a>> for Delete {
     fn verify(&self, e: &Env<'a>, j: &Journal, _: &Value) -> Result<(), Error> {
         // Gone, on its way out (foreground deletion), or already back with
         // a new uid: anything but the old Cluster, unchanged.
-        let old = e.old(j)?;
-        match e.live()? {
-            Some(s) if s.uid == old.uid && old.uid.is_some() && !s.terminating => {
+        match e.old_live(j)? {
+            Some(s) if !s.terminating => {
                 Err(Error::NotDone {
                     step: "delete-cluster".into(),
                     detail: "the delete was accepted but the old Cluster is still there, not being deleted; check its finalizers, then `drgit resume`".into(),
@@ -628,7 +624,7 @@ impl<'a> Step<Env<'a>> for Recreate {
     fn run(&self, e: &Env<'a>, j: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
         let a = &e.ctx.config.argocd;
         let old = e.old(j)?;
-        let synced: Synced = output(j, "argocd-synced")?;
+        let synced: Synced = j.output_as("argocd-synced")?;
         let grace = Duration::from_secs(a.self_heal_grace_secs);
         let mut sync_started = false;
         let polled = plan::poll_until(

@@ -253,17 +253,7 @@ fn cluster_json(c: &Live) -> Value {
     })
 }
 
-fn git(bare: &Path, args: &[&str]) -> Option<String> {
-    let out = Command::new("git")
-        .arg("--git-dir")
-        .arg(bare)
-        .args(args)
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
+use super::bare_git as git;
 
 /// What the manifest at `rev` says: (bootstrap is recovery, serverName of
 /// the Cluster's own backups). Read from the fixture's layout: the backup's

@@ -70,17 +70,7 @@ pub struct State {
 /// returns the merge commit.
 fn merge_into_main(bare: &Option<std::path::PathBuf>, head: &str) -> Option<String> {
     let bare = bare.as_ref()?;
-    let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .arg("--git-dir")
-            .arg(bare)
-            .args(args)
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-    };
+    let git = |args: &[&str]| super::bare_git(bare, args);
     let sha = git(&["rev-parse", &format!("refs/heads/{head}")])?;
     git(&["update-ref", "refs/heads/main", &sha])?;
     Some(sha)

@@ -155,6 +155,20 @@ impl Fixture {
     }
 }
 
+/// Runs git against a bare repository (`--git-dir`), as the fake servers
+/// do; its trimmed output, or None when git failed.
+pub fn bare_git(bare: &Path, args: &[&str]) -> Option<String> {
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(bare)
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
 /// Runs the git CLI in `dir` as `name <email>`; panics with git's message on failure.
 pub fn run_git(dir: &Path, args: &[&str], name: &str, email: &str) -> String {
     let out = Command::new("git")
