@@ -27,21 +27,13 @@ fn ls_remote(f: &Fixture, bare: &std::path::Path, branch: &str) -> String {
     .to_string()
 }
 
-fn ok(run: &common::Run) {
-    assert_eq!(
-        run.code, 0,
-        "stdout: {}\nstderr: {}",
-        run.stdout, run.stderr
-    );
-}
-
 #[test]
 fn push_then_update_own_branch_under_lease() {
     let f = Fixture::new();
     let bare = f.add_remote(None);
     f.config("");
     let run = f.drgit(&["--json", "pg-recover", "--target-time", TARGET, "--push"]);
-    ok(&run);
+    run.assert_ok();
     let first = run.json()["commit"].as_str().unwrap().to_string();
     assert_eq!(run.json()["branch"], BRANCH);
     assert_eq!(ls_remote(&f, &bare, BRANCH), first);
@@ -63,7 +55,7 @@ fn push_then_update_own_branch_under_lease() {
         ],
         &[("DRGIT_NOW", "2026-11-26T04:10:00Z")],
     );
-    ok(&run);
+    run.assert_ok();
     let second = run.json()["commit"].as_str().unwrap().to_string();
     assert_ne!(first, second);
     assert_eq!(ls_remote(&f, &bare, BRANCH), second);
@@ -82,7 +74,8 @@ fn never_overwrites_someone_elses_push() {
     let f = Fixture::new();
     let bare = f.add_remote(None);
     f.config("");
-    ok(&f.drgit(&["pg-recover", "--target-time", TARGET, "--push"]));
+    f.drgit(&["pg-recover", "--target-time", TARGET, "--push"])
+        .assert_ok();
     // Someone else adds a commit to drgit's branch on the remote.
     let other = f.dir.path().join("other");
     f.git_in(
@@ -195,7 +188,7 @@ fn http_push_authenticates_with_the_token_and_never_shows_it() {
         &["--json", "pg-recover", "--target-time", TARGET, "--push"],
         &[("GITHUB_TOKEN", TOKEN)],
     );
-    ok(&run);
+    run.assert_ok();
     assert_eq!(
         ls_remote(&f, &bare, BRANCH),
         run.json()["commit"].as_str().unwrap()
@@ -216,7 +209,7 @@ fn direct_push_commits_on_the_tracked_branch() {
         "--push",
         "--direct",
     ]);
-    ok(&run);
+    run.assert_ok();
     assert_eq!(run.json()["branch"], "main");
     assert_eq!(
         f.git(&["rev-parse", "HEAD"]).trim(),
@@ -299,7 +292,7 @@ fn pr_twice_is_one_pr_then_the_revert_pr_links_back() {
         ],
         "2026-11-26T04:00:00Z",
     );
-    ok(&run);
+    run.assert_ok();
     let pr = &run.json()["published"]["pull_request"];
     assert_eq!(pr["number"], 1);
     assert_eq!(pr["action"], "created");
@@ -334,7 +327,7 @@ fn pr_twice_is_one_pr_then_the_revert_pr_links_back() {
         ],
         "2026-11-26T04:10:00Z",
     );
-    ok(&run);
+    run.assert_ok();
     assert_eq!(run.json()["published"]["pull_request"]["action"], "updated");
     assert_eq!(
         gh.calls(),
@@ -379,7 +372,7 @@ fn pr_twice_is_one_pr_then_the_revert_pr_links_back() {
     f.git(&["pull", "-q", "--ff-only"]);
     gh.clear_requests();
     let run = with_token(&f, &["--json", "pg-revert", "--pr"], "2026-11-26T06:00:00Z");
-    ok(&run);
+    run.assert_ok();
     assert_eq!(run.json()["published"]["pull_request"]["number"], 2);
     let prs = gh.prs();
     assert_eq!(prs[1].head, "drgit/pg-revert-shared-pg");
@@ -399,11 +392,12 @@ fn pr_twice_is_one_pr_then_the_revert_pr_links_back() {
 fn a_pr_opened_meanwhile_is_updated_not_duplicated() {
     let f = Fixture::new();
     let gh = github(&f, "");
-    ok(&with_token(
+    with_token(
         &f,
         &["pg-recover", "--target-time", TARGET, "--pr"],
         "2026-11-26T04:00:00Z",
-    ));
+    )
+    .assert_ok();
     gh.state.lock().unwrap().hide_from_next_list = true;
     gh.clear_requests();
     f.git(&["checkout", "-q", "main"]);
@@ -418,7 +412,7 @@ fn a_pr_opened_meanwhile_is_updated_not_duplicated() {
         ],
         "2026-11-26T04:10:00Z",
     );
-    ok(&run);
+    run.assert_ok();
     let calls = gh.calls();
     assert!(
         calls.contains(&"POST /repos/home/home-cluster/pulls".to_string()),
@@ -499,7 +493,7 @@ fn github_errors_are_specific_and_undo_the_local_commit() {
         &["--json", "pg-recover", "--target-time", TARGET, "--pr"],
         "2026-11-26T04:00:00Z",
     );
-    ok(&run);
+    run.assert_ok();
     let lists = gh.calls().iter().filter(|c| c.contains("/pulls?")).count();
     assert_eq!(lists, 2, "{:?}", gh.calls());
     assert_eq!(gh.prs().len(), 1);
@@ -549,7 +543,7 @@ fn wait_merge_reports_the_merge_commit() {
         ],
         "2026-11-26T04:00:00Z",
     );
-    ok(&run);
+    run.assert_ok();
     assert_eq!(
         run.json()["published"]["merge_commit"],
         format!("{:040x}", 0xabcdef01u64)
@@ -573,11 +567,12 @@ fn repository_templates_override_the_built_in_ones() {
         "DR: {{ cluster }} to {{ target }}\n\nBase backup {{ base_backup }}.\n",
     )
     .unwrap();
-    ok(&with_token(
+    with_token(
         &f,
         &["pg-recover", "--target-time", TARGET, "--pr", "--draft"],
         "2026-11-26T04:00:00Z",
-    ));
+    )
+    .assert_ok();
     let pr = gh.prs()[0].clone();
     assert_eq!(pr.title, format!("DR: shared-pg to {TARGET}"));
     assert_eq!(pr.body, "Base backup 20261126T030232.\n");
@@ -611,7 +606,7 @@ fn github_app_authentication() {
         ),
     );
     let run = f.drgit(&["--json", "pg-recover", "--target-time", TARGET, "--pr"]);
-    ok(&run);
+    run.assert_ok();
     let reqs = gh.requests();
     assert_eq!(reqs[0].method, "POST");
     assert_eq!(reqs[0].path, "/app/installations/42/access_tokens");
@@ -630,7 +625,7 @@ fn recovered(f: &Fixture, extra: &str) -> FakeGitHub {
         f,
         &format!("[postgres]\nrecovery_timeout_secs = 2\nhealth_poll_ms = 10\n{extra}"),
     );
-    ok(&with_token(
+    with_token(
         f,
         &[
             "pg-recover",
@@ -640,7 +635,8 @@ fn recovered(f: &Fixture, extra: &str) -> FakeGitHub {
             "--auto-revert",
         ],
         "2026-11-26T04:00:00Z",
-    ));
+    )
+    .assert_ok();
     gh.merge(1);
     f.git(&["push", "-q", "origin", &format!("{BRANCH}:main")]);
     f.git(&["checkout", "-q", "main"]);
@@ -676,7 +672,7 @@ fn revert_waits_for_a_healthy_cluster() {
         ],
         "2026-11-26T06:00:00Z",
     );
-    ok(&run);
+    run.assert_ok();
     assert_eq!(kube.gets(), 4, "polled until healthy");
     assert_eq!(
         run.json()["cluster_state"]["phase"],

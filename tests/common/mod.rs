@@ -230,12 +230,17 @@ pub struct Run {
 
 impl Run {
     /// Asserts the run succeeded, showing what it printed when not.
-    pub fn ok(self) -> Run {
+    pub fn assert_ok(&self) {
         assert_eq!(
             self.code, 0,
             "stdout:\n{}\nstderr:\n{}",
             self.stdout, self.stderr
         );
+    }
+
+    /// The same, passing the run on.
+    pub fn ok(self) -> Run {
+        self.assert_ok();
         self
     }
 
