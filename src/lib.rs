@@ -9,6 +9,7 @@
 //! catalogs) and `config`.
 
 pub mod backup;
+pub mod cert;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -4,6 +4,7 @@
 //! manifest, the diff, and committing the change on a new branch. A scenario
 //! returns an [`Outcome`] that `output` renders for people or as JSON.
 
+pub mod delivery;
 pub mod pg_recover;
 pub mod pg_revert;
 pub mod pg_wait;

@@ -32,11 +32,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Context;
+use super::delivery::{ArgoSynced, Delivers, Delivery, MAX_POLL, Merge, Synced, Target, ms, value};
 use super::pg_revert::AutoRevert;
 use crate::cluster::{ClusterState, JobState, Kube};
 use crate::error::Error;
-use crate::gitops::forge::GitHub;
-use crate::gitops::{Holds, WorkRepo};
+use crate::gitops::WorkRepo;
 use crate::plan::{self, Journal, JournalData, Poll, Step};
 
 /// What the wait needs to know; kept in the journal for `drgit resume`.
@@ -62,23 +62,14 @@ pub struct Params {
 }
 
 struct Env<'a> {
-    ctx: &'a Context,
-    kube: Kube,
-    gh: Option<GitHub>,
-    repo: WorkRepo,
-    /// The branch Argo CD tracks.
-    tracked: String,
+    d: Delivery<'a>,
     params: Params,
 }
 
-fn ms(ms: u64) -> Duration {
-    Duration::from_millis(ms)
-}
-
-const MAX_POLL: Duration = Duration::from_secs(30);
-
-fn value(v: impl Serialize) -> Value {
-    serde_json::to_value(v).unwrap_or_default()
+impl<'a> Delivers<'a> for Env<'a> {
+    fn delivery(&self) -> &Delivery<'a> {
+        &self.d
+    }
 }
 
 /// The Cluster as it was before anything happened (step 1).
@@ -90,18 +81,6 @@ pub struct OldCluster {
     pub primary: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Merged {
-    commit: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Synced {
-    application: String,
-    revision: String,
-    self_heal: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,12 +112,14 @@ impl Env<'_> {
 
     fn live(&self) -> Result<Option<ClusterState>, Error> {
         Ok(self
+            .d
             .kube
             .cnpg_cluster(&self.params.namespace, &self.params.cluster)?)
     }
 
     fn psql(&self, pod: &str, sql: &str) -> Result<String, String> {
         let out = self
+            .d
             .kube
             .exec(
                 &self.params.namespace,
@@ -155,10 +136,10 @@ impl Env<'_> {
 
     /// The objects already in the new lineage (at most a few).
     fn new_lineage_objects(&self) -> Result<Vec<String>, Error> {
-        let store = self.ctx.open_store()?;
+        let store = self.d.ctx.open_store()?;
         let prefix = format!(
             "{}{}/",
-            self.ctx.config.postgres.catalog_prefix, self.params.new_lineage
+            self.d.ctx.config.postgres.catalog_prefix, self.params.new_lineage
         );
         Ok(store
             .list(&prefix)?
@@ -173,49 +154,6 @@ impl Env<'_> {
             lineage: self.params.new_lineage.clone(),
             objects: objects.join(", "),
         }
-    }
-
-    fn merged_commit(&self, j: &Journal) -> Result<String, Error> {
-        let step = Merge {
-            direct: self.params.direct_branch.is_some(),
-        };
-        Ok(j.output_as::<Merged>(step.name())?.commit)
-    }
-
-    /// Argo CD's revisions that hold the recovery commit: fetched first
-    /// when the revision is not known locally yet.
-    fn holding_revision(
-        &self,
-        app: &crate::cluster::AppState,
-        commit: &str,
-    ) -> Result<Option<String>, Error> {
-        let mut fetched = false;
-        for rev in &app.revisions {
-            let mut holds = self
-                .repo
-                .revision_holds(rev, commit, &self.params.manifest)?;
-            if holds == Holds::Unknown && !fetched {
-                self.repo
-                    .fetch_branch(&self.ctx.config.git.remote, &self.tracked)?;
-                fetched = true;
-                holds = self
-                    .repo
-                    .revision_holds(rev, commit, &self.params.manifest)?;
-            }
-            match holds {
-                Holds::Yes => return Ok(Some(rev.clone())),
-                Holds::ManifestDiffers => {
-                    return Err(Error::ManifestChangedSince {
-                        application: app.name.clone(),
-                        revision: rev.clone(),
-                        commit: commit.into(),
-                        manifest: self.params.manifest.display().to_string(),
-                    });
-                }
-                Holds::NotContained | Holds::Unknown => {}
-            }
-        }
-        Ok(None)
     }
 }
 
@@ -294,11 +232,11 @@ impl Fence {
                 });
             }
         };
-        let wait = Duration::from_secs(e.ctx.config.postgres.archive_timeout_secs);
+        let wait = Duration::from_secs(e.d.ctx.config.postgres.archive_timeout_secs);
         let polled = plan::poll_until(
             self.name(),
             wait,
-            (ms(e.ctx.config.postgres.health_poll_ms), MAX_POLL),
+            (ms(e.d.ctx.config.postgres.health_poll_ms), MAX_POLL),
             stop,
             |_| {
                 let last = e
@@ -375,7 +313,7 @@ impl<'a> Step<Env<'a>> for Fence {
                     ));
                 }
             }
-            e.kube
+            e.d.kube
                 .fence_cnpg_cluster(&e.params.namespace, &e.params.cluster)?;
         }
         // Argo CD may have applied the change before the fence (a fast
@@ -404,121 +342,6 @@ impl<'a> Step<Env<'a>> for Fence {
     }
 }
 
-struct Merge {
-    /// `--direct`: this step pushes instead of waiting for a merge.
-    direct: bool,
-}
-impl<'a> Step<Env<'a>> for Merge {
-    fn name(&self) -> &'static str {
-        if self.direct { "pushed" } else { "merged" }
-    }
-    fn describe(&self, e: &Env<'a>) -> String {
-        match (&e.params.pr, &e.params.direct_branch) {
-            (Some(n), _) => {
-                format!("Wait until pull request #{n} is merged into the branch Argo CD tracks")
-            }
-            (None, Some(b)) => {
-                format!("Push the recovery commit on `{b}`, the branch Argo CD tracks")
-            }
-            (None, None) => "The recovery commit is on the branch Argo CD tracks".into(),
-        }
-    }
-    fn run(&self, e: &Env<'a>, _: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
-        let commit = match (
-            e.params.pr,
-            &e.gh,
-            &e.params.direct_branch,
-            &e.params.commit,
-        ) {
-            (Some(n), Some(gh), _, _) => gh
-                .wait_merged(
-                    n,
-                    Duration::from_secs(e.ctx.config.forge.merge_timeout_secs),
-                    ms(e.ctx.config.forge.merge_poll_ms),
-                    stop,
-                )
-                .map_err(|err| match err {
-                    crate::gitops::forge::ForgeError::Interrupted { .. } => Error::Interrupted {
-                        step: "merged".into(),
-                    },
-                    other => other.into(),
-                })?,
-            (None, _, Some(branch), Some(c)) => {
-                super::publish::publish(
-                    e.ctx,
-                    &e.repo,
-                    &super::publish::Options {
-                        mode: super::publish::Mode::Direct,
-                        ..Default::default()
-                    },
-                    branch,
-                    "",
-                    "",
-                    "pg-recover",
-                )?;
-                c.clone()
-            }
-            (_, _, _, Some(c)) => c.clone(),
-            _ => return Err(Error::WaitNeedsPublish),
-        };
-        Ok(value(Merged { commit }))
-    }
-}
-
-struct ArgoSynced;
-impl<'a> Step<Env<'a>> for ArgoSynced {
-    fn name(&self) -> &'static str {
-        "argocd-synced"
-    }
-    fn describe(&self, e: &Env<'a>) -> String {
-        format!(
-            "Ask Argo CD for a hard refresh and wait until the Application deploying {} is Synced at a revision that contains the recovery commit and holds the same manifest",
-            e.params.manifest_dir
-        )
-    }
-    fn run(&self, e: &Env<'a>, j: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
-        let a = &e.ctx.config.argocd;
-        let commit = e.merged_commit(j)?;
-        let app = e.kube.find_application(
-            &a.namespace,
-            a.application.as_deref(),
-            &e.params.manifest_dir,
-        )?;
-        e.kube.refresh_application(&a.namespace, &app.name)?;
-        let polled = plan::poll_until(
-            self.name(),
-            Duration::from_secs(a.sync_timeout_secs),
-            (ms(a.poll_ms), MAX_POLL),
-            stop,
-            |_| {
-                let now = e.kube.application(&a.namespace, &app.name)?;
-                if now.synced()
-                    && let Some(revision) = e.holding_revision(&now, &commit)?
-                {
-                    return Ok(Poll::Ready(Synced {
-                        application: now.name.clone(),
-                        revision,
-                        self_heal: now.self_heal,
-                    }));
-                }
-                Ok(Poll::Waiting(format!(
-                    "Argo CD Application {}: {}",
-                    now.name,
-                    now.describe()
-                )))
-            },
-        )?;
-        match polled {
-            Ok(s) => Ok(value(s)),
-            Err(t) => Err(Error::NotSynced {
-                application: app.name,
-                commit,
-                status: t.last,
-            }),
-        }
-    }
-}
-
 struct Delete;
 impl<'a> Step<Env<'a>> for Delete {
     fn name(&self) -> &'static str {
@@ -538,11 +361,11 @@ impl<'a> Step<Env<'a>> for Delete {
         e.old_live(j).map_or(true, |live| live.is_some())
     }
     fn check(&self, e: &Env<'a>, j: &Journal) -> Result<(), Error> {
-        let a = &e.ctx.config.argocd;
-        let commit = e.merged_commit(j)?;
+        let a = &e.d.ctx.config.argocd;
+        let commit = e.d.merged_commit(j)?;
         let synced: Synced = j.output_as("argocd-synced")?;
-        let app = e.kube.application(&a.namespace, &synced.application)?;
-        if !app.synced() || e.holding_revision(&app, &commit)?.is_none() {
+        let app = e.d.kube.application(&a.namespace, &synced.application)?;
+        if !app.synced() || e.d.holding_revision(&app, &commit)?.is_none() {
             return Err(Error::RefuseDelete {
                 reason: format!(
                     "Argo CD Application {} is {}, not Synced at a revision containing the recovery commit {commit}; deleting now could bring the Cluster back from the old manifest, empty",
@@ -585,7 +408,7 @@ impl<'a> Step<Env<'a>> for Delete {
     fn run(&self, e: &Env<'a>, j: &Journal, _stop: &AtomicBool) -> Result<Value, Error> {
         match e.old_live(j)?.and_then(|s| s.uid) {
             Some(uid) => {
-                e.kube
+                e.d.kube
                     .delete_cnpg_cluster(&e.params.namespace, &e.params.cluster, &uid)?;
                 Ok(value(Deleted {
                     deleted: true,
@@ -622,7 +445,7 @@ impl<'a> Step<Env<'a>> for Recreate {
         "Wait until Argo CD re-creates the Cluster (a new uid); without self-heal, start the sync that does".into()
     }
     fn run(&self, e: &Env<'a>, j: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
-        let a = &e.ctx.config.argocd;
+        let a = &e.d.ctx.config.argocd;
         let old = e.old(j)?;
         let synced: Synced = j.output_as("argocd-synced")?;
         let grace = Duration::from_secs(a.self_heal_grace_secs);
@@ -648,9 +471,10 @@ impl<'a> Step<Env<'a>> for Recreate {
                 // Argo CD does not re-create a resource deleted at an
                 // already-synced revision without self-heal: start the sync.
                 if !sync_started && (!synced.self_heal || elapsed >= grace) {
-                    let app = e.kube.application(&a.namespace, &synced.application)?;
+                    let app = e.d.kube.application(&a.namespace, &synced.application)?;
                     if !app.operation_running {
-                        e.kube.sync_application(&a.namespace, &synced.application)?;
+                        e.d.kube
+                            .sync_application(&a.namespace, &synced.application)?;
                         sync_started = true;
                         return Ok(Poll::Waiting(format!(
                             "deleted; started a sync of Argo CD Application {}",
@@ -843,7 +667,7 @@ impl<'a> Step<Env<'a>> for Recovered {
     }
     fn run(&self, e: &Env<'a>, j: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
         let old = e.old(j)?;
-        let state = watch_recovery(e.ctx, &e.kube, old.uid.as_deref(), stop)?;
+        let state = watch_recovery(e.d.ctx, &e.d.kube, old.uid.as_deref(), stop)?;
         Ok(value(state))
     }
 }
@@ -880,27 +704,28 @@ impl<'a> Step<Env<'a>> for TakeBackup {
         )
     }
     fn run(&self, e: &Env<'a>, j: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
-        let pg = &e.ctx.config.postgres;
+        let pg = &e.d.ctx.config.postgres;
         let ns = &e.params.namespace;
         // A Backup that failed in an earlier attempt stays as it was (CNPG
         // keeps it); a resume takes a new one beside it.
         let base = Self::backup_name(e, j);
         let mut name = base.clone();
         for attempt in 2.. {
-            match e.kube.backup_state(ns, &name)? {
+            match e.d.kube.backup_state(ns, &name)? {
                 Some(b) if failed(&b) => name = format!("{base}-{attempt}"),
                 _ => break,
             }
         }
         let plugin = e.live()?.is_some_and(|s| s.plugin_backup);
-        e.kube.create_backup(ns, &name, &e.params.cluster, plugin)?;
+        e.d.kube
+            .create_backup(ns, &name, &e.params.cluster, plugin)?;
         let polled = plan::poll_until(
             self.name(),
             Duration::from_secs(pg.recovery_timeout_secs),
             (ms(pg.health_poll_ms), MAX_POLL),
             stop,
             |_| {
-                let b = e.kube.backup_state(ns, &name)?;
+                let b = e.d.kube.backup_state(ns, &name)?;
                 let archiving = e.live()?.and_then(|s| s.continuous_archiving);
                 match b {
                     Some(b) if failed(&b) => Err(Error::BackupFailed {
@@ -951,13 +776,13 @@ impl<'a> Step<Env<'a>> for RevertPr {
     }
     fn run(&self, e: &Env<'a>, _: &Journal, _stop: &AtomicBool) -> Result<Value, Error> {
         // The revert starts from what was merged, not from the local branch.
-        e.repo.switch_to_remote_branch(
-            &e.ctx.config.git.remote,
-            &e.tracked,
-            &e.ctx.config.postgres.manifest,
+        e.d.repo.switch_to_remote_branch(
+            &e.d.ctx.config.git.remote,
+            &e.d.tracked,
+            &e.d.ctx.config.postgres.manifest,
         )?;
         let outcome = super::pg_revert::run(
-            e.ctx,
+            e.d.ctx,
             &super::pg_revert::Args {
                 dry_run: false,
                 publish: super::publish::Options {
@@ -1002,28 +827,20 @@ fn drive(ctx: &Context, journal: Journal, yes: bool) -> Result<Value, Error> {
     if params.manifest.as_os_str().is_empty() {
         params.manifest = ctx.config.postgres.manifest.clone();
     }
-    let kube = Kube::connect(ctx.kubeconfig.as_deref(), ctx.kube_context.as_deref())?;
-    let repo = WorkRepo::open(&ctx.repo_dir)?;
-    let gh = if params.pr.is_some() || params.auto_revert {
-        Some(GitHub::connect(
-            &ctx.config.forge,
-            &repo.remote_url(&ctx.config.git.remote)?,
-        )?)
-    } else {
-        None
+    let target = Target {
+        manifest_dir: params.manifest_dir.clone(),
+        files: vec![params.manifest.clone()],
+        pr: params.pr,
+        commit: params.commit.clone(),
+        direct_branch: params.direct_branch.clone(),
+        scenario: "pg-recover".into(),
+        application: ctx.config.argocd.application.clone(),
     };
-    let tracked = match (&ctx.config.git.tracked_branch, &params.direct_branch, &gh) {
-        (Some(b), _, _) => b.clone(),
-        (None, Some(b), _) => b.clone(),
-        (None, None, Some(gh)) => gh.default_branch()?,
-        (None, None, None) => repo
-            .remote_default_branch(&ctx.config.git.remote)?
-            .unwrap_or_else(|| "main".into()),
-    };
+    let d = Delivery::connect(ctx, target, params.auto_revert)?;
     // A run that started keeps its steps: whether the revert follows was
     // decided when it started.
     let auto_revert = if journal.data.steps.is_empty() {
-        params.auto_revert || AutoRevert::load(&repo).is_some_and(|i| i.cluster == params.cluster)
+        params.auto_revert || AutoRevert::load(&d.repo).is_some_and(|i| i.cluster == params.cluster)
     } else {
         journal.data.steps.iter().any(|s| s.name == "revert-pr")
     };
@@ -1035,14 +852,7 @@ fn drive(ctx: &Context, journal: Journal, yes: bool) -> Result<Value, Error> {
     let merge = Merge {
         direct: params.direct_branch.is_some(),
     };
-    let env = Env {
-        ctx,
-        kube,
-        gh,
-        repo,
-        tracked,
-        params,
-    };
+    let env = Env { d, params };
     let mut steps: Vec<&dyn Step<Env>> = vec![
         &OldClusterStep,
         &Fence,

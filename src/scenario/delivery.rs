@@ -1,0 +1,305 @@
+//! The GitOps half every `--wait` shares: the change reaches the branch
+//! Argo CD tracks (its pull request merged, or the commit pushed), then the
+//! Application that deploys it reports Synced at a revision that holds it.
+//!
+//! Argo CD's rules behind the second step (argoproj/argo-cd): a refresh
+//! compares the tracked branch's head (controller/state.go), so the
+//! revision it reports can be a LATER commit than ours; that counts when
+//! it contains our commit and the files we changed are the same there (a
+//! later commit that changed them again is an error, not a success).
+//! `status.sync.revisions[]` is read too (multi-source Applications).
+//!
+//! A scenario's environment implements [`Delivers`]; the steps here are
+//! then steps of its plan like its own.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::Context;
+use crate::cluster::{AppState, Kube};
+use crate::error::Error;
+use crate::gitops::forge::{ForgeError, GitHub};
+use crate::gitops::{Holds, WorkRepo};
+use crate::plan::{self, Journal, Poll, Step};
+
+/// Where the change is and how it travels; kept in a journal's params.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Target {
+    /// The directory Argo CD deploys the files from (finds the Application).
+    pub manifest_dir: String,
+    /// The changed files, relative to the repository top.
+    pub files: Vec<PathBuf>,
+    /// The pull request, or None when the commit goes in directly.
+    pub pr: Option<u64>,
+    /// With `--direct`: the local commit on the tracked branch, pushed by
+    /// the plan's `pushed` step.
+    pub commit: Option<String>,
+    pub direct_branch: Option<String>,
+    /// The scenario whose commit this is (for the push's messages).
+    pub scenario: String,
+    /// The Application to wait for; None: the one whose source path holds
+    /// `manifest_dir`.
+    #[serde(default)]
+    pub application: Option<String>,
+}
+
+/// Connected once per run: the cluster, the forge when there is a pull
+/// request, the working copy, and the branch Argo CD tracks.
+pub struct Delivery<'a> {
+    pub ctx: &'a Context,
+    pub kube: Kube,
+    pub gh: Option<GitHub>,
+    pub repo: WorkRepo,
+    /// The branch Argo CD tracks.
+    pub tracked: String,
+    pub target: Target,
+}
+
+/// A plan environment that carries a [`Delivery`].
+pub trait Delivers<'a> {
+    fn delivery(&self) -> &Delivery<'a>;
+}
+
+impl<'a> Delivers<'a> for Delivery<'a> {
+    fn delivery(&self) -> &Delivery<'a> {
+        self
+    }
+}
+
+pub fn ms(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+/// The longest pause between two looks at anything.
+pub const MAX_POLL: Duration = Duration::from_secs(30);
+
+pub fn value(v: impl Serialize) -> Value {
+    serde_json::to_value(v).unwrap_or_default()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Merged {
+    pub commit: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Synced {
+    pub application: String,
+    pub revision: String,
+    pub self_heal: bool,
+}
+
+impl<'a> Delivery<'a> {
+    /// Connects what the plan needs; `forge` also when no pull request is
+    /// awaited (a later step opens one).
+    pub fn connect(ctx: &'a Context, target: Target, forge: bool) -> Result<Self, Error> {
+        let kube = Kube::connect(ctx.kubeconfig.as_deref(), ctx.kube_context.as_deref())?;
+        let repo = WorkRepo::open(&ctx.repo_dir)?;
+        let gh = if target.pr.is_some() || forge {
+            Some(GitHub::connect(
+                &ctx.config.forge,
+                &repo.remote_url(&ctx.config.git.remote)?,
+            )?)
+        } else {
+            None
+        };
+        let tracked = match (&ctx.config.git.tracked_branch, &target.direct_branch, &gh) {
+            (Some(b), _, _) => b.clone(),
+            (None, Some(b), _) => b.clone(),
+            (None, None, Some(gh)) => gh.default_branch()?,
+            (None, None, None) => repo
+                .remote_default_branch(&ctx.config.git.remote)?
+                .unwrap_or_else(|| "main".into()),
+        };
+        Ok(Delivery {
+            ctx,
+            kube,
+            gh,
+            repo,
+            tracked,
+            target,
+        })
+    }
+
+    /// The commit the `merged`/`pushed` step recorded.
+    pub fn merged_commit(&self, j: &Journal) -> Result<String, Error> {
+        let step = Merge {
+            direct: self.target.direct_branch.is_some(),
+        };
+        Ok(
+            j.output_as::<Merged>(<Merge as Step<Delivery>>::name(&step))?
+                .commit,
+        )
+    }
+
+    /// The first of Argo CD's revisions that contains `commit` with every
+    /// changed file the same; the branch is fetched once when a revision
+    /// is not known locally yet.
+    pub fn holding_revision(&self, app: &AppState, commit: &str) -> Result<Option<String>, Error> {
+        let mut fetched = false;
+        'revisions: for rev in &app.revisions {
+            for file in &self.target.files {
+                let mut holds = self.repo.revision_holds(rev, commit, file)?;
+                if holds == Holds::Unknown && !fetched {
+                    self.repo
+                        .fetch_branch(&self.ctx.config.git.remote, &self.tracked)?;
+                    fetched = true;
+                    holds = self.repo.revision_holds(rev, commit, file)?;
+                }
+                match holds {
+                    Holds::Yes => {}
+                    Holds::ManifestDiffers => {
+                        return Err(Error::ManifestChangedSince {
+                            application: app.name.clone(),
+                            revision: rev.clone(),
+                            commit: commit.into(),
+                            manifest: file.display().to_string(),
+                        });
+                    }
+                    Holds::NotContained | Holds::Unknown => continue 'revisions,
+                }
+            }
+            return Ok(Some(rev.clone()));
+        }
+        Ok(None)
+    }
+
+    /// The Application `argocd-synced` found, read again.
+    pub fn synced_application(&self, j: &Journal) -> Result<(Synced, AppState), Error> {
+        let synced: Synced = j.output_as(ArgoSynced.name_str())?;
+        let app = self
+            .kube
+            .application(&self.ctx.config.argocd.namespace, &synced.application)?;
+        Ok((synced, app))
+    }
+}
+
+/// The commit reaches the branch Argo CD tracks: its pull request merged,
+/// or (`--direct`) pushed by this step.
+pub struct Merge {
+    /// `--direct`: this step pushes instead of waiting for a merge.
+    pub direct: bool,
+}
+
+impl<'a, E: Delivers<'a>> Step<E> for Merge {
+    fn name(&self) -> &'static str {
+        if self.direct { "pushed" } else { "merged" }
+    }
+    fn describe(&self, e: &E) -> String {
+        let t = &e.delivery().target;
+        match (&t.pr, &t.direct_branch) {
+            (Some(n), _) => {
+                format!("Wait until pull request #{n} is merged into the branch Argo CD tracks")
+            }
+            (None, Some(b)) => {
+                format!("Push the recovery commit on `{b}`, the branch Argo CD tracks")
+            }
+            (None, None) => "The recovery commit is on the branch Argo CD tracks".into(),
+        }
+    }
+    fn run(&self, e: &E, _: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
+        let d = e.delivery();
+        let t = &d.target;
+        let commit = match (t.pr, &d.gh, &t.direct_branch, &t.commit) {
+            (Some(n), Some(gh), _, _) => gh
+                .wait_merged(
+                    n,
+                    Duration::from_secs(d.ctx.config.forge.merge_timeout_secs),
+                    ms(d.ctx.config.forge.merge_poll_ms),
+                    stop,
+                )
+                .map_err(|err| match err {
+                    ForgeError::Interrupted { .. } => Error::Interrupted {
+                        step: "merged".into(),
+                    },
+                    other => other.into(),
+                })?,
+            (None, _, Some(branch), Some(c)) => {
+                super::publish::publish(
+                    d.ctx,
+                    &d.repo,
+                    &super::publish::Options {
+                        mode: super::publish::Mode::Direct,
+                        ..Default::default()
+                    },
+                    branch,
+                    "",
+                    "",
+                    &t.scenario,
+                )?;
+                c.clone()
+            }
+            (_, _, _, Some(c)) => c.clone(),
+            _ => return Err(Error::WaitNeedsPublish),
+        };
+        Ok(value(Merged { commit }))
+    }
+}
+
+/// Argo CD, hard-refreshed, reports the Application Synced at a revision
+/// holding the commit.
+pub struct ArgoSynced;
+
+impl ArgoSynced {
+    pub fn name_str(&self) -> &'static str {
+        "argocd-synced"
+    }
+}
+
+impl<'a, E: Delivers<'a>> Step<E> for ArgoSynced {
+    fn name(&self) -> &'static str {
+        self.name_str()
+    }
+    fn describe(&self, e: &E) -> String {
+        format!(
+            "Ask Argo CD for a hard refresh and wait until the Application deploying {} is Synced at a revision that contains the recovery commit and holds the same manifest",
+            e.delivery().target.manifest_dir
+        )
+    }
+    fn run(&self, e: &E, j: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
+        let d = e.delivery();
+        let a = &d.ctx.config.argocd;
+        let commit = d.merged_commit(j)?;
+        let app = d.kube.find_application(
+            &a.namespace,
+            d.target.application.as_deref(),
+            &d.target.manifest_dir,
+        )?;
+        d.kube.refresh_application(&a.namespace, &app.name)?;
+        let polled = plan::poll_until(
+            self.name_str(),
+            Duration::from_secs(a.sync_timeout_secs),
+            (ms(a.poll_ms), MAX_POLL),
+            stop,
+            |_| {
+                let now = d.kube.application(&a.namespace, &app.name)?;
+                if now.synced()
+                    && let Some(revision) = d.holding_revision(&now, &commit)?
+                {
+                    return Ok(Poll::Ready(Synced {
+                        application: now.name.clone(),
+                        revision,
+                        self_heal: now.self_heal,
+                    }));
+                }
+                Ok(Poll::Waiting(format!(
+                    "Argo CD Application {}: {}",
+                    now.name,
+                    now.describe()
+                )))
+            },
+        )?;
+        match polled {
+            Ok(s) => Ok(value(s)),
+            Err(t) => Err(Error::NotSynced {
+                application: app.name,
+                commit,
+                status: t.last,
+            }),
+        }
+    }
+}
