@@ -133,6 +133,23 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Trust the new replication certificate of a Kanidm pod that lost its data, then (with --wait) refresh it from its partner.
+    KanidmRecert {
+        /// The pod that lost its data (e.g. kanidm-1).
+        #[arg(long)]
+        pod: String,
+        /// Read the certificate from this file (`-`: standard input) instead of running `kanidmd show-replication-certificate` in the pod: kanidmd's line `certificate: "…"` or the bare value.
+        #[arg(long, value_name = "FILE|-")]
+        certificate: Option<PathBuf>,
+        /// Show the certificate, the diff and the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        publish: PublishFlags,
+        /// Then drive the cluster: merged, Argo CD synced, rolling restart, refresh of the pod (confirmed).
+        #[arg(long)]
+        wait: bool,
+    },
     /// Go on with an interrupted `--wait` at its first unfinished step.
     Resume,
     /// Print a shell completion script (e.g. `drgit completions bash > /etc/bash_completion.d/drgit`).
@@ -207,6 +224,28 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
                 when_healthy: *when_healthy,
             },
         ),
+        Command::KanidmRecert {
+            pod,
+            certificate,
+            dry_run,
+            publish,
+            wait,
+        } => {
+            let certificate = match certificate {
+                None => scenario::kanidm_recert::CertSource::Pod,
+                Some(path) => read_certificate_arg(path)?,
+            };
+            let args = scenario::kanidm_recert::Args {
+                pod: pod.clone(),
+                certificate,
+                dry_run: *dry_run,
+                publish: publish.options(),
+                wait: *wait,
+                yes: cli.yes,
+            };
+            let outcome = scenario::kanidm_recert::run(&ctx, &args)?;
+            crate::output::print(&outcome, cli.json).map_err(Error::Output)
+        }
         Command::Resume => resume(cli, &ctx),
         Command::Status => status(cli, &ctx),
         Command::Backups(BackupsCommand::Status { check }) => backups_status(cli, &ctx, *check),
@@ -244,6 +283,29 @@ fn pg_recover(cli: &Cli, ctx: &Context, args: scenario::pg_recover::Args) -> Res
 fn pg_revert(cli: &Cli, ctx: &Context, args: scenario::pg_revert::Args) -> Result<(), Error> {
     let outcome = scenario::pg_revert::run(ctx, &args)?;
     crate::output::print(&outcome, cli.json).map_err(Error::Output)
+}
+
+/// `--certificate FILE|-`: the text, and where it was read.
+fn read_certificate_arg(
+    path: &std::path::Path,
+) -> Result<scenario::kanidm_recert::CertSource, Error> {
+    let (text, from) = if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text).map_err(
+            |source| Error::ReadFile {
+                file: "standard input".into(),
+                source,
+            },
+        )?;
+        (text, "standard input".to_string())
+    } else {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
+            file: path.display().to_string(),
+            source,
+        })?;
+        (text, path.display().to_string())
+    };
+    Ok(scenario::kanidm_recert::CertSource::Given { text, from })
 }
 
 fn resume(cli: &Cli, ctx: &Context) -> Result<(), Error> {

@@ -169,6 +169,13 @@ pub struct Kanidm {
     pub server_configmap: String,
     pub image: String,
     pub backup_prefix: String,
+    /// The server config inside the pods, for kanidmd's admin commands.
+    pub server_config_path: String,
+    /// The Argo CD Application deploying Kanidm; default: the one whose
+    /// source path holds the ConfigMap manifest.
+    pub application: Option<String>,
+    /// How long the rolling restart after a change may take, in seconds.
+    pub rollout_timeout_secs: u64,
 }
 
 impl Default for Kanidm {
@@ -181,6 +188,9 @@ impl Default for Kanidm {
             server_configmap: "kanidm-server-config".into(),
             image: "docker.io/kanidm/server:1.9.1".into(),
             backup_prefix: "kanidm/".into(),
+            server_config_path: "/config/server.toml".into(),
+            application: None,
+            rollout_timeout_secs: 900,
         }
     }
 }

@@ -18,9 +18,34 @@ pub enum Error {
     #[error("{file}: {source}")]
     Manifest { file: String, source: ManifestError },
     #[error(
-        "cannot read the manifest {file}: {source} (set `[postgres] manifest` in drgit.toml, relative to --repo)"
+        "cannot read the manifest {file}: {source} (set `{setting}` in drgit.toml, relative to --repo)"
     )]
     ReadManifest {
+        file: String,
+        setting: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{what} in pod {namespace}/{pod} did not succeed: {reason}{}", if output.is_empty() { String::new() } else { format!("\nIts output (the end):\n{output}") })]
+    PodCommand {
+        what: String,
+        namespace: String,
+        pod: String,
+        reason: String,
+        output: String,
+    },
+    #[error(
+        "StatefulSet {namespace}/{name} did not finish its rolling restart within {waited:?} ({last}). Reloader restarts it when the ConfigMap changes (annotation `configmap.reloader.stakater.com/reload`); without Reloader, run `kubectl rollout restart statefulset/{name} -n {namespace}`, then `drgit resume`"
+    )]
+    NotRestarted {
+        namespace: String,
+        name: String,
+        waited: std::time::Duration,
+        last: String,
+    },
+    #[error(transparent)]
+    Cert(#[from] crate::cert::CertError),
+    #[error("cannot read {file}: {source}")]
+    ReadFile {
         file: String,
         source: std::io::Error,
     },
@@ -189,7 +214,9 @@ impl Error {
             | Error::Manifest { .. }
             | Error::ReadManifest { .. }
             | Error::Time(_)
-            | Error::BackupLocation { .. } => 2,
+            | Error::BackupLocation { .. }
+            | Error::Cert(_)
+            | Error::ReadFile { .. } => 2,
             Error::Catalog(CatalogError::Target { .. }) => 2,
             Error::NoInitdbHistory { .. } => 2,
             Error::PublishFailed { source, .. } => source.exit_code(),

@@ -44,8 +44,20 @@ pub fn human(o: &Outcome, colour: bool) -> String {
         o.detail.subject(),
         o.manifest
     ));
-    if let Detail::PgRecover(d) = &o.detail {
-        pg_recover(&mut s, d);
+    match &o.detail {
+        Detail::PgRecover(d) => pg_recover(&mut s, d),
+        Detail::KanidmRecert(d) => {
+            s.push_str(&format!("Origin:      {}\n", d.origin));
+            s.push_str(&format!(
+                "Certificate: {}\n             read from {}\n",
+                d.certificate.describe(),
+                d.certificate_from
+            ));
+            if d.in_place {
+                s.push_str("Already in place: nothing to change.\n");
+            }
+        }
+        Detail::PgRevert(_) => {}
     }
     s.push_str("\nChanges:\n");
     for c in &o.changes {

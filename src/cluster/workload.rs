@@ -1,4 +1,4 @@
-//! Workload kinds: Jobs, pods and their logs.
+//! Workload kinds: Jobs, StatefulSets, pods and their logs.
 //!
 //! A Job has failed only when its `Failed` condition is True: Kubernetes
 //! retries a failed pod up to `backoffLimit` (default 6, and CNPG sets none
@@ -97,6 +97,39 @@ impl Kube {
             .collect())
     }
 
+    /// The pods with `label`, as a rollout judges them.
+    pub fn pods(&self, namespace: &str, label: &str) -> Result<Vec<PodInfo>, ClusterError> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let lp = ListParams::default().labels(label);
+        let pods = self.call(format!("list pods {label} in {namespace}"), || {
+            api.list(&lp)
+        })?;
+        Ok(pods
+            .items
+            .into_iter()
+            .map(|p| {
+                let st = p.status.unwrap_or_default();
+                PodInfo {
+                    name: p.metadata.name.unwrap_or_default(),
+                    phase: st.phase.unwrap_or_else(|| "Unknown".into()),
+                    ready: st
+                        .conditions
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True"),
+                    started_at: st
+                        .start_time
+                        .and_then(|t| jiff::Timestamp::from_second(t.0.as_second()).ok()),
+                    revision: p
+                        .metadata
+                        .labels
+                        .and_then(|l| l.get("controller-revision-hash").cloned()),
+                    deleting: p.metadata.deletion_timestamp.is_some(),
+                }
+            })
+            .collect())
+    }
+
     /// The last `lines` lines of each container's log of the newest pod of
     /// a Job (label `job-name`), each headed by pod and container.
     pub fn job_log_tail(
@@ -156,6 +189,23 @@ pub struct StatefulSetState {
     pub observed_generation: i64,
     pub current_revision: Option<String>,
     pub update_revision: Option<String>,
+    /// `spec.selector.matchLabels` as a label selector (`app=kanidm`).
+    pub selector: String,
+}
+
+/// A pod as a rollout judges it.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct PodInfo {
+    pub name: String,
+    pub phase: String,
+    /// The `Ready` condition is True.
+    pub ready: bool,
+    /// `status.startTime`: when the kubelet took the pod.
+    pub started_at: Option<jiff::Timestamp>,
+    /// The StatefulSet revision it runs (label `controller-revision-hash`).
+    pub revision: Option<String>,
+    /// It has a deletionTimestamp.
+    pub deleting: bool,
 }
 
 impl StatefulSetState {
@@ -195,13 +245,24 @@ impl Kube {
             let st = s.status.unwrap_or_default();
             StatefulSetState {
                 name: name.to_string(),
-                replicas: s.spec.and_then(|sp| sp.replicas).unwrap_or(1),
+                replicas: s.spec.as_ref().and_then(|sp| sp.replicas).unwrap_or(1),
                 ready: st.ready_replicas.unwrap_or(0),
                 updated: st.updated_replicas.unwrap_or(0),
                 generation: s.metadata.generation.unwrap_or(0),
                 observed_generation: st.observed_generation.unwrap_or(0),
                 current_revision: st.current_revision,
                 update_revision: st.update_revision,
+                selector: s
+                    .spec
+                    .as_ref()
+                    .and_then(|sp| sp.selector.match_labels.as_ref())
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default(),
             }
         }))
     }
@@ -304,6 +365,7 @@ mod tests {
             observed_generation: 3,
             current_revision: Some("kanidm-7d9".into()),
             update_revision: Some("kanidm-7d9".into()),
+            selector: "app=kanidm".into(),
         };
         assert!(done.rolled_out());
         let stale = StatefulSetState {

@@ -130,6 +130,10 @@ pub fn set_partner_cert(
     let mut changes = Vec::new();
     for s in survivors {
         let mut toml = s.parsed;
+        let inline = toml
+            .get("replication")
+            .and_then(|r| r.get(lost_origin))
+            .is_some_and(Item::is_inline_table);
         let Some(table) = toml
             .get_mut("replication")
             .and_then(|r| r.get_mut(lost_origin))
@@ -160,7 +164,8 @@ pub fn set_partner_cert(
             {
                 set_keeping_decor(v, TomlValue::from(false));
             }
-            if let Some(mut k) = table.key_mut("automatic_refresh") {
+            // An inline table cannot hold a comment: the value alone.
+            if !inline && let Some(mut k) = table.key_mut("automatic_refresh") {
                 let prefix = k
                     .leaf_decor()
                     .prefix()
@@ -177,6 +182,7 @@ pub fn set_partner_cert(
             ));
         }
         let new = toml.to_string();
+        refresh_is_off(&new, &s.key, lost_origin, text)?;
         if new != s.toml {
             ed.replace_block_scalar(&[Seg::key("data")], &s.key, &new)?;
         }
@@ -190,6 +196,32 @@ pub fn set_partner_cert(
         text: ed.finish()?,
         changes,
     })
+}
+
+/// The edited TOML, read again: `automatic_refresh` towards the lost node
+/// must not be on (any other form than a plain `false` or none is refused,
+/// naming the line of the file where it is).
+fn refresh_is_off(toml: &str, key: &str, origin: &str, file: &str) -> Result<(), ManifestError> {
+    let doc = parse(key, toml)?;
+    let value = doc
+        .get("replication")
+        .and_then(|r| r.get(origin))
+        .and_then(|t| t.get("automatic_refresh"));
+    match value {
+        None => Ok(()),
+        Some(v) if v.as_bool() == Some(false) => Ok(()),
+        Some(_) => {
+            let start = file.find(&format!("{key}:")).unwrap_or(0);
+            let at = file[start..]
+                .find("automatic_refresh")
+                .map_or(start, |i| start + i);
+            Err(ManifestError::AutomaticRefreshOn {
+                key: key.to_string(),
+                origin: origin.to_string(),
+                line: file[..at].matches('\n').count() + 1,
+            })
+        }
+    }
 }
 
 #[cfg(test)]
@@ -287,5 +319,34 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("repl://kanidm-9.kanidm:8444"), "{e}");
+    }
+
+    #[test]
+    fn automatic_refresh_in_an_inline_table_is_turned_off_without_a_comment() {
+        let text = "kind: ConfigMap\ndata:\n  kanidm-0.toml: |\n    [replication]\n    origin = \"repl://kanidm-0.kanidm:8444\"\n    \"repl://kanidm-1.kanidm:8444\" = { type = \"mutual-pull\", partner_cert = \"MIIOLD\", automatic_refresh = true }\n";
+        let r = edit(text, "MIINEWCERT").unwrap();
+        assert!(
+            r.text
+                .contains("partner_cert = \"MIINEWCERT\", automatic_refresh = false }"),
+            "{}",
+            r.text
+        );
+    }
+
+    #[test]
+    fn an_automatic_refresh_drgit_cannot_turn_off_is_refused_with_its_line() {
+        // A string is not the bool kanidm reads; drgit does not guess.
+        let text = FIXTURE.replace("automatic_refresh = true", "automatic_refresh = \"true\"");
+        let e = edit(&text, "MIINEWCERT").unwrap_err();
+        let line = text
+            .lines()
+            .position(|l| l.contains("automatic_refresh"))
+            .unwrap()
+            + 1;
+        assert!(
+            matches!(&e, ManifestError::AutomaticRefreshOn { line: l, key, .. } if *l == line && key == "kanidm-0.toml"),
+            "{e}"
+        );
+        assert!(e.to_string().contains(&format!("line {line}")), "{e}");
     }
 }

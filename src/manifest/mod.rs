@@ -90,6 +90,18 @@ pub enum ManifestError {
         "no replication settings name `{origin}` as a partner (`[replication.\"{origin}\"]`); check the pod name, or give its origin"
     )]
     NoPartnerEntry { origin: String },
+    #[error(
+        "no replication settings for pod `{pod}`: no `[replication] origin` names it as its host (`repl://{pod}.…`) and no data key is `{pod}.toml`; check --pod"
+    )]
+    NoOrigin { pod: String },
+    #[error(
+        "`automatic_refresh` towards `{origin}` in `data.{key}` (line {line}) would still be on after the edit: the surviving node would wipe itself and copy the empty one as soon as replication resumes. Set it to `false` by hand (`automatic_refresh = false` in `[replication.\"{origin}\"]`), then run drgit again"
+    )]
+    AutomaticRefreshOn {
+        key: String,
+        origin: String,
+        line: usize,
+    },
     #[error("internal error while editing YAML: {0}")]
     Internal(String),
 }

@@ -5,6 +5,7 @@
 //! returns an [`Outcome`] that `output` renders for people or as JSON.
 
 pub mod delivery;
+pub mod kanidm_recert;
 pub mod pg_recover;
 pub mod pg_revert;
 pub mod pg_wait;
@@ -24,7 +25,10 @@ use crate::manifest::{ManifestError, cnpg, yaml};
 /// The journaled plans `drgit resume` can go on with, by the scenario
 /// name their journal records.
 type Resume = fn(&Context, crate::plan::Journal, bool) -> Result<serde_json::Value, Error>;
-const PLANS: &[(&str, Resume)] = &[(pg_wait::SCENARIO, pg_wait::resume)];
+const PLANS: &[(&str, Resume)] = &[
+    (pg_wait::SCENARIO, pg_wait::resume),
+    (kanidm_recert::SCENARIO, kanidm_recert::resume),
+];
 
 /// `drgit resume`: the interrupted plan, whichever scenario it belongs to,
 /// at its first unfinished step.
@@ -183,6 +187,7 @@ pub fn read_cluster_manifest(ctx: &Context) -> Result<Manifest, Error> {
     let path = ctx.repo_dir.join(&rel_path);
     let text = std::fs::read_to_string(&path).map_err(|source| Error::ReadManifest {
         file: file.clone(),
+        setting: "[postgres] manifest",
         source,
     })?;
     let err = |source| Error::Manifest {
@@ -272,6 +277,7 @@ pub struct Outcome {
 pub enum Detail {
     PgRecover(PgRecoverDetail),
     PgRevert(PgRevertDetail),
+    KanidmRecert(kanidm_recert::KanidmRecertDetail),
 }
 
 impl Detail {
@@ -280,6 +286,7 @@ impl Detail {
         match self {
             Detail::PgRecover(d) => format!("Cluster `{}`", d.cluster),
             Detail::PgRevert(d) => format!("Cluster `{}`", d.cluster),
+            Detail::KanidmRecert(d) => format!("pod `{}`", d.pod),
         }
     }
 }
