@@ -175,9 +175,6 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
         Some(super::preflight(ctx, &k.repl_configmap)?)
     };
     let branch = publish::branch_for(ctx, "kanidm-recert", &args.pod, mode, repo.as_ref())?;
-    if let Some(repo) = &repo {
-        publish::preflight(ctx, repo, mode, &branch)?;
-    }
 
     // Which origin the pod replicates as: from its own settings.
     let manifest = ReplManifest::read(ctx)?;
@@ -203,6 +200,12 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     };
     let display = manifest.rel_path.display().to_string();
     let in_place = rewrite.is_none();
+    // A change to commit needs a usable branch and remote.
+    if let Some(repo) = &repo
+        && !in_place
+    {
+        publish::preflight(ctx, repo, mode, &branch)?;
+    }
     let (new_text, changes) = match &rewrite {
         Some(r) => (r.text.clone(), r.changes.clone()),
         None => (manifest.text.clone(), Vec::new()),
@@ -375,9 +378,13 @@ impl Rollout {
                     k.namespace, k.statefulset
                 ),
             })?;
+        // Whole seconds: a pod's startTime has no finer precision.
+        let now = jiff::Timestamp::now().as_second();
         Ok(Rollout {
             update_revision: sts.update_revision,
-            at: jiff::Timestamp::now().to_string(),
+            at: jiff::Timestamp::from_second(now)
+                .unwrap_or_default()
+                .to_string(),
         })
     }
 }

@@ -33,6 +33,26 @@
 //!   CNPG (internal/controller/cluster_cleanup.go).
 //! * C5 an on-demand Backup goes pending → running → completed, and
 //!   `ContinuousArchiving` is True once WAL archiving works.
+//!
+//! Kanidm (namespace `kanidm`, Application `kanidm` deploying
+//! `manifests/kanidm`):
+//! * K1 Reloader (stakater/Reloader README): when a ConfigMap named in the
+//!   StatefulSet's `configmap.reloader.stakater.com/reload` annotation
+//!   changes, it updates the pod template (an env var holding the data's
+//!   hash), which gives the StatefulSet a new update revision.
+//! * K2 a StatefulSet's RollingUpdate (kubernetes.io docs, StatefulSet
+//!   "Rolling Updates"; pkg/controller/statefulset): pods are replaced one
+//!   at a time from the highest ordinal down, the next only once the
+//!   previous is Running and Ready; each pod carries its revision in the
+//!   label `controller-revision-hash`; `currentRevision` becomes the update
+//!   revision once every pod runs it.
+//! * K3 kanidmd is a stand-in (the real one cannot run here): `exec`
+//!   answers with kanidmd's documented output (server/daemon/src/main.rs,
+//!   logged by tracing-forest to stdout): `show-replication-certificate`
+//!   logs `certificate: "…"`; `refresh-replication-consumer` logs
+//!   `success`, `Error - you should inspect the logs.`, or without
+//!   `--i-want-to-refresh-this-servers-database` `Unwilling to proceed.
+//!   Check --help.`, and exits 0 in every case.
 
 #![allow(dead_code)]
 
@@ -70,9 +90,28 @@ pub struct Behaviour {
     pub secret: Option<(&'static str, &'static str)>,
     /// What `exec` of anything but psql prints: (stdout, stderr, exit code).
     pub exec: fn(&[String]) -> (String, String, i32),
+    /// Reloader runs in the cluster (K1).
+    pub reloader: bool,
 }
 
-/// A pod's answers: kanidmd's certificate, `false`, or what it was asked.
+/// A line as kanidmd's tracing-forest logger prints it (K3).
+pub fn kanidmd_line(level: &str, text: &str) -> String {
+    let icon = if level == "ERROR" {
+        "🚨 [error]"
+    } else {
+        "ｉ [info]"
+    };
+    format!("00000000-0000-0000-0000-000000000000 {level:<8} {icon}: {text}\n")
+}
+
+/// The certificate the fake kanidm-1 shows: a real one (tests/../fixtures).
+pub fn kanidm_cert_value() -> String {
+    let text =
+        std::fs::read_to_string(super::project().join("fixtures/kanidm-1.certificate")).unwrap();
+    text.split('"').nth(1).unwrap().to_string()
+}
+
+/// A pod's answers: kanidmd (K3), `false`, or what it was asked.
 pub fn default_exec(cmd: &[String]) -> (String, String, i32) {
     match cmd
         .iter()
@@ -81,10 +120,25 @@ pub fn default_exec(cmd: &[String]) -> (String, String, i32) {
         .as_slice()
     {
         ["kanidmd", "show-replication-certificate", ..] => (
-            "certificate: \"MIIBmjCCAUCgAwIBAgIBATAKBggqhkjOPQQDAjA2\"\n".into(),
+            kanidmd_line("INFO", "Running show replication certificate ...")
+                + &kanidmd_line(
+                    "INFO",
+                    &format!(" | certificate: \"{}\"", kanidm_cert_value()),
+                ),
             String::new(),
             0,
         ),
+        ["kanidmd", "refresh-replication-consumer", rest @ ..] => {
+            if rest.contains(&"--i-want-to-refresh-this-servers-database") {
+                (kanidmd_line("INFO", "success"), String::new(), 0)
+            } else {
+                (
+                    kanidmd_line("ERROR", "Unwilling to proceed. Check --help."),
+                    String::new(),
+                    0,
+                )
+            }
+        }
         ["false"] => (String::new(), "something went wrong\n".into(), 1),
         other => (
             format!("{}\n", other.join(" ")),
@@ -113,6 +167,7 @@ impl Default for Behaviour {
             backup_fails: None,
             secret: None,
             exec: default_exec,
+            reloader: true,
         }
     }
 }
@@ -165,6 +220,100 @@ pub struct State {
     pub objects: std::collections::BTreeMap<String, Value>,
     /// Pod logs by pod name.
     pub logs: std::collections::BTreeMap<String, String>,
+    pub kanidm: Kanidm,
+}
+
+/// The Kanidm StatefulSet and what Argo CD applied of `manifests/kanidm`.
+#[derive(Debug, Clone, Default)]
+pub struct Kanidm {
+    /// The revision the `kanidm` Application synced last (A1).
+    pub synced: Option<String>,
+    /// `configmap-repl.yaml` as applied.
+    pub configmap: String,
+    pub replicas: usize,
+    pub generation: i64,
+    /// The update revision's number (K1, K2).
+    pub revision: u32,
+    /// (pod, revision, started, ready), by ordinal.
+    pub pods: Vec<(String, u32, String, bool)>,
+}
+
+impl Kanidm {
+    fn revision_name(n: u32) -> String {
+        format!("kanidm-{:010x}", 0x5c0ffee0u64 + n as u64)
+    }
+
+    /// One step of the rollout per look (K2).
+    fn roll(&mut self) {
+        if let Some(p) = self.pods.iter_mut().find(|p| p.1 == self.revision && !p.3) {
+            p.3 = true; // the new pod became Ready
+            return;
+        }
+        if let Some(p) = self.pods.iter_mut().rev().find(|p| p.1 != self.revision) {
+            p.1 = self.revision;
+            p.2 = jiff::Timestamp::now().to_string();
+            p.3 = false;
+        }
+    }
+
+    fn statefulset(&self) -> Value {
+        let updated = self.pods.iter().filter(|p| p.1 == self.revision).count();
+        let ready = self.pods.iter().filter(|p| p.3).count();
+        let current = if updated == self.pods.len() && ready == self.pods.len() {
+            self.revision
+        } else {
+            self.pods.iter().map(|p| p.1).min().unwrap_or(self.revision)
+        };
+        json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "kanidm", "namespace": "kanidm", "generation": self.generation},
+            "spec": {"replicas": self.replicas, "serviceName": "kanidm", "selector": {"matchLabels": {"app": "kanidm"}},
+                     "template": {"metadata": {"labels": {"app": "kanidm"}}, "spec": {"containers": [{"name": "kanidm", "image": "docker.io/kanidm/server:1.9.1"}]}}},
+            "status": {"replicas": self.pods.len(), "readyReplicas": ready, "updatedReplicas": updated,
+                       "currentReplicas": self.pods.iter().filter(|p| p.1 == current).count(),
+                       "observedGeneration": self.generation,
+                       "currentRevision": Self::revision_name(current), "updateRevision": Self::revision_name(self.revision)}})
+    }
+
+    fn pod_list(&self) -> Value {
+        let items: Vec<Value> = self.pods.iter().map(|(name, rev, started, ready)| json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "kanidm", "labels": {"app": "kanidm", "controller-revision-hash": Self::revision_name(*rev)}},
+            "spec": {"containers": [{"name": "kanidm"}]},
+            "status": {"phase": "Running", "startTime": started,
+                       "conditions": [{"type": "Ready", "status": if *ready { "True" } else { "False" }}]}
+        })).collect();
+        json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "11"}, "items": items})
+    }
+
+    /// The ConfigMap's data: each `key: |` block of the applied manifest,
+    /// its indentation removed (the fixture's layout).
+    fn configmap_data(&self) -> Value {
+        let mut data = serde_json::Map::new();
+        let mut current: Option<(String, String)> = None;
+        for line in self
+            .configmap
+            .split_once("\ndata:\n")
+            .map_or("", |(_, d)| d)
+            .lines()
+        {
+            if let Some(key) = line.strip_prefix("  ").filter(|l| !l.starts_with(' ')) {
+                if let Some((k, v)) = current.take() {
+                    data.insert(k, json!(v));
+                }
+                current = Some((
+                    key.split(':').next().unwrap_or_default().to_string(),
+                    String::new(),
+                ));
+            } else if let Some((_, v)) = current.as_mut() {
+                v.push_str(line.strip_prefix("    ").unwrap_or(line.trim_start()));
+                v.push('\n');
+            }
+        }
+        if let Some((k, v)) = current {
+            data.insert(k, json!(v));
+        }
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kanidm-repl", "namespace": "kanidm"}, "data": data})
+    }
 }
 
 impl State {
@@ -194,6 +343,8 @@ const CLUSTER: &str = "/apis/postgresql.cnpg.io/v1/namespaces/database/clusters/
 const BACKUPS: &str = "/apis/postgresql.cnpg.io/v1/namespaces/database/backups";
 const JOB: &str = "shared-pg-1-full-recovery";
 const MANIFEST: &str = "manifests/database/shared-pg.yaml";
+const KANIDM_APP: &str = "/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/kanidm";
+const KANIDM_CM: &str = "manifests/kanidm/configmap-repl.yaml";
 
 struct World {
     bare: PathBuf,
@@ -212,6 +363,21 @@ fn application(st: &State, head: Option<&str>) -> Value {
                  "syncPolicy": {"automated": {"prune": true, "selfHeal": st.behaviour.self_heal}}},
         "status": {
             "sync": {"status": if in_sync { "Synced" } else { "OutOfSync" }, "revision": st.synced.clone().unwrap_or_else(|| "0000000000000000000000000000000000000000".into())},
+            "health": {"status": "Healthy"}
+        }
+    })
+}
+
+fn kanidm_application(st: &State, head: Option<&str>) -> Value {
+    let in_sync = st.kanidm.synced.is_some() && st.kanidm.synced.as_deref() == head;
+    json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+        "metadata": {"name": "kanidm", "namespace": "argocd", "resourceVersion": "8"},
+        "spec": {"project": "default",
+                 "source": {"repoURL": "https://github.example/home/home-cluster.git", "path": "manifests/kanidm", "targetRevision": "main"},
+                 "syncPolicy": {"automated": {"prune": true, "selfHeal": true}}},
+        "status": {
+            "sync": {"status": if in_sync { "Synced" } else { "OutOfSync" }, "revision": st.kanidm.synced.clone().unwrap_or_else(|| "0000000000000000000000000000000000000000".into())},
             "health": {"status": "Healthy"}
         }
     })
@@ -389,6 +555,29 @@ impl World {
             }
         } else if missing && st.behaviour.self_heal {
             self.new_cluster(st, recovery, server, true);
+        }
+    }
+
+    /// Argo CD syncs `manifests/kanidm` (A1, A2); a changed ConfigMap
+    /// makes Reloader start a rollout (K1).
+    fn reconcile_kanidm(&self, st: &mut State) {
+        if st.behaviour.never_sync {
+            return;
+        }
+        let Some(head) = git(&self.bare, &["rev-parse", "main"]) else {
+            return;
+        };
+        if st.kanidm.synced.as_deref() == Some(head.as_str()) {
+            return;
+        }
+        st.kanidm.synced = Some(head.clone());
+        let cm = git(&self.bare, &["show", &format!("{head}:{KANIDM_CM}")]).unwrap_or_default();
+        if cm != st.kanidm.configmap {
+            st.kanidm.configmap = cm;
+            if st.behaviour.reloader {
+                st.kanidm.revision += 1;
+                st.kanidm.generation += 1;
+            }
         }
     }
 
@@ -579,6 +768,20 @@ impl FakeCluster {
             cluster_gets: 0,
             objects: Default::default(),
             logs: Default::default(),
+            kanidm: Kanidm::default(),
+        };
+        let started = "2026-11-26T00:00:00Z".to_string();
+        st.kanidm = Kanidm {
+            configmap: git(&world.bare, &["show", &format!("main:{KANIDM_CM}")])
+                .unwrap_or_default(),
+            synced: git(&world.bare, &["rev-parse", "main"]),
+            replicas: 2,
+            generation: 1,
+            revision: 1,
+            pods: vec![
+                ("kanidm-0".into(), 1, started.clone(), true),
+                ("kanidm-1".into(), 1, started, true),
+            ],
         };
         // The Cluster as it runs before the outage: initdb, own lineage.
         world.new_cluster(&mut st, false, "shared-pg".into(), false);
@@ -710,10 +913,30 @@ fn handle(
     match (method, path) {
         ("GET", APP) => {
             w.reconcile(st);
+            w.reconcile_kanidm(st);
             (
                 200,
-                json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "ApplicationList", "metadata": {"resourceVersion": "7"}, "items": [application(st, head().as_deref())]}),
+                json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "ApplicationList", "metadata": {"resourceVersion": "7"}, "items": [application(st, head().as_deref()), kanidm_application(st, head().as_deref())]}),
             )
+        }
+        ("GET" | "PATCH", KANIDM_APP) => {
+            w.reconcile_kanidm(st); // a hard refresh compares at once
+            (200, kanidm_application(st, head().as_deref()))
+        }
+        // The simulated Kanidm, unless a test put its own object there.
+        ("GET", "/apis/apps/v1/namespaces/kanidm/statefulsets/kanidm")
+            if !st.objects.contains_key(path) =>
+        {
+            w.reconcile_kanidm(st);
+            st.kanidm.roll();
+            (200, st.kanidm.statefulset())
+        }
+        ("GET", "/api/v1/namespaces/kanidm/pods") => (200, st.kanidm.pod_list()),
+        ("GET", "/api/v1/namespaces/kanidm/configmaps/kanidm-repl")
+            if !st.objects.contains_key(path) =>
+        {
+            w.reconcile_kanidm(st);
+            (200, st.kanidm.configmap_data())
         }
         ("GET", p) if p == format!("{APP}/database") => {
             w.reconcile(st);

@@ -1,0 +1,404 @@
+//! `drgit kanidm-recert`: a real Git repository and remote, real
+//! certificates (openssl), a FAKE GitHub and a FAKE Kubernetes API server
+//! playing Argo CD, Reloader, the StatefulSet controller and a kanidmd
+//! STAND-IN by their documented rules (tests/common/fake_cluster.rs, K1–K3).
+
+mod common;
+
+use common::Fixture;
+use common::fake_cluster::{Behaviour, FakeCluster, kanidm_cert_value, kanidmd_line};
+use common::fake_github::FakeGitHub;
+
+const TOKEN: &str = "ghp_kanidm_test";
+const CM: &str = "manifests/kanidm/configmap-repl.yaml";
+
+struct World {
+    f: Fixture,
+    gh: FakeGitHub,
+    kube: FakeCluster,
+    kubeconfig: String,
+}
+
+fn world(behaviour: Behaviour) -> World {
+    let f = Fixture::new();
+    let bare = f.add_remote(None);
+    let gh = FakeGitHub::start("home", "home-cluster", TOKEN);
+    {
+        let mut st = gh.state.lock().unwrap();
+        st.merge_after_polls = Some(1);
+        st.bare_repo = Some(bare.clone());
+    }
+    let kube = FakeCluster::start(bare, behaviour);
+    let kubeconfig = kube.kubeconfig(f.dir.path()).display().to_string();
+    f.config(&format!(
+        "[forge]\napi_url = \"{}\"\nrepo = \"home/home-cluster\"\nmerge_poll_ms = 10\n\n[argocd]\npoll_ms = 10\nsync_timeout_secs = 5\n\n[kanidm]\nrollout_timeout_secs = 3\n",
+        gh.url
+    ));
+    World {
+        f,
+        gh,
+        kube,
+        kubeconfig,
+    }
+}
+
+fn run(w: &World, args: &[&str]) -> common::Run {
+    let mut all = vec!["--kubeconfig", w.kubeconfig.as_str()];
+    all.extend_from_slice(args);
+    w.f.drgit_env(&all, &[("GITHUB_TOKEN", TOKEN)])
+}
+
+fn steps(journal: &serde_json::Value) -> Vec<String> {
+    journal["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {}",
+                s["name"].as_str().unwrap(),
+                s["status"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+fn execs(w: &World, what: &str) -> usize {
+    w.kube
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("EXEC") && c.contains(what))
+        .count()
+}
+
+/// A certificate file as the user would save kanidmd's output.
+fn cert_file(f: &Fixture, text: &str) -> String {
+    let p = f.dir.path().join("kanidm-1.certificate");
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+fn fixture_cert() -> String {
+    std::fs::read_to_string(common::project().join("fixtures/kanidm-1.certificate")).unwrap()
+}
+
+#[test]
+fn the_dry_run_shows_the_certificate_the_diff_and_the_plan() {
+    let f = Fixture::new();
+    let before = f.state();
+    let file = cert_file(&f, &fixture_cert());
+    let run = f.drgit(&[
+        "kanidm-recert",
+        "--pod",
+        "kanidm-1",
+        "--certificate",
+        &file,
+        "--dry-run",
+    ]);
+    insta::assert_snapshot!(run.screen(&f));
+    assert_eq!(f.state(), before, "a dry run changes nothing");
+}
+
+#[test]
+fn the_certificate_is_read_from_the_pod_and_committed_locally() {
+    let w = world(Behaviour::default());
+    let r = run(&w, &["--json", "kanidm-recert", "--pod", "kanidm-1"]).ok();
+    let out = r.json();
+    assert_eq!(out["origin"], "repl://kanidm-1.kanidm:8444");
+    assert!(
+        out["certificate_from"].as_str().unwrap().contains(
+            "kanidmd show-replication-certificate -c /config/server.toml` in pod kanidm/kanidm-1"
+        ),
+        "{out}"
+    );
+    assert_eq!(execs(&w, "show-replication-certificate"), 1);
+    let branch = out["branch"].as_str().unwrap();
+    assert!(branch.starts_with("drgit/kanidm-recert-"), "{branch}");
+    // Only the survivor's entry changed, in the committed file.
+    let committed = w.f.git(&["show", &format!("{branch}:{CM}")]);
+    assert!(committed.contains(&format!("partner_cert = \"{}\"", kanidm_cert_value())));
+    assert!(committed.contains("    automatic_refresh = false\n"));
+    let diff = w.f.git(&["diff", "--stat", "main", branch]);
+    assert!(diff.contains("configmap-repl.yaml | 6 ++++--"), "{diff}");
+    // Nothing left this machine.
+    assert_eq!(
+        w.kube
+            .calls()
+            .iter()
+            .filter(|c| c.contains("PATCH"))
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn a_garbled_certificate_is_refused_before_anything_changes() {
+    let f = Fixture::new();
+    let before = f.state();
+    let bare = fixture_cert().split('"').nth(1).unwrap().to_string();
+    for (text, says) in [
+        (
+            format!("certificate: \"{}\"", &bare[..bare.len() / 8 * 4]),
+            "not a DER X.509 certificate",
+        ),
+        ("certificate: \"MII+/x\"".to_string(), "standard base64"),
+        (
+            "Error: unable to connect to the admin socket\n".to_string(),
+            "no certificate in",
+        ),
+    ] {
+        let file = cert_file(&f, &text);
+        let r = f.drgit(&["kanidm-recert", "--pod", "kanidm-1", "--certificate", &file]);
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert!(r.stderr.contains(says), "{}", r.stderr);
+        assert!(
+            r.stderr.contains(&file),
+            "names where it was read: {}",
+            r.stderr
+        );
+        assert_eq!(f.state(), before);
+    }
+    let r = f.drgit(&[
+        "kanidm-recert",
+        "--pod",
+        "kanidm-7",
+        "--certificate",
+        "nofile",
+    ]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("cannot read nofile"), "{}", r.stderr);
+    let file = cert_file(&f, &fixture_cert());
+    let r = f.drgit(&["kanidm-recert", "--pod", "kanidm-7", "--certificate", &file]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains(CM)
+            && r.stderr
+                .contains("no replication settings for pod `kanidm-7`"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(f.state(), before);
+}
+
+#[test]
+fn an_automatic_refresh_drgit_cannot_turn_off_is_refused_naming_the_line() {
+    let f = Fixture::new();
+    let path = f.repo().join(CM);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("automatic_refresh = true", "automatic_refresh = \"yes\"");
+    std::fs::write(&path, &text).unwrap();
+    f.git(&["commit", "-qam", "odd value"]);
+    let before = f.state();
+    let file = cert_file(&f, &fixture_cert());
+    let r = f.drgit(&["kanidm-recert", "--pod", "kanidm-1", "--certificate", &file]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let line = text
+        .lines()
+        .position(|l| l.contains("automatic_refresh"))
+        .unwrap()
+        + 1;
+    assert!(
+        r.stderr.contains(&format!("{CM}: `automatic_refresh`"))
+            && r.stderr.contains(&format!("(line {line})")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(f.state(), before);
+}
+
+#[test]
+fn a_certificate_already_in_place_is_a_no_op() {
+    let f = Fixture::new();
+    let file = cert_file(&f, &fixture_cert());
+    let first = f
+        .drgit(&[
+            "--json",
+            "kanidm-recert",
+            "--pod",
+            "kanidm-1",
+            "--certificate",
+            &file,
+        ])
+        .ok()
+        .json();
+    let before = f.state();
+    let again = f
+        .drgit(&["kanidm-recert", "--pod", "kanidm-1", "--certificate", &file])
+        .ok();
+    assert!(
+        again
+            .stdout
+            .contains("Already in place: nothing to change."),
+        "{}",
+        again.stdout
+    );
+    assert!(
+        again.stdout.contains("refresh-replication-consumer"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(f.state(), before, "no second commit or branch");
+    assert!(first["branch"].is_string());
+}
+
+#[test]
+fn wait_follows_the_pull_request_to_the_refresh() {
+    let w = world(Behaviour::default());
+    let r = run(
+        &w,
+        &[
+            "--yes",
+            "--json",
+            "kanidm-recert",
+            "--pod",
+            "kanidm-1",
+            "--pr",
+            "--wait",
+        ],
+    )
+    .ok();
+    let out = r.json();
+    assert_eq!(
+        steps(&out["wait"]),
+        [
+            "merged done",
+            "argocd-synced done",
+            "restarted done",
+            "refresh-consumer done"
+        ]
+    );
+    assert_eq!(out["published"]["pull_request"]["action"], "created");
+    let pr = w.gh.state.lock().unwrap().prs[0].clone();
+    assert!(pr.body.contains("automatic_refresh = true"), "{}", pr.body);
+    // The refresh ran once, with the flag, after every pod had restarted.
+    assert_eq!(execs(&w, "refresh-replication-consumer"), 1);
+    assert_eq!(execs(&w, "--i-want-to-refresh-this-servers-database"), 1);
+    let st = w.kube.state.lock().unwrap();
+    assert!(
+        st.kanidm.pods.iter().all(|p| p.1 == 2 && p.3),
+        "{:?}",
+        st.kanidm.pods
+    );
+    drop(st);
+    let calls = w.kube.calls();
+    let refresh = calls
+        .iter()
+        .position(|c| c.contains("refresh-replication-consumer"))
+        .unwrap();
+    let last_sts = calls
+        .iter()
+        .rposition(|c| c.contains("statefulsets/kanidm"))
+        .unwrap();
+    assert!(
+        last_sts < refresh,
+        "the rollout was judged before the refresh"
+    );
+}
+
+fn refuses(cmd: &[String]) -> (String, String, i32) {
+    match cmd.get(1).map(String::as_str) {
+        // kanidmd exits 0 when the refresh fails (K3).
+        Some("refresh-replication-consumer") => (
+            kanidmd_line("INFO", "Error - you should inspect the logs."),
+            String::new(),
+            0,
+        ),
+        _ => common::fake_cluster::default_exec(cmd),
+    }
+}
+
+#[test]
+fn a_refresh_kanidmd_reports_failed_is_an_error_and_resume_retries_only_it() {
+    let w = world(Behaviour {
+        exec: refuses,
+        ..Behaviour::default()
+    });
+    let r = run(
+        &w,
+        &[
+            "--yes",
+            "kanidm-recert",
+            "--pod",
+            "kanidm-1",
+            "--push",
+            "--direct",
+            "--wait",
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("in pod kanidm/kanidm-1 did not succeed: kanidmd said \"Error - you should inspect the logs\"")
+            && r.stderr.contains("Its output (the end):"),
+        "{}",
+        r.stderr
+    );
+    let status = run(&w, &["--json", "status"]).ok().json();
+    assert_eq!(
+        steps(&status),
+        [
+            "merged done",
+            "argocd-synced done",
+            "restarted done",
+            "refresh-consumer running"
+        ]
+    );
+    // The cause fixed, resume goes on with the refresh only.
+    w.kube.state.lock().unwrap().behaviour.exec = common::fake_cluster::default_exec;
+    let refreshes = execs(&w, "refresh-replication-consumer");
+    let pushes_before = w.f.git(&["rev-parse", "origin/main"]);
+    let r = run(&w, &["--yes", "--json", "resume"]).ok().json();
+    assert_eq!(steps(&r).last().unwrap(), "refresh-consumer done");
+    assert_eq!(execs(&w, "refresh-replication-consumer"), refreshes + 1);
+    assert_eq!(w.f.git(&["rev-parse", "origin/main"]), pushes_before);
+}
+
+#[test]
+fn the_refresh_needs_a_confirmation() {
+    let w = world(Behaviour::default());
+    let r = run(
+        &w,
+        &[
+            "kanidm-recert",
+            "--pod",
+            "kanidm-1",
+            "--push",
+            "--direct",
+            "--wait",
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("not confirmed"), "{}", r.stderr);
+    assert_eq!(execs(&w, "refresh-replication-consumer"), 0);
+}
+
+#[test]
+fn without_reloader_the_wait_stops_naming_the_restart_to_do() {
+    let w = world(Behaviour {
+        reloader: false,
+        ..Behaviour::default()
+    });
+    let r = run(
+        &w,
+        &[
+            "--yes",
+            "kanidm-recert",
+            "--pod",
+            "kanidm-1",
+            "--push",
+            "--direct",
+            "--wait",
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("StatefulSet kanidm/kanidm did not finish its rolling restart")
+            && r.stderr.contains("has not started a restart")
+            && r.stderr
+                .contains("kubectl rollout restart statefulset/kanidm -n kanidm"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(execs(&w, "refresh-replication-consumer"), 0);
+}
