@@ -356,8 +356,18 @@ impl<'t> DocEditor<'t> {
         } else {
             format!("{body}\n")
         };
-        let end = node.end.max(header_end);
-        // `node.end` stops after the last content character, before its line break.
+        let mut end = node.end.max(header_end);
+        // `node.end` stops after the last content character, before its
+        // line break, and before trailing blanks on that line (which are
+        // content of a literal scalar): the splice takes them too.
+        let blanks = self.text[end..]
+            .find(|c: char| c != ' ' && c != '\t')
+            .unwrap_or(self.text.len() - end);
+        if self.text[end + blanks..].is_empty()
+            || self.text[end + blanks..].starts_with(['\r', '\n'])
+        {
+            end += blanks;
+        }
         self.splices.push(Splice {
             start: header_end,
             end,
