@@ -226,25 +226,14 @@ pub fn collect(
         kanidm.count,
         cfg.expect.kanidm_hours,
     );
-    let image_version = cfg
-        .kanidm
-        .image
-        .rsplit(':')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    let image_mm: String = image_version
-        .split('.')
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(".");
     if let Some(newest) = kanidm.items.last() {
         match (&newest.version, &newest.problem) {
             (_, Some(p)) => kanidm.problems.push(format!("{}: {p}", newest.key)),
-            (Some(v), None) if v.split('.').take(2).collect::<Vec<_>>().join(".") != image_mm => kanidm.problems.push(format!(
-                "{} was written by kanidmd {v}, but the restore image is {} ({image_version}); restore needs the same major.minor",
-                newest.key, cfg.kanidm.image
-            )),
+            (Some(v), None) => {
+                if let Err(why) = kinds::restore_image_matches(v, &cfg.kanidm.image) {
+                    kanidm.problems.push(format!("{}: {why}", newest.key));
+                }
+            }
             _ => {}
         }
     }

@@ -110,7 +110,7 @@ fn kanidm_backups_plain_gzip_and_broken() {
     let real =
         std::fs::read(project().join("fixtures/backup-store/kanidm/20261126T030246Z.backup"))
             .unwrap();
-    let plain = br#"{"version":"1.8","db_s_uuid":"x","db_d_uuid":"y","db_ts_max":"z","keyhandles":{},"repl_meta":{},"entries":[]}"#.to_vec();
+    let plain = br#"{"version":"1.8","db_s_uuid":"x","db_d_uuid":"y","db_ts_max":{"secs":1,"nanos":0},"keyhandles":{},"repl_meta":{},"entries":[]}"#.to_vec();
     let mut not_gzip = real.clone();
     not_gzip.truncate(real.len() / 2);
     /// Ok((version, check)) or Err(text of the error).

@@ -72,7 +72,7 @@ pub struct Item {
     pub gzip: Option<bool>,
     /// Kanidm only: `db_ts_max`, the newest change the backup holds.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub db_ts_max: Option<String>,
+    pub db_ts_max: Option<Timestamp>,
     /// Kanidm only: why the header could not be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
@@ -129,7 +129,7 @@ pub fn kanidm_backups(store: &dyn BackupStore, prefix: &str) -> Result<Vec<Item>
         let head = store.get_head(&i.key, HEADER_BYTES)?;
         let (gzip, version) = kanidm_header(&head);
         i.gzip = Some(gzip);
-        i.db_ts_max = header_text(&head).and_then(|t| json_string_field(&t, "db_ts_max"));
+        i.db_ts_max = header_text(&head).and_then(|t| db_ts_max(&t));
         match version {
             Ok(v) => i.version = Some(v),
             Err(p) => i.problem = Some(p),
@@ -183,6 +183,63 @@ pub fn kanidm_header(head: &[u8]) -> (bool, Result<String, String>) {
     }
 }
 
+/// `db_ts_max`: a serde `std::time::Duration` since the Unix epoch,
+/// `{"secs": …, "nanos": …}` (kanidm server/lib/src/be/dbentry.rs,
+/// `DbBackup::V5`), not a string. None when it is anything else.
+pub fn db_ts_max(text: &str) -> Option<Timestamp> {
+    let at = text.find("\"db_ts_max\"")? + "\"db_ts_max\"".len();
+    let rest = text[at..].trim_start().strip_prefix(':')?.trim_start();
+    let object = &rest[..rest.find('}')? + 1];
+    #[derive(serde::Deserialize)]
+    struct Duration {
+        secs: i64,
+        nanos: i32,
+    }
+    let d: Duration = serde_json::from_str(object).ok()?;
+    Timestamp::new(d.secs, d.nanos).ok()
+}
+
+/// Whether kanidmd of `image` (`docker.io/kanidm/server:1.9.1`) can restore
+/// a backup written by `version` ("1.9"): the backup's `version` is the
+/// writer's `major.minor` series and restore refuses another
+/// (server/lib/src/be/mod.rs, `DB0001MismatchedRestoreVersion`). Err says
+/// why not.
+pub fn restore_image_matches(version: &str, image: &str) -> Result<(), String> {
+    let series = |v: &str| v.split('.').take(2).collect::<Vec<_>>().join(".");
+    let name = image.split('@').next().unwrap_or_default();
+    let tag = name
+        .rsplit_once(':')
+        .map(|(_, t)| t)
+        .filter(|t| !t.contains('/'))
+        .unwrap_or_default()
+        .trim_start_matches('v');
+    if tag.is_empty() || !tag.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(format!(
+            "the restore image {image} has no version tag, so its kanidmd series cannot be checked against the backup's {version}"
+        ));
+    }
+    if series(tag) != series(version) {
+        return Err(format!(
+            "the backup was written by kanidmd {version}, but the restore image is {image} ({tag}); kanidmd restores only backups of its own major.minor"
+        ));
+    }
+    Ok(())
+}
+
+/// The file name a backup gets where kanidmd reads it: kanidmd restore
+/// decides gzip by the name alone (`BackupCompression::identify_file`:
+/// `.gz` suffix, proto/src/backup.rs), so gzip data gets `.gz` and plain
+/// JSON loses it.
+pub fn restore_file_name(key: &str, gzip: bool) -> String {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    match (gzip, name.strip_suffix(".gz")) {
+        (true, Some(_)) => name.to_string(),
+        (true, None) => format!("{name}.gz"),
+        (false, Some(stem)) => stem.to_string(),
+        (false, None) => name.to_string(),
+    }
+}
+
 /// The value of a top-level string field, found by scanning (the document
 /// may be cut short).
 fn json_string_field(text: &str, field: &str) -> Option<String> {
@@ -230,5 +287,52 @@ mod tests {
         assert!(gzip);
         assert_eq!(v, Ok("1.8".to_string()));
         assert!(kanidm_header(b"garbage").1.is_err());
+    }
+
+    #[test]
+    fn the_restore_image_must_be_of_the_backups_series() {
+        assert!(restore_image_matches("1.9", "docker.io/kanidm/server:1.9.1").is_ok());
+        assert!(restore_image_matches("1.9", "kanidm/server:v1.9.4@sha256:ab").is_ok());
+        let e = restore_image_matches("1.8", "docker.io/kanidm/server:1.9.1").unwrap_err();
+        assert!(e.contains("kanidmd 1.8") && e.contains("1.9.1"), "{e}");
+        assert!(restore_image_matches("1.9", "kanidm/server:latest").is_err());
+        assert!(restore_image_matches("1.9", "kanidm/server").is_err());
+    }
+
+    #[test]
+    fn gzip_backups_are_named_gz_where_kanidmd_reads_them() {
+        assert_eq!(
+            restore_file_name("kanidm/20261126T030246Z.backup", true),
+            "20261126T030246Z.backup.gz"
+        );
+        assert_eq!(
+            restore_file_name("kanidm/backup-x.json.gz", true),
+            "backup-x.json.gz"
+        );
+        assert_eq!(
+            restore_file_name("kanidm/backup-x.json.gz", false),
+            "backup-x.json"
+        );
+        assert_eq!(restore_file_name("backup-x.json", false), "backup-x.json");
+    }
+
+    #[test]
+    fn db_ts_max_is_a_serde_duration() {
+        let t = db_ts_max(
+            r#"{"version":"1.9","db_ts_max": {"secs": 1795662166, "nanos": 250000000}, "entries": []}"#,
+        );
+        assert_eq!(t.unwrap().to_string(), "2026-11-26T03:02:46.25Z");
+        assert_eq!(
+            db_ts_max(r#"{"db_ts_max":{"nanos":0,"secs":0}}"#)
+                .unwrap()
+                .as_second(),
+            0
+        );
+        // A string is not what kanidmd writes.
+        assert!(db_ts_max(r#"{"db_ts_max": "00000000-0000"}"#).is_none());
+        assert!(
+            db_ts_max(r#"{"db_ts_max": {"secs": 1"#).is_none(),
+            "cut short"
+        );
     }
 }
