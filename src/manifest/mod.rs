@@ -7,6 +7,7 @@
 pub mod cnpg;
 pub mod edit;
 pub mod kanidm;
+pub mod statefulset;
 pub mod yaml;
 
 use std::io::Write;
