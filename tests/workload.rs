@@ -119,3 +119,36 @@ fn statefulset_configmap_and_a_short_lived_pod() {
     k.delete_pod("kanidm", "kanidm-restore").unwrap();
     assert!(k.pod("kanidm", "kanidm-restore").unwrap().is_none());
 }
+
+#[test]
+fn a_file_streams_into_a_pod_over_exec() {
+    use sha2::Digest;
+    let kube = FakeCluster::start(
+        std::path::PathBuf::from("/nonexistent"),
+        Behaviour::default(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let k = Kube::connect(Some(&kube.kubeconfig(dir.path())), None).unwrap();
+    // More than one 64 KiB frame, not a multiple of it.
+    let data: Vec<u8> = (0..200_003u32).map(|i| (i * 7 % 251) as u8).collect();
+    let script = format!(
+        "head -c {} > '/data/b.gz.part' && mv '/data/b.gz.part' '/data/b.gz' && sha256sum '/data/b.gz'",
+        data.len()
+    );
+    let out = k
+        .exec_with_input(
+            "kanidm",
+            "drgit-copy",
+            None,
+            &["sh", "-c", &script],
+            &mut std::io::Cursor::new(data.clone()),
+        )
+        .unwrap();
+    let hex: String = sha2::Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(out.stdout, format!("{hex}  /data/b.gz\n"));
+    assert!(out.success);
+    assert_eq!(kube.state.lock().unwrap().volume["/data/b.gz"], data);
+}

@@ -137,12 +137,38 @@ impl Kube {
         container: Option<&str>,
         command: &[&str],
     ) -> Result<ExecOutput, ClusterError> {
+        self.exec_inner(namespace, pod, container, command, None)
+    }
+
+    /// `exec` with `input` streamed to the command's standard input (as
+    /// `kubectl cp` streams a tar), 64 KiB at a time. The v4 channel
+    /// protocol cannot close standard input on its own, so the command must
+    /// stop reading by itself (e.g. `head -c SIZE`).
+    pub fn exec_with_input(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: Option<&str>,
+        command: &[&str],
+        input: &mut (dyn std::io::Read + Send),
+    ) -> Result<ExecOutput, ClusterError> {
+        self.exec_inner(namespace, pod, container, command, Some(input))
+    }
+
+    fn exec_inner(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: Option<&str>,
+        command: &[&str],
+        input: Option<&mut (dyn std::io::Read + Send)>,
+    ) -> Result<ExecOutput, ClusterError> {
         use k8s_openapi::api::core::v1::Pod;
         use kube::api::AttachParams;
-        use tokio::io::AsyncReadExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let mut ap = AttachParams::default()
-            .stdin(false)
+            .stdin(input.is_some())
             .stdout(true)
             .stderr(true);
         if let Some(c) = container {
@@ -158,6 +184,21 @@ impl Kube {
             let mut out = proc.stdout();
             let mut err = proc.stderr();
             let status = proc.take_status();
+            let writer = proc.stdin();
+            let write_in = async move {
+                let (Some(mut w), Some(input)) = (writer, input) else {
+                    return Ok::<(), std::io::Error>(());
+                };
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = input.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    w.write_all(&buf[..n]).await?;
+                }
+                w.flush().await
+            };
             let (mut o, mut e) = (Vec::new(), Vec::new());
             let read_out = async {
                 if let Some(r) = out.as_mut() {
@@ -169,7 +210,10 @@ impl Kube {
                     let _ = r.read_to_end(&mut e).await;
                 }
             };
-            tokio::join!(read_out, read_err);
+            let (_, _, written) = tokio::join!(read_out, read_err, write_in);
+            if let Err(e) = written {
+                tracing::warn!(%e, "standard input of the command was cut short");
+            }
             let status = match status {
                 Some(s) => s.await,
                 None => None,

@@ -109,7 +109,10 @@ mod tests {
         assert_eq!(found.replicas, 2);
         assert_eq!(found.images, ["docker.io/kanidm/server:1.9.1"]);
         let down = set(FIXTURE, 0).unwrap();
-        assert_eq!(down.text, FIXTURE.replace("  replicas: 2\n", "  replicas: 0\n"));
+        assert_eq!(
+            down.text,
+            FIXTURE.replace("  replicas: 2\n", "  replicas: 0\n")
+        );
         let up = set(&down.text, 2).unwrap();
         assert_eq!(up.text, FIXTURE);
         assert!(set(FIXTURE, 2).is_err(), "already 2: nothing to change");
@@ -125,7 +128,12 @@ mod tests {
         assert_eq!(r.text.len(), text.len());
         let without = FIXTURE.replace("  replicas: 2\n", "");
         let r = set(&without, 0).unwrap();
-        assert_eq!(find(&yaml::parse(&r.text).unwrap(), "kanidm").unwrap().replicas, 0);
+        assert_eq!(
+            find(&yaml::parse(&r.text).unwrap(), "kanidm")
+                .unwrap()
+                .replicas,
+            0
+        );
         assert_eq!(r.changes, ["spec.replicas of StatefulSet kanidm: 1 → 0"]);
     }
 }

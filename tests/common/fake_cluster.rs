@@ -92,6 +92,8 @@ pub struct Behaviour {
     pub exec: fn(&[String]) -> (String, String, i32),
     /// Reloader runs in the cluster (K1).
     pub reloader: bool,
+    /// A copy onto the volume loses half its bytes (a broken stream).
+    pub copy_truncates: bool,
 }
 
 /// A line as kanidmd's tracing-forest logger prints it (K3).
@@ -168,6 +170,7 @@ impl Default for Behaviour {
             secret: None,
             exec: default_exec,
             reloader: true,
+            copy_truncates: false,
         }
     }
 }
@@ -221,6 +224,8 @@ pub struct State {
     /// Pod logs by pod name.
     pub logs: std::collections::BTreeMap<String, String>,
     pub kanidm: Kanidm,
+    /// Files written onto volumes through exec, by path.
+    pub volume: std::collections::BTreeMap<String, Vec<u8>>,
 }
 
 /// The Kanidm StatefulSet and what Argo CD applied of `manifests/kanidm`.
@@ -769,6 +774,7 @@ impl FakeCluster {
             objects: Default::default(),
             logs: Default::default(),
             kanidm: Kanidm::default(),
+            volume: Default::default(),
         };
         let started = "2026-11-26T00:00:00Z".to_string();
         st.kanidm = Kanidm {
@@ -793,6 +799,15 @@ impl FakeCluster {
         let thread = std::thread::spawn(move || {
             for mut req in s2.incoming_requests() {
                 let path = req.url().split('?').next().unwrap_or_default().to_string();
+                if path.ends_with("/exec") && req.url().contains("stdin=true") {
+                    let cmd = exec_command(req.url());
+                    st2.lock()
+                        .unwrap()
+                        .requests
+                        .push((Instant::now(), format!("EXEC< {}", cmd.join(" "))));
+                    serve_exec_input(req, &cmd, &st2);
+                    continue;
+                }
                 if path.ends_with("/exec") {
                     let cmd = exec_command(req.url());
                     let answer = {
@@ -1186,8 +1201,9 @@ fn exec_command(url: &str) -> Vec<String> {
 
 /// Kubernetes exec over a websocket (`v4.channel.k8s.io`): channel 1 is
 /// stdout, 2 stderr, 3 the status object.
-fn serve_exec(req: tiny_http::Request, cmd: &[String], (out, err, code): (String, String, i32)) {
-    use tungstenite::Message;
+type Ws = tungstenite::WebSocket<Box<dyn tiny_http::ReadWrite + Send>>;
+
+fn upgrade(req: tiny_http::Request) -> Ws {
     let key = req
         .headers()
         .iter()
@@ -1207,8 +1223,61 @@ fn serve_exec(req: tiny_http::Request, cmd: &[String], (out, err, code): (String
         tiny_http::Header::from_bytes("Sec-WebSocket-Protocol", "v4.channel.k8s.io").unwrap(),
     );
     let stream = req.upgrade("websocket", resp);
-    let mut ws =
-        tungstenite::WebSocket::from_raw_socket(stream, tungstenite::protocol::Role::Server, None);
+    tungstenite::WebSocket::from_raw_socket(stream, tungstenite::protocol::Role::Server, None)
+}
+
+/// An exec that reads standard input (channel 0): drgit's copy onto a
+/// volume, `head -c SIZE > PART && mv PART DEST && sha256sum DEST`, as a
+/// shell in the helper pod runs it. The bytes land in `State::volume`.
+fn serve_exec_input(req: tiny_http::Request, cmd: &[String], state: &Arc<Mutex<State>>) {
+    use sha2::Digest;
+    let script = cmd.last().cloned().unwrap_or_default();
+    let size: usize = script
+        .split("head -c ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let dest = script
+        .split("sha256sum ")
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .trim_matches('\'')
+        .to_string();
+    let mut ws = upgrade(req);
+    let mut data = Vec::new();
+    while data.len() < size {
+        match ws.read() {
+            Ok(tungstenite::Message::Binary(b)) if b.first() == Some(&0) => {
+                data.extend_from_slice(&b[1..])
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    data.truncate(size);
+    let (out, code) = {
+        let mut st = state.lock().unwrap();
+        if st.behaviour.copy_truncates {
+            data.truncate(size / 2);
+        }
+        let hex: String = sha2::Sha256::digest(&data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        st.volume.insert(dest.clone(), data);
+        (format!("{hex}  {dest}\n"), 0)
+    };
+    answer(ws, cmd, (out, String::new(), code));
+}
+
+fn serve_exec(req: tiny_http::Request, cmd: &[String], output: (String, String, i32)) {
+    answer(upgrade(req), cmd, output);
+}
+
+fn answer(mut ws: Ws, cmd: &[String], (out, err, code): (String, String, i32)) {
+    use tungstenite::Message;
     let frame = |ch: u8, data: &[u8]| {
         let mut v = vec![ch];
         v.extend_from_slice(data);
