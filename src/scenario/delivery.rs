@@ -140,9 +140,19 @@ impl<'a> Delivery<'a> {
     /// changed file the same; the branch is fetched once when a revision
     /// is not known locally yet.
     pub fn holding_revision(&self, app: &AppState, commit: &str) -> Result<Option<String>, Error> {
+        self.revision_holding(app, commit, &self.target.files)
+    }
+
+    /// `holding_revision` for these files.
+    pub fn revision_holding(
+        &self,
+        app: &AppState,
+        commit: &str,
+        files: &[PathBuf],
+    ) -> Result<Option<String>, Error> {
         let mut fetched = false;
         'revisions: for rev in &app.revisions {
-            for file in &self.target.files {
+            for file in files {
                 let mut holds = self.repo.revision_holds(rev, commit, file)?;
                 if holds == Holds::Unknown && !fetched {
                     self.repo
@@ -166,15 +176,6 @@ impl<'a> Delivery<'a> {
             return Ok(Some(rev.clone()));
         }
         Ok(None)
-    }
-
-    /// The Application `argocd-synced` found, read again.
-    pub fn synced_application(&self, j: &Journal) -> Result<(Synced, AppState), Error> {
-        let synced: Synced = j.output_as(ArgoSynced.name_str())?;
-        let app = self
-            .kube
-            .application(&self.ctx.config.argocd.namespace, &synced.application)?;
-        Ok((synced, app))
     }
 }
 
@@ -205,19 +206,7 @@ impl<'a, E: Delivers<'a>> Step<E> for Merge {
         let d = e.delivery();
         let t = &d.target;
         let commit = match (t.pr, &d.gh, &t.direct_branch, &t.commit) {
-            (Some(n), Some(gh), _, _) => gh
-                .wait_merged(
-                    n,
-                    Duration::from_secs(d.ctx.config.forge.merge_timeout_secs),
-                    ms(d.ctx.config.forge.merge_poll_ms),
-                    stop,
-                )
-                .map_err(|err| match err {
-                    ForgeError::Interrupted { .. } => Error::Interrupted {
-                        step: "merged".into(),
-                    },
-                    other => other.into(),
-                })?,
+            (Some(n), Some(gh), _, _) => wait_for_merge(d, gh, n, "merged", stop)?,
             (None, _, Some(branch), Some(c)) => {
                 super::publish::publish(
                     d.ctx,
@@ -238,6 +227,25 @@ impl<'a, E: Delivers<'a>> Step<E> for Merge {
         };
         Ok(value(Merged { commit }))
     }
+}
+
+fn wait_for_merge(
+    d: &Delivery,
+    gh: &GitHub,
+    pr: u64,
+    step: &str,
+    stop: &AtomicBool,
+) -> Result<String, Error> {
+    gh.wait_merged(
+        pr,
+        Duration::from_secs(d.ctx.config.forge.merge_timeout_secs),
+        ms(d.ctx.config.forge.merge_poll_ms),
+        stop,
+    )
+    .map_err(|err| match err {
+        ForgeError::Interrupted { .. } => Error::Interrupted { step: step.into() },
+        other => other.into(),
+    })
 }
 
 /// Argo CD, hard-refreshed, reports the Application Synced at a revision
@@ -262,44 +270,122 @@ impl<'a, E: Delivers<'a>> Step<E> for ArgoSynced {
     }
     fn run(&self, e: &E, j: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
         let d = e.delivery();
-        let a = &d.ctx.config.argocd;
         let commit = d.merged_commit(j)?;
-        let app = d.kube.find_application(
-            &a.namespace,
-            d.target.application.as_deref(),
-            &d.target.manifest_dir,
-        )?;
-        d.kube.refresh_application(&a.namespace, &app.name)?;
-        let polled = plan::poll_until(
-            self.name_str(),
-            Duration::from_secs(a.sync_timeout_secs),
-            (ms(a.poll_ms), MAX_POLL),
-            stop,
-            |_| {
-                let now = d.kube.application(&a.namespace, &app.name)?;
-                if now.synced()
-                    && let Some(revision) = d.holding_revision(&now, &commit)?
-                {
-                    return Ok(Poll::Ready(Synced {
-                        application: now.name.clone(),
-                        revision,
-                        self_heal: now.self_heal,
-                    }));
-                }
-                Ok(Poll::Waiting(format!(
-                    "Argo CD Application {}: {}",
-                    now.name,
-                    now.describe()
-                )))
-            },
-        )?;
-        match polled {
-            Ok(s) => Ok(value(s)),
-            Err(t) => Err(Error::NotSynced {
-                application: app.name,
-                commit,
-                status: t.last,
-            }),
-        }
+        wait_synced(d, self.name_str(), &commit, &d.target.files, stop)
+    }
+}
+
+/// Waits until the Application deploying the target's directory is Synced
+/// at a revision holding `commit` with `files` the same.
+fn wait_synced(
+    d: &Delivery,
+    step: &str,
+    commit: &str,
+    files: &[PathBuf],
+    stop: &AtomicBool,
+) -> Result<Value, Error> {
+    let a = &d.ctx.config.argocd;
+    let app = d.kube.find_application(
+        &a.namespace,
+        d.target.application.as_deref(),
+        &d.target.manifest_dir,
+    )?;
+    d.kube.refresh_application(&a.namespace, &app.name)?;
+    let polled = plan::poll_until(
+        step,
+        Duration::from_secs(a.sync_timeout_secs),
+        (ms(a.poll_ms), MAX_POLL),
+        stop,
+        |_| {
+            let now = d.kube.application(&a.namespace, &app.name)?;
+            if now.synced()
+                && let Some(revision) = d.revision_holding(&now, commit, files)?
+            {
+                return Ok(Poll::Ready(Synced {
+                    application: now.name.clone(),
+                    revision,
+                    self_heal: now.self_heal,
+                }));
+            }
+            Ok(Poll::Waiting(format!(
+                "Argo CD Application {}: {}",
+                now.name,
+                now.describe()
+            )))
+        },
+    )?;
+    match polled {
+        Ok(s) => Ok(value(s)),
+        Err(t) => Err(Error::NotSynced {
+            application: app.name,
+            commit: commit.to_string(),
+            status: t.last,
+        }),
+    }
+}
+
+/// A change a step of the plan makes itself (kanidm-restore makes one per
+/// stage): its commit, pull request and files, as that step records them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Change {
+    pub commit: String,
+    pub pr: Option<u64>,
+    pub files: Vec<PathBuf>,
+}
+
+/// The names of one stage's steps: the step that makes the change (its
+/// output a [`Change`]), then the merge and the sync of that change.
+#[derive(Debug, Clone, Copy)]
+pub struct Stage {
+    pub change: &'static str,
+    pub merged: &'static str,
+    pub synced: &'static str,
+}
+
+/// A stage's change reaches the tracked branch (its pull request merged;
+/// pushed already when there is none).
+pub struct StagedMerge(pub Stage);
+
+impl<'a, E: Delivers<'a>> Step<E> for StagedMerge {
+    fn name(&self) -> &'static str {
+        self.0.merged
+    }
+    fn describe(&self, _: &E) -> String {
+        format!(
+            "Wait until the change of step `{}` is on the branch Argo CD tracks (its pull request merged)",
+            self.0.change
+        )
+    }
+    fn run(&self, e: &E, j: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
+        let d = e.delivery();
+        let change: Change = j.output_as(self.0.change)?;
+        let commit = match (change.pr, &d.gh) {
+            (Some(n), Some(gh)) => wait_for_merge(d, gh, n, self.0.merged, stop)?,
+            (Some(_), None) => return Err(Error::WaitNeedsPublish),
+            (None, _) => change.commit,
+        };
+        Ok(value(Merged { commit }))
+    }
+}
+
+/// A stage's change synced by Argo CD.
+pub struct StagedSync(pub Stage);
+
+impl<'a, E: Delivers<'a>> Step<E> for StagedSync {
+    fn name(&self) -> &'static str {
+        self.0.synced
+    }
+    fn describe(&self, e: &E) -> String {
+        format!(
+            "Ask Argo CD for a hard refresh and wait until the Application deploying {} is Synced at a revision holding the change of step `{}`",
+            e.delivery().target.manifest_dir,
+            self.0.change
+        )
+    }
+    fn run(&self, e: &E, j: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
+        let d = e.delivery();
+        let change: Change = j.output_as(self.0.change)?;
+        let merged: Merged = j.output_as(self.0.merged)?;
+        wait_synced(d, self.0.synced, &merged.commit, &change.files, stop)
     }
 }

@@ -82,14 +82,14 @@ struct Texts<'a> {
 }
 
 /// The ConfigMap manifest as read from the working copy.
-struct ReplManifest {
-    rel_path: PathBuf,
-    text: String,
-    stream: yaml::Stream,
+pub struct ReplManifest {
+    pub rel_path: PathBuf,
+    pub text: String,
+    pub stream: yaml::Stream,
 }
 
 impl ReplManifest {
-    fn read(ctx: &Context) -> Result<ReplManifest, Error> {
+    pub fn read(ctx: &Context) -> Result<ReplManifest, Error> {
         let rel_path = ctx.config.kanidm.repl_configmap.clone();
         let file = rel_path.display().to_string();
         let text = std::fs::read_to_string(ctx.repo_dir.join(&rel_path)).map_err(|source| {
@@ -107,7 +107,7 @@ impl ReplManifest {
         })
     }
 
-    fn error(&self, source: ManifestError) -> Error {
+    pub fn error(&self, source: ManifestError) -> Error {
         Error::Manifest {
             file: self.rel_path.display().to_string(),
             source,
@@ -115,7 +115,7 @@ impl ReplManifest {
     }
 
     /// `metadata.name` of the ConfigMap that holds the replication settings.
-    fn configmap_name(&self) -> Option<String> {
+    pub fn configmap_name(&self) -> Option<String> {
         self.stream.docs.iter().find_map(|d| {
             let v = yaml::Resolver::document(d);
             (v.get("kind").and_then(yaml::Value::as_str) == Some("ConfigMap"))
@@ -365,7 +365,7 @@ pub struct Rollout {
 }
 
 impl Rollout {
-    fn note(ctx: &Context) -> Result<Rollout, Error> {
+    pub fn note(ctx: &Context) -> Result<Rollout, Error> {
         let k = &ctx.config.kanidm;
         let kube =
             crate::cluster::Kube::connect(ctx.kubeconfig.as_deref(), ctx.kube_context.as_deref())?;
@@ -401,6 +401,16 @@ pub struct Params {
     pub target: Target,
 }
 
+impl Params {
+    fn check(&self) -> RestartCheck {
+        RestartCheck {
+            configmap: self.configmap.clone(),
+            certificates: vec![self.certificate.clone()],
+            before: self.before.clone(),
+        }
+    }
+}
+
 struct Env<'a> {
     d: Delivery<'a>,
     params: Params,
@@ -412,18 +422,35 @@ impl<'a> Delivers<'a> for Env<'a> {
     }
 }
 
+/// What a restart must show: the live ConfigMap holding the new
+/// certificate(s), and the StatefulSet restarted since `before`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestartCheck {
+    pub configmap: String,
+    pub certificates: Vec<String>,
+    pub before: Rollout,
+}
+
 /// One look at the restart: Ready(()) once every pod runs the new settings.
-fn restart_state(e: &Env) -> Result<Poll<()>, Error> {
-    let k = &e.d.ctx.config.kanidm;
-    let p = &e.params;
-    let live = e.d.kube.config_map(&k.namespace, &p.configmap)?;
-    if !live.is_some_and(|d| d.values().any(|v| v.contains(&p.certificate))) {
+pub fn restart_state(
+    ctx: &Context,
+    kube: &crate::cluster::Kube,
+    p: &RestartCheck,
+) -> Result<Poll<()>, Error> {
+    let k = &ctx.config.kanidm;
+    let live = kube.config_map(&k.namespace, &p.configmap)?;
+    let holds = |d: &std::collections::BTreeMap<String, String>| {
+        p.certificates
+            .iter()
+            .all(|c| d.values().any(|v| v.contains(c.as_str())))
+    };
+    if !live.as_ref().is_some_and(holds) {
         return Ok(Poll::Waiting(format!(
             "ConfigMap {}/{} does not hold the new certificate yet",
             k.namespace, p.configmap
         )));
     }
-    let Some(sts) = e.d.kube.statefulset(&k.namespace, &k.statefulset)? else {
+    let Some(sts) = kube.statefulset(&k.namespace, &k.statefulset)? else {
         return Ok(Poll::Waiting(format!(
             "StatefulSet {}/{} does not exist",
             k.namespace, k.statefulset
@@ -444,7 +471,7 @@ fn restart_state(e: &Env) -> Result<Poll<()>, Error> {
         )));
     }
     let before: jiff::Timestamp = p.before.at.parse().unwrap_or_default();
-    let pods = e.d.kube.pods(&k.namespace, &sts.selector)?;
+    let pods = kube.pods(&k.namespace, &sts.selector)?;
     let stale: Vec<String> = pods
         .iter()
         .filter(|pod| {
@@ -487,7 +514,7 @@ impl<'a> Step<Env<'a>> for Restarted {
             Duration::from_secs(k.rollout_timeout_secs),
             (ms(e.d.ctx.config.argocd.poll_ms), MAX_POLL),
             stop,
-            |_| restart_state(e),
+            |_| restart_state(e.d.ctx, &e.d.kube, &e.params.check()),
         )?;
         match polled {
             Ok(()) => Ok(value(serde_json::json!({"restarted": true}))),
@@ -528,8 +555,29 @@ pub fn judge_refresh(output: &str) -> Result<(), String> {
     }
 }
 
+/// `kanidmd refresh-replication-consumer` in `pod`, judged from its output.
+pub fn refresh(ctx: &Context, kube: &crate::cluster::Kube, pod: &str) -> Result<(), Error> {
+    let k = &ctx.config.kanidm;
+    let cmd = [
+        "kanidmd",
+        "refresh-replication-consumer",
+        "-c",
+        k.server_config_path.as_str(),
+        "--i-want-to-refresh-this-servers-database",
+    ];
+    let out = kube.exec(&k.namespace, pod, None, &cmd)?;
+    let text = format!("{}{}", out.stdout, out.stderr);
+    judge_refresh(&text).map_err(|reason| Error::PodCommand {
+        what: "`kanidmd refresh-replication-consumer`".into(),
+        namespace: k.namespace.clone(),
+        pod: pod.to_string(),
+        reason: format!("{reason}; the pod keeps its empty database. Check both pods' logs (certificates, `Consumer is out of date`), then `drgit resume`"),
+        output: tail(&text, 15),
+    })
+}
+
 /// The end of a command's output, for an error.
-fn tail(text: &str, lines: usize) -> String {
+pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
@@ -551,7 +599,7 @@ impl<'a> Step<Env<'a>> for Refresh {
     }
     fn check(&self, e: &Env<'a>, _: &Journal) -> Result<(), Error> {
         // Right before: still restarted with the new settings.
-        match restart_state(e)? {
+        match restart_state(e.d.ctx, &e.d.kube, &e.params.check())? {
             Poll::Ready(()) => Ok(()),
             Poll::Waiting(why) => Err(Error::NotDone {
                 step: "restarted".into(),
@@ -560,23 +608,7 @@ impl<'a> Step<Env<'a>> for Refresh {
         }
     }
     fn run(&self, e: &Env<'a>, _: &Journal, _: &AtomicBool) -> Result<Value, Error> {
-        let k = &e.d.ctx.config.kanidm;
-        let cmd = [
-            "kanidmd",
-            "refresh-replication-consumer",
-            "-c",
-            k.server_config_path.as_str(),
-            "--i-want-to-refresh-this-servers-database",
-        ];
-        let out = e.d.kube.exec(&k.namespace, &e.params.pod, None, &cmd)?;
-        let text = format!("{}{}", out.stdout, out.stderr);
-        judge_refresh(&text).map_err(|reason| Error::PodCommand {
-            what: "`kanidmd refresh-replication-consumer`".into(),
-            namespace: k.namespace.clone(),
-            pod: e.params.pod.clone(),
-            reason: format!("{reason}; the pod keeps its empty database. Check both pods' logs (certificates, `Consumer is out of date`), then `drgit resume`"),
-            output: tail(&text, 15),
-        })?;
+        refresh(e.d.ctx, &e.d.kube, &e.params.pod)?;
         Ok(value(serde_json::json!({"refreshed": true})))
     }
 }
