@@ -43,7 +43,7 @@ pub enum CertError {
 
 /// A checked certificate: the value as it goes into `partner_cert`, and what
 /// it says.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct ReplCert {
     /// URL-safe base64 of the DER, as kanidmd printed it.
     pub value: String,

@@ -150,6 +150,23 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Both Kanidm pods lost: restore one from a backup (replicas to 0 and back through Git), then re-certify and refresh the other.
+    KanidmRestore {
+        /// The backup's file name (as `backups status --json` lists it), or `latest`.
+        #[arg(long, default_value = "latest")]
+        backup: String,
+        /// The pod to restore into.
+        #[arg(long, default_value = "kanidm-0")]
+        pod: String,
+        /// The restore image (default: the StatefulSet's); it must be of the backup's kanidmd series.
+        #[arg(long)]
+        image: Option<String>,
+        /// Show the backup, the first change and every step; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        publish: PublishFlags,
+    },
     /// Go on with an interrupted `--wait` at its first unfinished step.
     Resume,
     /// Print a shell completion script (e.g. `drgit completions bash > /etc/bash_completion.d/drgit`).
@@ -244,6 +261,24 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
                 yes: cli.yes,
             };
             let outcome = scenario::kanidm_recert::run(&ctx, &args)?;
+            crate::output::print(&outcome, cli.json).map_err(Error::Output)
+        }
+        Command::KanidmRestore {
+            backup,
+            pod,
+            image,
+            dry_run,
+            publish,
+        } => {
+            let args = scenario::kanidm_restore::Args {
+                backup: backup.clone(),
+                pod: pod.clone(),
+                image: image.clone(),
+                dry_run: *dry_run,
+                publish: publish.options(),
+                yes: cli.yes,
+            };
+            let outcome = scenario::kanidm_restore::run(&ctx, &args)?;
             crate::output::print(&outcome, cli.json).map_err(Error::Output)
         }
         Command::Resume => resume(cli, &ctx),

@@ -176,6 +176,11 @@ pub struct Kanidm {
     pub application: Option<String>,
     /// How long the rolling restart after a change may take, in seconds.
     pub rollout_timeout_secs: u64,
+    /// kanidm-restore: the image of the pod that copies the backup onto
+    /// the volume (needs `sh`, `head`, `mv`, `sha256sum`).
+    pub helper_image: String,
+    /// kanidm-restore: how long a short-lived pod may take to start and run.
+    pub restore_timeout_secs: u64,
 }
 
 impl Default for Kanidm {
@@ -191,6 +196,8 @@ impl Default for Kanidm {
             server_config_path: "/config/server.toml".into(),
             application: None,
             rollout_timeout_secs: 900,
+            helper_image: "docker.io/library/busybox:1.37".into(),
+            restore_timeout_secs: 600,
         }
     }
 }

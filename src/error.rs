@@ -44,6 +44,10 @@ pub enum Error {
     },
     #[error(transparent)]
     Cert(#[from] crate::cert::CertError),
+    #[error(
+        "{backup}: {why}. Restore with an image of the backup's series (`--image docker.io/kanidm/server:<that version>`), or pick another backup (`drgit backups status`)"
+    )]
+    RestoreImage { backup: String, why: String },
     #[error("cannot read {file}: {source}")]
     ReadFile {
         file: String,
@@ -216,7 +220,8 @@ impl Error {
             | Error::Time(_)
             | Error::BackupLocation { .. }
             | Error::Cert(_)
-            | Error::ReadFile { .. } => 2,
+            | Error::ReadFile { .. }
+            | Error::RestoreImage { .. } => 2,
             Error::Catalog(CatalogError::Target { .. }) => 2,
             Error::NoInitdbHistory { .. } => 2,
             Error::PublishFailed { source, .. } => source.exit_code(),

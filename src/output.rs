@@ -57,6 +57,32 @@ pub fn human(o: &Outcome, colour: bool) -> String {
                 s.push_str("Already in place: nothing to change.\n");
             }
         }
+        Detail::KanidmRestore(d) => {
+            let b = &d.backup;
+            s.push_str(&format!(
+                "Backup:   {} ({} bytes, {}, written by kanidmd {}{}), verified; SHA-256 {}\n",
+                b.key,
+                b.size,
+                if b.gzip { "gzip" } else { "plain JSON" },
+                b.version,
+                b.db_ts_max
+                    .as_ref()
+                    .map(|t| format!(", newest change {t}"))
+                    .unwrap_or_default(),
+                b.sha256
+            ));
+            s.push_str(&format!(
+                "Restore:  into {} (volume data-{}) as /data/{} with {}\n",
+                d.pod, d.pod, b.restore_name, d.image
+            ));
+            s.push_str(&format!(
+                "Then:     {} back to {} replica(s); {} re-certified and refreshed from {}\n",
+                d.statefulset,
+                d.replicas,
+                d.others.join(", "),
+                d.pod
+            ));
+        }
         Detail::PgRevert(_) => {}
     }
     s.push_str("\nChanges:\n");

@@ -402,3 +402,272 @@ fn without_reloader_the_wait_stops_naming_the_restart_to_do() {
     );
     assert_eq!(execs(&w, "refresh-replication-consumer"), 0);
 }
+
+// ---- kanidm-restore ----
+
+const BACKUP: &str = "kanidm/20261126T030246Z.backup";
+const ON_VOLUME: &str = "/data/20261126T030246Z.backup.gz";
+
+fn restore_world(behaviour: Behaviour) -> World {
+    let w = world(behaviour);
+    w.f.config(&format!(
+        "[forge]\napi_url = \"{}\"\nrepo = \"home/home-cluster\"\nmerge_poll_ms = 10\n\n[argocd]\npoll_ms = 10\nsync_timeout_secs = 5\n\n[kanidm]\nrollout_timeout_secs = 5\nrestore_timeout_secs = 2\n",
+        w.gh.url
+    ));
+    w
+}
+
+fn pods_left(w: &World) -> Vec<String> {
+    w.kube
+        .state
+        .lock()
+        .unwrap()
+        .objects
+        .keys()
+        .filter(|k| k.contains("/pods/"))
+        .cloned()
+        .collect()
+}
+
+const RESTORE_STEPS: [&str; 15] = [
+    "scale-down done",
+    "scale-down-merged done",
+    "scale-down-synced done",
+    "pods-gone done",
+    "copy done",
+    "restore done",
+    "scale-up done",
+    "scale-up-merged done",
+    "scale-up-synced done",
+    "healthy done",
+    "recert done",
+    "recert-merged done",
+    "recert-synced done",
+    "restarted done",
+    "refresh-consumer done",
+];
+
+#[test]
+fn the_restore_dry_run_shows_the_backup_the_first_change_and_every_step() {
+    let f = Fixture::new();
+    let before = f.state();
+    let run = f.drgit(&["kanidm-restore", "--dry-run"]);
+    insta::assert_snapshot!(run.screen(&f));
+    assert_eq!(f.state(), before, "a dry run changes nothing");
+}
+
+#[test]
+fn restore_scales_down_copies_restores_scales_up_and_refreshes_the_other_pod() {
+    let w = restore_world(Behaviour::default());
+    let r = run(
+        &w,
+        &["--yes", "--json", "kanidm-restore", "--push", "--direct"],
+    )
+    .ok();
+    let out = r.json();
+    assert_eq!(steps(&out["wait"]), RESTORE_STEPS);
+    // Three commits on main, in order, each touching its own file.
+    let log = w.f.git(&["log", "--format=%s", "-3", "origin/main"]);
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        [
+            "kanidm: trust the new replication certificate(s) of kanidm-1",
+            "kanidm: start kanidm again after the restore of kanidm-0",
+            "kanidm: stop kanidm to restore kanidm-0 from kanidm/20261126T030246Z.backup",
+        ]
+    );
+    assert!(
+        w.f.git(&["show", "origin/main:manifests/kanidm/statefulset.yaml"])
+            .contains("  replicas: 2\n")
+    );
+    // The backup landed byte for byte, named .gz, and both pods are gone.
+    let backup = std::fs::read(w.f.store().join(BACKUP)).unwrap();
+    let st = w.kube.state.lock().unwrap();
+    assert_eq!(st.volume[ON_VOLUME], backup);
+    assert_eq!(st.kanidm.pods.len(), 2);
+    drop(st);
+    assert!(pods_left(&w).is_empty(), "{:?}", pods_left(&w));
+    // The copy ran only once the pods were gone; the refresh once, in kanidm-1.
+    let calls = w.kube.calls();
+    let copy = calls
+        .iter()
+        .position(|c| c.starts_with("EXEC< sh -c head -c"))
+        .unwrap();
+    let restore_pod = calls
+        .iter()
+        .position(|c| c.starts_with("POST /api/v1/namespaces/kanidm/pods"))
+        .unwrap();
+    assert!(restore_pod < copy, "the helper pod first");
+    assert_eq!(execs(&w, "refresh-replication-consumer"), 1);
+    assert_eq!(execs(&w, "show-replication-certificate"), 1);
+}
+
+#[test]
+fn restore_goes_through_three_pull_requests() {
+    let w = restore_world(Behaviour::default());
+    let r = run(&w, &["--yes", "--json", "kanidm-restore", "--pr"]).ok();
+    assert_eq!(steps(&r.json()["wait"]), RESTORE_STEPS);
+    let prs = w.gh.state.lock().unwrap().prs.clone();
+    let titles: Vec<&str> = prs.iter().map(|p| p.title.as_str()).collect();
+    assert_eq!(
+        titles,
+        [
+            "kanidm: stop kanidm to restore kanidm-0 from kanidm/20261126T030246Z.backup",
+            "kanidm: start kanidm again after the restore of kanidm-0",
+            "kanidm: trust the new replication certificate(s) of kanidm-1",
+        ]
+    );
+    assert!(
+        prs[0].body.contains("self-heal undoes `kubectl scale`"),
+        "{}",
+        prs[0].body
+    );
+}
+
+#[test]
+fn a_restore_image_of_another_series_is_refused_before_anything() {
+    let w = restore_world(Behaviour::default());
+    let before = w.f.state();
+    let r = run(
+        &w,
+        &[
+            "--yes",
+            "kanidm-restore",
+            "--push",
+            "--direct",
+            "--image",
+            "docker.io/kanidm/server:1.8.2",
+        ],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "written by kanidmd 1.9, but the restore image is docker.io/kanidm/server:1.8.2"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(w.f.state(), before);
+    assert!(w.kube.calls().is_empty(), "{:?}", w.kube.calls());
+}
+
+#[test]
+fn a_corrupt_backup_is_refused_before_anything() {
+    let w = restore_world(Behaviour::default());
+    let path = w.f.store().join(BACKUP);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.truncate(bytes.len() - 20);
+    std::fs::write(&path, bytes).unwrap();
+    let before = w.f.state();
+    let r = run(&w, &["--yes", "kanidm-restore", "--push", "--direct"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains(BACKUP) && r.stderr.contains("failed verification"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(w.f.state(), before);
+    assert!(w.kube.calls().is_empty(), "{:?}", w.kube.calls());
+}
+
+#[test]
+fn a_restore_without_success_in_its_log_stops_and_resumes_without_copying_again() {
+    let w = restore_world(Behaviour {
+        restore_fails: Some("Err(SerdeJsonError)"),
+        ..Behaviour::default()
+    });
+    let r = run(&w, &["--yes", "kanidm-restore", "--push", "--direct"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("kanidmd logged \"Failed to restore database\"")
+            && r.stderr.contains(&format!(
+                "the backup stays at {ON_VOLUME} on volume data-kanidm-0"
+            ))
+            && r.stderr.contains("stays at 0 replicas in Git"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        pods_left(&w).is_empty(),
+        "the restore pod is deleted: {:?}",
+        pods_left(&w)
+    );
+    let status = run(&w, &["--json", "status"]).ok().json();
+    assert_eq!(steps(&status)[5], "restore running");
+    w.kube.state.lock().unwrap().behaviour.restore_fails = None;
+    let r = run(&w, &["--yes", "--json", "resume"]).ok().json();
+    assert_eq!(steps(&r), RESTORE_STEPS);
+    let copies = w
+        .kube
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("EXEC<"))
+        .count();
+    assert_eq!(copies, 1, "the copy is not repeated");
+}
+
+#[test]
+fn a_restore_pod_stuck_pending_times_out_is_deleted_and_resumes() {
+    let w = restore_world(Behaviour {
+        restore_pending: true,
+        ..Behaviour::default()
+    });
+    let r = run(&w, &["--yes", "kanidm-restore", "--push", "--direct"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("pod kanidm/drgit-kanidm-restore: Pending")
+            && r.stderr
+                .contains("kubectl describe pod drgit-kanidm-restore"),
+        "{}",
+        r.stderr
+    );
+    assert!(pods_left(&w).is_empty(), "{:?}", pods_left(&w));
+    w.kube.state.lock().unwrap().behaviour.restore_pending = false;
+    let r = run(&w, &["--yes", "--json", "resume"]).ok().json();
+    assert_eq!(steps(&r), RESTORE_STEPS);
+}
+
+#[test]
+fn a_copy_that_arrives_damaged_is_an_error_and_nothing_is_restored() {
+    let w = restore_world(Behaviour {
+        copy_truncates: true,
+        ..Behaviour::default()
+    });
+    let r = run(&w, &["--yes", "kanidm-restore", "--push", "--direct"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("as downloaded; nothing was restored"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        pods_left(&w).is_empty(),
+        "the helper pod is deleted: {:?}",
+        pods_left(&w)
+    );
+    assert!(
+        !w.kube
+            .calls()
+            .iter()
+            .any(|c| c.contains("drgit-kanidm-restore"))
+    );
+}
+
+#[test]
+fn the_scale_down_needs_a_confirmation() {
+    let w = restore_world(Behaviour::default());
+    let r = run(&w, &["kanidm-restore", "--push", "--direct"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("not confirmed"), "{}", r.stderr);
+    assert_eq!(
+        w.f.git(&["rev-parse", "origin/main"]),
+        w.f.git(&["rev-parse", "main"]),
+        "nothing pushed"
+    );
+    assert!(
+        w.f.git(&["show", "origin/main:manifests/kanidm/statefulset.yaml"])
+            .contains("replicas: 2")
+    );
+}

@@ -125,7 +125,7 @@ impl ReplManifest {
 }
 
 /// The lost pod's certificate, from the pod or from what the user gave.
-fn read_certificate(
+pub fn read_certificate(
     ctx: &Context,
     pod: &str,
     source: &CertSource,

@@ -6,6 +6,7 @@
 
 pub mod delivery;
 pub mod kanidm_recert;
+pub mod kanidm_restore;
 pub mod pg_recover;
 pub mod pg_revert;
 pub mod pg_wait;
@@ -28,6 +29,7 @@ type Resume = fn(&Context, crate::plan::Journal, bool) -> Result<serde_json::Val
 const PLANS: &[(&str, Resume)] = &[
     (pg_wait::SCENARIO, pg_wait::resume),
     (kanidm_recert::SCENARIO, kanidm_recert::resume),
+    (kanidm_restore::SCENARIO, kanidm_restore::resume),
 ];
 
 /// `drgit resume`: the interrupted plan, whichever scenario it belongs to,
@@ -278,6 +280,7 @@ pub enum Detail {
     PgRecover(PgRecoverDetail),
     PgRevert(PgRevertDetail),
     KanidmRecert(kanidm_recert::KanidmRecertDetail),
+    KanidmRestore(kanidm_restore::KanidmRestoreDetail),
 }
 
 impl Detail {
@@ -287,6 +290,7 @@ impl Detail {
             Detail::PgRecover(d) => format!("Cluster `{}`", d.cluster),
             Detail::PgRevert(d) => format!("Cluster `{}`", d.cluster),
             Detail::KanidmRecert(d) => format!("pod `{}`", d.pod),
+            Detail::KanidmRestore(d) => format!("StatefulSet `{}`", d.statefulset),
         }
     }
 }

@@ -53,6 +53,13 @@
 //!   `success`, `Error - you should inspect the logs.`, or without
 //!   `--i-want-to-refresh-this-servers-database` `Unwilling to proceed.
 //!   Check --help.`, and exits 0 in every case.
+//! * K4 the stand-in's `kanidmd database restore -c CONFIG FILE` in a pod
+//!   (server/core/src/lib.rs `restore_server_core`): the file must be on
+//!   the volume (else `File::open error reading …`, exit 0); gzip is
+//!   decided by the `.gz` name alone (proto/src/backup.rs), so gzip data
+//!   under another name fails to parse; success logs `✅ Restore
+//!   Success!`. The StatefulSet's `spec.replicas` comes from Git (A2) and
+//!   pods go and come one ordinal at a time (K2).
 
 #![allow(dead_code)]
 
@@ -94,6 +101,10 @@ pub struct Behaviour {
     pub reloader: bool,
     /// A copy onto the volume loses half its bytes (a broken stream).
     pub copy_truncates: bool,
+    /// The restore pod never leaves Pending (an unschedulable pod).
+    pub restore_pending: bool,
+    /// kanidmd's restore fails with this (K4).
+    pub restore_fails: Option<&'static str>,
 }
 
 /// A line as kanidmd's tracing-forest logger prints it (K3).
@@ -171,6 +182,8 @@ impl Default for Behaviour {
             exec: default_exec,
             reloader: true,
             copy_truncates: false,
+            restore_pending: false,
+            restore_fails: None,
         }
     }
 }
@@ -248,10 +261,26 @@ impl Kanidm {
         format!("kanidm-{:010x}", 0x5c0ffee0u64 + n as u64)
     }
 
-    /// One step of the rollout per look (K2).
+    /// One step of the rollout or scaling per look (K2; scaling down
+    /// removes the highest ordinal first, scaling up creates the next
+    /// ordinal once the previous is Ready: OrderedReady).
     fn roll(&mut self) {
+        if self.pods.len() > self.replicas {
+            self.pods.pop();
+            return;
+        }
         if let Some(p) = self.pods.iter_mut().find(|p| p.1 == self.revision && !p.3) {
             p.3 = true; // the new pod became Ready
+            return;
+        }
+        if self.pods.len() < self.replicas {
+            let name = format!("kanidm-{}", self.pods.len());
+            self.pods.push((
+                name,
+                self.revision,
+                jiff::Timestamp::now().to_string(),
+                false,
+            ));
             return;
         }
         if let Some(p) = self.pods.iter_mut().rev().find(|p| p.1 != self.revision) {
@@ -350,6 +379,7 @@ const JOB: &str = "shared-pg-1-full-recovery";
 const MANIFEST: &str = "manifests/database/shared-pg.yaml";
 const KANIDM_APP: &str = "/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/kanidm";
 const KANIDM_CM: &str = "manifests/kanidm/configmap-repl.yaml";
+const KANIDM_STS: &str = "manifests/kanidm/statefulset.yaml";
 
 struct World {
     bare: PathBuf,
@@ -576,6 +606,16 @@ impl World {
             return;
         }
         st.kanidm.synced = Some(head.clone());
+        let sts = git(&self.bare, &["show", &format!("{head}:{KANIDM_STS}")]).unwrap_or_default();
+        if let Some(n) = sts
+            .lines()
+            .find_map(|l| l.strip_prefix("  replicas: "))
+            .and_then(|n| n.split_whitespace().next()?.parse::<usize>().ok())
+            && n != st.kanidm.replicas
+        {
+            st.kanidm.replicas = n;
+            st.kanidm.generation += 1;
+        }
         let cm = git(&self.bare, &["show", &format!("{head}:{KANIDM_CM}")]).unwrap_or_default();
         if cm != st.kanidm.configmap {
             st.kanidm.configmap = cm;
@@ -1138,22 +1178,47 @@ fn handle(
             }
         }
         ("GET", p) if st.objects.contains_key(p) => {
-            let obj = st.objects.get_mut(p).unwrap();
-            if obj["kind"] == "Pod" {
-                let containers: Vec<String> = obj["spec"]["containers"]
-                    .as_array()
-                    .map(|c| {
-                        c.iter()
-                            .filter_map(|c| c["name"].as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                obj["status"] = if obj["status"].is_null() {
-                    json!({"phase": "Pending"})
-                } else {
-                    json!({"phase": "Succeeded", "containerStatuses": containers.iter().map(|c| json!({"name": c, "ready": false, "restartCount": 0, "image": "", "imageID": "", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}})).collect::<Vec<_>>()})
-                };
+            let obj = st.objects[p].clone();
+            if obj["kind"] != "Pod" {
+                return (200, obj);
             }
+            let name = obj["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let command: Vec<String> = obj["spec"]["containers"][0]["command"]
+                .as_array()
+                .map(|c| {
+                    c.iter()
+                        .filter_map(|a| a.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let containers: Vec<String> = obj["spec"]["containers"]
+                .as_array()
+                .map(|c| {
+                    c.iter()
+                        .filter_map(|c| c["name"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let restore = command.get(1).map(String::as_str) == Some("database");
+            let status = if obj["status"].is_null() || (restore && st.behaviour.restore_pending) {
+                json!({"phase": "Pending"})
+            } else if command.first().map(String::as_str) == Some("sleep") {
+                json!({"phase": "Running"})
+            } else {
+                let code = if restore {
+                    let (log, code) = restore_log(st, &command);
+                    st.logs.insert(name.clone(), log);
+                    code
+                } else {
+                    0
+                };
+                json!({"phase": if code == 0 { "Succeeded" } else { "Failed" }, "containerStatuses": containers.iter().map(|c| json!({"name": c, "ready": false, "restartCount": 0, "image": "", "imageID": "", "state": {"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" }}}})).collect::<Vec<_>>()})
+            };
+            let obj = st.objects.get_mut(p).unwrap();
+            obj["status"] = status;
             (200, obj.clone())
         }
         ("DELETE", p) if st.objects.contains_key(p) => {
@@ -1162,6 +1227,42 @@ fn handle(
         }
         _ => not_found(path),
     }
+}
+
+/// What the kanidmd stand-in's `database restore -c CONFIG FILE` logs
+/// (K4, server/core/src/lib.rs `restore_server_core`): the file must be
+/// on the volume; gzip is decided by the name (`.gz`); success ends with
+/// `✅ Restore Success!`.
+fn restore_log(st: &State, command: &[String]) -> (String, i32) {
+    let file = command.last().cloned().unwrap_or_default();
+    if let Some(why) = st.behaviour.restore_fails {
+        return (
+            kanidmd_line("ERROR", &format!("Failed to restore database: {why}")),
+            1,
+        );
+    }
+    let Some(data) = st.volume.get(&file) else {
+        // kanidmd returns without an error exit here.
+        return (
+            kanidmd_line(
+                "ERROR",
+                &format!("File::open error reading {file}: No such file or directory (os error 2)"),
+            ),
+            0,
+        );
+    };
+    let gzip = data.starts_with(&[0x1f, 0x8b]);
+    if gzip != file.ends_with(".gz") {
+        return (
+            kanidmd_line("ERROR", "Failed to restore database: Err(SerdeJsonError)"),
+            1,
+        );
+    }
+    (
+        kanidmd_line("INFO", "Database loaded successfully")
+            + &kanidmd_line("INFO", "✅ Restore Success!"),
+        0,
+    )
 }
 
 fn b64(s: &str) -> String {
