@@ -671,3 +671,86 @@ fn the_scale_down_needs_a_confirmation() {
             .contains("replicas: 2")
     );
 }
+
+#[test]
+fn a_certificate_made_now_by_openssl_is_read_and_shown() {
+    let f = Fixture::new();
+    let dir = f.dir.path();
+    let der = dir.join("cert.der");
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+        ])
+        .arg(dir.join("key.pem"))
+        .args([
+            "-subj",
+            "/O=drgit-test/CN=kanidm-1.kanidm:8444",
+            "-days",
+            "30",
+            "-outform",
+            "DER",
+            "-out",
+        ])
+        .arg(&der)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&der).unwrap();
+    // URL-safe base64 without padding, as kanidmd prints it.
+    let b64 = common::git_http::base64(&bytes)
+        .replace('+', "-")
+        .replace('/', "_")
+        .trim_end_matches('=')
+        .to_string();
+    let file = cert_file(&f, &format!("certificate: \"{b64}\"\n"));
+    let r = f
+        .drgit(&[
+            "--json",
+            "kanidm-recert",
+            "--pod",
+            "kanidm-1",
+            "--certificate",
+            &file,
+            "--dry-run",
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        r["certificate"]["subject"],
+        "CN=kanidm-1.kanidm:8444,O=drgit-test"
+    );
+    assert_eq!(r["certificate"]["value"], b64.as_str());
+    assert!(r["diff"].as_str().unwrap().contains(&b64[..40]));
+}
+
+#[test]
+fn a_plain_json_backup_keeps_a_name_without_gz() {
+    let f = Fixture::new();
+    let path = f.store().join(BACKUP);
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap()),
+        &mut plain,
+    )
+    .unwrap();
+    assert!(plain.starts_with(b"{\"version\": \"1.9\""));
+    std::fs::write(&path, &plain).unwrap();
+    let r = f
+        .drgit(&["--json", "kanidm-restore", "--dry-run"])
+        .ok()
+        .json();
+    assert_eq!(r["backup"]["gzip"], false);
+    assert_eq!(r["backup"]["restore_name"], "20261126T030246Z.backup");
+    assert_eq!(r["backup"]["db_ts_max"], "2026-11-26T03:02:46.25Z");
+}
