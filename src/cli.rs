@@ -277,6 +277,7 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
                 dry_run: *dry_run,
                 publish: publish.options(),
                 yes: cli.yes,
+                show_plan: (!cli.quiet).then_some(show_plan as fn(&scenario::Outcome)),
             };
             let outcome = scenario::kanidm_restore::run(&ctx, &args)?;
             crate::output::print(&outcome, cli.json).map_err(Error::Output)
@@ -318,6 +319,11 @@ fn pg_recover(cli: &Cli, ctx: &Context, args: scenario::pg_recover::Args) -> Res
 fn pg_revert(cli: &Cli, ctx: &Context, args: scenario::pg_revert::Args) -> Result<(), Error> {
     let outcome = scenario::pg_revert::run(ctx, &args)?;
     crate::output::print(&outcome, cli.json).map_err(Error::Output)
+}
+
+/// Before a long run: what it will do, on stderr.
+fn show_plan(o: &scenario::Outcome) {
+    eprint!("{}", crate::output::preview(o, false));
 }
 
 /// `--certificate FILE|-`: the text, and where it was read.

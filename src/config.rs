@@ -179,8 +179,10 @@ pub struct Kanidm {
     /// kanidm-restore: the image of the pod that copies the backup onto
     /// the volume (needs `sh`, `head`, `mv`, `sha256sum`).
     pub helper_image: String,
-    /// kanidm-restore: how long a short-lived pod may take to start and run.
+    /// kanidm-restore: how long a short-lived pod may take to start.
     pub restore_timeout_secs: u64,
+    /// kanidm-restore: how long `kanidmd database restore` may run.
+    pub restore_run_timeout_secs: u64,
 }
 
 impl Default for Kanidm {
@@ -198,6 +200,7 @@ impl Default for Kanidm {
             rollout_timeout_secs: 900,
             helper_image: "docker.io/library/busybox:1.37".into(),
             restore_timeout_secs: 600,
+            restore_run_timeout_secs: 7200,
         }
     }
 }

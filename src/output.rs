@@ -35,8 +35,9 @@ pub fn colour_diff(diff: &str) -> String {
     out
 }
 
-/// The human report.
-pub fn human(o: &Outcome, colour: bool) -> String {
+/// What a run will do: the subject, its own lines, the changes, the diff
+/// and the plan (shown before a long run starts, and atop the report).
+pub fn preview(o: &Outcome, colour: bool) -> String {
     let mut s = String::new();
     s.push_str(&format!(
         "drgit {}: {} in {}\n",
@@ -103,6 +104,12 @@ pub fn human(o: &Outcome, colour: bool) -> String {
         s.push_str(&format!("  {}. {p}\n", i + 1));
     }
     s.push('\n');
+    s
+}
+
+/// The human report.
+pub fn human(o: &Outcome, colour: bool) -> String {
+    let mut s = preview(o, colour);
     let published = o.published.as_ref();
     match (&o.branch, &o.commit) {
         (Some(b), Some(c)) => {
@@ -131,6 +138,11 @@ pub fn human(o: &Outcome, colour: bool) -> String {
     if let Some(w) = &o.wait {
         s.push('\n');
         s.push_str(&journal(w));
+    }
+    if let Detail::KanidmRestore(d) = &o.detail {
+        for l in &d.left {
+            s.push_str(&format!("Left: {l}\n"));
+        }
     }
     s
 }

@@ -498,8 +498,71 @@ fn restore_scales_down_copies_restores_scales_up_and_refreshes_the_other_pod() {
         .position(|c| c.starts_with("POST /api/v1/namespaces/kanidm/pods"))
         .unwrap();
     assert!(restore_pod < copy, "the helper pod first");
+    assert_eq!(
+        w.kube.state.lock().unwrap().copy_saw_pods,
+        Some(0),
+        "the copy began once every Kanidm pod was gone"
+    );
+    // The refresh ran once, in the empty pod; certificates were read from both.
     assert_eq!(execs(&w, "refresh-replication-consumer"), 1);
-    assert_eq!(execs(&w, "show-replication-certificate"), 1);
+    assert_eq!(
+        execs(&w, "--i-want-to-refresh-this-servers-database @kanidm-1"),
+        1
+    );
+    assert!(
+        execs(
+            &w,
+            "show-replication-certificate -c /config/server.toml @kanidm-0"
+        ) >= 1
+    );
+    // The backup copy left the volume once Kanidm ran again.
+    assert_eq!(execs(&w, &format!("rm -f {ON_VOLUME} @kanidm-0")), 1);
+    // The short-lived pods: the volume of kanidm-0, uid/gid 1000, the server
+    // ConfigMap at /config for the restore, the image of the StatefulSet.
+    let created = w.kube.state.lock().unwrap().created.clone();
+    let pod = |name: &str| {
+        created
+            .iter()
+            .find(|o| o["metadata"]["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    for p in [pod("drgit-kanidm-copy"), pod("drgit-kanidm-restore")] {
+        assert_eq!(
+            p["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
+            "data-kanidm-0"
+        );
+        assert_eq!(p["spec"]["securityContext"]["runAsUser"], 1000);
+        assert_eq!(p["spec"]["securityContext"]["runAsGroup"], 1000);
+        assert_eq!(p["spec"]["restartPolicy"], "Never");
+    }
+    let restore = pod("drgit-kanidm-restore");
+    let c = &restore["spec"]["containers"][0];
+    assert_eq!(c["image"], "docker.io/kanidm/server:1.9.1");
+    assert_eq!(
+        c["command"],
+        serde_json::json!([
+            "kanidmd",
+            "database",
+            "restore",
+            "-c",
+            "/config/server.toml",
+            ON_VOLUME
+        ])
+    );
+    assert_eq!(
+        restore["spec"]["volumes"][1]["configMap"]["name"],
+        "kanidm-server-config"
+    );
+    assert_eq!(c["volumeMounts"][1]["mountPath"], "/config");
+    // Nothing downloaded is left on this machine.
+    let local = out["backup"]["local"].as_str().unwrap();
+    assert!(local.contains(".git/drgit/kanidm-restore/"), "{local}");
+    assert!(!std::path::Path::new(local).exists());
+    assert!(
+        out["left"][0].as_str().unwrap().ends_with("is deleted"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -753,4 +816,67 @@ fn a_plain_json_backup_keeps_a_name_without_gz() {
     assert_eq!(r["backup"]["gzip"], false);
     assert_eq!(r["backup"]["restore_name"], "20261126T030246Z.backup");
     assert_eq!(r["backup"]["db_ts_max"], "2026-11-26T03:02:46.25Z");
+}
+
+#[test]
+fn a_pod_that_still_has_its_identity_is_not_restored_over() {
+    // kanidm-0 still shows the certificate kanidm-1's settings trust: it
+    // did not lose its data.
+    let known = std::fs::read_to_string(
+        common::project().join("fixtures/home-cluster/manifests/kanidm/configmap-repl.yaml"),
+    )
+    .unwrap()
+    .lines()
+    .filter(|l| l.contains("partner_cert = "))
+    .nth(1)
+    .unwrap()
+    .split('"')
+    .nth(1)
+    .unwrap()
+    .to_string();
+    let w = restore_world(Behaviour {
+        pod_certs: vec![("kanidm-0", known)],
+        ..Behaviour::default()
+    });
+    let r = run(&w, &["--yes", "kanidm-restore", "--push", "--direct"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("pod kanidm/kanidm-0 still has the replication identity Git knows")
+            && r.stderr.contains("drgit kanidm-recert --pod"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        w.f.git(&["show", "origin/main:manifests/kanidm/statefulset.yaml"])
+            .contains("  replicas: 2\n")
+    );
+    assert!(pods_left(&w).is_empty());
+}
+
+#[test]
+fn a_refresh_is_refused_when_the_pod_is_not_the_one_certified() {
+    // The certificate file is of another server than the pod named.
+    let w = world(Behaviour {
+        pod_certs: vec![("kanidm-1", "MIIBbogus".into())],
+        ..Behaviour::default()
+    });
+    let file = cert_file(&w.f, &fixture_cert());
+    let r = run(
+        &w,
+        &[
+            "--yes",
+            "kanidm-recert",
+            "--pod",
+            "kanidm-1",
+            "--certificate",
+            &file,
+            "--push",
+            "--direct",
+            "--wait",
+        ],
+    );
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("kanidm-1"), "{}", r.stderr);
+    assert_eq!(execs(&w, "refresh-replication-consumer"), 0);
 }

@@ -85,6 +85,22 @@ pub fn origin_of(stream: &Stream, pod: &str) -> Option<String> {
     })
 }
 
+/// The certificates the other nodes' settings trust for `origin`
+/// (`partner_cert` of their `[replication."<origin>"]`).
+pub fn partner_certs_for(stream: &Stream, origin: &str) -> Vec<String> {
+    toml_entries(stream)
+        .into_iter()
+        .filter_map(|(_, _, text)| {
+            let doc = text.parse::<DocumentMut>().ok()?;
+            doc.get("replication")?
+                .get(origin)?
+                .get("partner_cert")?
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
 /// Puts `cert` as the partner certificate for `lost_origin` in every other
 /// node's settings, and turns `automatic_refresh` towards it off (with a
 /// comment saying why). A certificate already in place (and no
@@ -94,6 +110,29 @@ pub fn set_partner_cert(
     stream: Stream,
     lost_origin: &str,
     cert: &str,
+) -> Result<Rewrite, ManifestError> {
+    edit_partner(text, stream, lost_origin, cert, true)
+}
+
+/// Puts `cert` as the partner certificate for `origin` in every other
+/// node's settings and leaves `automatic_refresh` as it is: for a node that
+/// did NOT lose its data (a restored one), towards which refreshing is
+/// what the others should do.
+pub fn set_partner_cert_keeping_refresh(
+    text: &str,
+    stream: Stream,
+    origin: &str,
+    cert: &str,
+) -> Result<Rewrite, ManifestError> {
+    edit_partner(text, stream, origin, cert, false)
+}
+
+fn edit_partner(
+    text: &str,
+    stream: Stream,
+    lost_origin: &str,
+    cert: &str,
+    refresh_off: bool,
 ) -> Result<Rewrite, ManifestError> {
     let mut survivors = Vec::new();
     for (doc, key, toml) in toml_entries(&stream) {
@@ -157,7 +196,7 @@ pub fn set_partner_cert(
                 s.key
             ));
         }
-        if table.get("automatic_refresh").and_then(Item::as_bool) == Some(true) {
+        if refresh_off && table.get("automatic_refresh").and_then(Item::as_bool) == Some(true) {
             if let Some(v) = table
                 .get_mut("automatic_refresh")
                 .and_then(Item::as_value_mut)
@@ -182,7 +221,9 @@ pub fn set_partner_cert(
             ));
         }
         let new = toml.to_string();
-        refresh_is_off(&new, &s.key, lost_origin, text)?;
+        if refresh_off {
+            refresh_is_off(&new, &s.key, lost_origin, text)?;
+        }
         if new != s.toml {
             ed.replace_block_scalar(&[Seg::key("data")], &s.key, &new)?;
         }
@@ -211,10 +252,24 @@ fn refresh_is_off(toml: &str, key: &str, origin: &str, file: &str) -> Result<(),
         None => Ok(()),
         Some(v) if v.as_bool() == Some(false) => Ok(()),
         Some(_) => {
+            // The first uncommented `automatic_refresh` after the partner's
+            // table header, inside this key's scalar.
             let start = file.find(&format!("{key}:")).unwrap_or(0);
-            let at = file[start..]
-                .find("automatic_refresh")
+            let header = file[start..]
+                .find(&format!("\"{origin}\""))
                 .map_or(start, |i| start + i);
+            let mut at = header;
+            let mut pos = header;
+            for line in file[header..].split_inclusive('\n') {
+                let t = line.trim_start();
+                if t.starts_with("automatic_refresh")
+                    || (!t.starts_with('#') && t.contains("automatic_refresh"))
+                {
+                    at = pos + (line.len() - t.len());
+                    break;
+                }
+                pos += line.len();
+            }
             Err(ManifestError::AutomaticRefreshOn {
                 key: key.to_string(),
                 origin: origin.to_string(),
@@ -310,6 +365,24 @@ mod tests {
     }
 
     #[test]
+    fn a_restored_nodes_certificate_leaves_automatic_refresh_alone() {
+        // kanidm-1's entry for kanidm-0, with automatic_refresh on: the
+        // secondary refreshing from the restored node is what it should do.
+        let text = FIXTURE.replace(
+            "MIIBmjCCAUCgAwIBAgIBATAKBggqhkjOPQQDAjA2MRMwEQYDVQQKDAprYW5pZG0tMC1rZXkxHzAdBgNVBAMMFmthbmlkbS0wLmthbmlkbTo4NDQ0\"",
+            "MIIOLD0\"\n    automatic_refresh = true",
+        );
+        let r = set_partner_cert_keeping_refresh(
+            &text,
+            yaml::parse(&text).unwrap(),
+            "repl://kanidm-0.kanidm:8444",
+            "MIINEW0",
+        )
+        .unwrap();
+        assert_eq!(r.text, text.replace("MIIOLD0", "MIINEW0"));
+    }
+
+    #[test]
     fn no_entry_for_the_lost_node_is_an_error() {
         let e = set_partner_cert(
             FIXTURE,
@@ -336,11 +409,18 @@ mod tests {
     #[test]
     fn an_automatic_refresh_drgit_cannot_turn_off_is_refused_with_its_line() {
         // A string is not the bool kanidm reads; drgit does not guess.
-        let text = FIXTURE.replace("automatic_refresh = true", "automatic_refresh = \"true\"");
+        // A comment naming the key comes first: the line named is the key's.
+        let text = FIXTURE
+            .replace("automatic_refresh = true", "automatic_refresh = \"true\"")
+            .replace(
+                "    type = \"mutual-pull\"\n    partner_cert = \"MIIBmjCCAUCgAwIBAgIBATAKBggqhkjOPQQDAjA2MRMwEQYDVQQKDAprYW5pZG0tMS1rZXkx",
+                "    # automatic_refresh belongs on the secondary only\n    type = \"mutual-pull\"\n    partner_cert = \"MIIBmjCCAUCgAwIBAgIBATAKBggqhkjOPQQDAjA2MRMwEQYDVQQKDAprYW5pZG0tMS1rZXkx",
+            );
+        assert!(text.contains("# automatic_refresh belongs"));
         let e = edit(&text, "MIINEWCERT").unwrap_err();
         let line = text
             .lines()
-            .position(|l| l.contains("automatic_refresh"))
+            .position(|l| l.contains("automatic_refresh = "))
             .unwrap()
             + 1;
         assert!(

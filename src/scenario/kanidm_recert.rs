@@ -133,29 +133,57 @@ pub fn read_certificate(
     match source {
         CertSource::Given { text, from } => Ok((cert::read(text, from)?, from.clone())),
         CertSource::Pod => {
-            let k = &ctx.config.kanidm;
             let kube = crate::cluster::Kube::connect(
                 ctx.kubeconfig.as_deref(),
                 ctx.kube_context.as_deref(),
             )?;
-            let cmd = [
-                "kanidmd",
-                "show-replication-certificate",
-                "-c",
-                k.server_config_path.as_str(),
-            ];
-            let out = kube.exec(&k.namespace, pod, None, &cmd)?;
-            let from = format!(
-                "the output of `{}` in pod {}/{pod}",
-                cmd.join(" "),
-                k.namespace
-            );
-            // kanidmd exits 0 whatever happened (server/daemon/src/main.rs
-            // drops the admin request's exit code): its output decides.
-            let text = format!("{}\n{}", out.stdout, out.stderr);
-            Ok((cert::read(&text, &from)?, from))
+            pod_certificate(ctx, &kube, pod)
         }
     }
+}
+
+/// `kanidmd show-replication-certificate` in `pod`: its certificate, and
+/// where it was read.
+pub fn pod_certificate(
+    ctx: &Context,
+    kube: &crate::cluster::Kube,
+    pod: &str,
+) -> Result<(ReplCert, String), Error> {
+    let (text, from) = pod_certificate_output(ctx, kube, pod)?;
+    Ok((cert::read(&text, &from)?, from))
+}
+
+/// The certificate value `pod` shows, as printed (not parsed).
+pub fn pod_certificate_value(
+    ctx: &Context,
+    kube: &crate::cluster::Kube,
+    pod: &str,
+) -> Result<String, Error> {
+    let (text, from) = pod_certificate_output(ctx, kube, pod)?;
+    Ok(cert::value_in(&text, &from)?)
+}
+
+fn pod_certificate_output(
+    ctx: &Context,
+    kube: &crate::cluster::Kube,
+    pod: &str,
+) -> Result<(String, String), Error> {
+    let k = &ctx.config.kanidm;
+    let cmd = [
+        "kanidmd",
+        "show-replication-certificate",
+        "-c",
+        k.server_config_path.as_str(),
+    ];
+    let out = kube.exec(&k.namespace, pod, None, &cmd)?;
+    let from = format!(
+        "the output of `{}` in pod {}/{pod}",
+        cmd.join(" "),
+        k.namespace
+    );
+    // kanidmd exits 0 whatever happened (server/daemon/src/main.rs drops
+    // the admin request's exit code): its output decides.
+    Ok((format!("{}\n{}", out.stdout, out.stderr), from))
 }
 
 pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
@@ -555,6 +583,33 @@ pub fn judge_refresh(output: &str) -> Result<(), String> {
     }
 }
 
+/// Right before a refresh: the pod's live certificate must be the one put
+/// in its partner's settings. A wrong `--pod` (or a certificate file of
+/// another pod) would otherwise wipe a pod that has its data.
+pub fn check_identity(
+    ctx: &Context,
+    kube: &crate::cluster::Kube,
+    pod: &str,
+    expected: &str,
+) -> Result<(), Error> {
+    let (live, from) = pod_certificate(ctx, kube, pod)?;
+    let expected = cert::check(expected, "the journal")?;
+    if live.fingerprint != expected.fingerprint {
+        return Err(Error::PodCommand {
+            what: "the identity check before the refresh".into(),
+            namespace: ctx.config.kanidm.namespace.clone(),
+            pod: pod.to_string(),
+            reason: format!(
+                "its certificate ({}) is not the one put in its partner's settings ({}), read from {from}; refreshing it could wipe the wrong pod. Check --pod and the certificate, then run drgit again",
+                live.describe(),
+                expected.describe()
+            ),
+            output: String::new(),
+        });
+    }
+    Ok(())
+}
+
 /// `kanidmd refresh-replication-consumer` in `pod`, judged from its output.
 pub fn refresh(ctx: &Context, kube: &crate::cluster::Kube, pod: &str) -> Result<(), Error> {
     let k = &ctx.config.kanidm;
@@ -600,12 +655,15 @@ impl<'a> Step<Env<'a>> for Refresh {
     fn check(&self, e: &Env<'a>, _: &Journal) -> Result<(), Error> {
         // Right before: still restarted with the new settings.
         match restart_state(e.d.ctx, &e.d.kube, &e.params.check())? {
-            Poll::Ready(()) => Ok(()),
-            Poll::Waiting(why) => Err(Error::NotDone {
-                step: "restarted".into(),
-                detail: format!("{why}; wait for the restart, then `drgit resume`"),
-            }),
+            Poll::Ready(()) => {}
+            Poll::Waiting(why) => {
+                return Err(Error::NotDone {
+                    step: "restarted".into(),
+                    detail: format!("{why}; wait for the restart, then `drgit resume`"),
+                });
+            }
         }
+        check_identity(e.d.ctx, &e.d.kube, &e.params.pod, &e.params.certificate)
     }
     fn run(&self, e: &Env<'a>, _: &Journal, _: &AtomicBool) -> Result<Value, Error> {
         refresh(e.d.ctx, &e.d.kube, &e.params.pod)?;

@@ -29,7 +29,7 @@ use serde_json::Value;
 use super::delivery::{
     Change, Delivers, Delivery, MAX_POLL, Stage, StagedMerge, StagedSync, Target, ms, value,
 };
-use super::kanidm_recert::{self, CertSource, ReplManifest, RestartCheck, Rollout};
+use super::kanidm_recert::{self, ReplManifest, RestartCheck, Rollout};
 use super::publish::{self, Mode, Options};
 use super::{Context, Detail, Outcome};
 use crate::backup::download::{self, Kind};
@@ -74,6 +74,8 @@ pub struct Args {
     pub dry_run: bool,
     pub publish: Options,
     pub yes: bool,
+    /// Shows the plan before anything happens (the CLI prints it).
+    pub show_plan: Option<fn(&Outcome)>,
 }
 
 /// The verified backup, as the plan uses it.
@@ -102,6 +104,9 @@ pub struct KanidmRestoreDetail {
     pub replicas: i64,
     pub backup: BackupFile,
     pub image: String,
+    /// What is left where once the run ended.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub left: Vec<String>,
 }
 
 /// What the plan needs to know; kept in the journal for `drgit resume`.
@@ -244,10 +249,24 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
         .clone()
         .or_else(|| found.images.first().cloned())
         .unwrap_or_else(|| k.image.clone());
-    kinds::restore_image_matches(&backup.version, &image).map_err(|why| Error::RestoreImage {
-        backup: backup.key.clone(),
-        why,
-    })?;
+    // An image pinned by digest alone has no version to read: taken on the
+    // user's word when given with --image (kanidmd still refuses another
+    // series itself, DB0001MismatchedRestoreVersion).
+    let name = image.split('@').next().unwrap_or_default();
+    let digest_only =
+        image.contains('@') && !name.rsplit('/').next().unwrap_or_default().contains(':');
+    match kinds::restore_image_matches(&backup.version, &image) {
+        Ok(()) => {}
+        Err(why) if digest_only && args.image.is_some() => {
+            tracing::warn!(%why, "restoring with the image --image gives");
+        }
+        Err(why) => {
+            return Err(Error::RestoreImage {
+                backup: backup.key.clone(),
+                why,
+            });
+        }
+    }
 
     // The first change, shown as the diff.
     let down = statefulset::set_replicas(&sts_text, stream, &k.statefulset, 0).map_err(sts_err)?;
@@ -296,11 +315,15 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
             replicas: found.replicas,
             backup,
             image,
+            left: Vec::new(),
         }),
     };
     let Some(repo) = repo else {
         return Ok(outcome);
     };
+    if let Some(show) = args.show_plan {
+        show(&outcome);
+    }
     let journal = Journal::create(
         &repo.git_dir(),
         JournalData {
@@ -311,6 +334,17 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
         },
     )?;
     outcome.wait = Some(drive(ctx, journal, args.yes)?);
+    // Done: the local copy is no longer needed for a resume.
+    if let Detail::KanidmRestore(d) = &mut outcome.detail {
+        let local = &d.backup.local;
+        d.left.push(match std::fs::remove_file(local) {
+            Ok(()) => format!("the downloaded copy {} is deleted", local.display()),
+            Err(e) => format!(
+                "the downloaded copy {} could not be deleted ({e}): it holds every credential of the server, delete it",
+                local.display()
+            ),
+        });
+    }
     Ok(outcome)
 }
 
@@ -378,8 +412,11 @@ fn describe(step: &str, ctx: &Context, p: &Params) -> String {
             p.replicas
         ),
         "healthy" => format!(
-            "Wait until StatefulSet {ns}/{sts} has {} Ready pods: {} serves the restored data, {others} come(s) back empty with a new identity",
-            p.replicas, p.pod
+            "Wait until StatefulSet {ns}/{sts} has {} Ready pods: {} serves the restored data, {others} come(s) back empty with a new identity; then delete /data/{} from volume {}",
+            p.replicas,
+            p.pod,
+            p.backup.restore_name,
+            volume_of(&p.pod)
         ),
         "recert" => format!(
             "Read the new certificate of {others} (`kanidmd show-replication-certificate`), put it as `partner_cert` in {}'s settings in {} with its automatic_refresh off, commit and {how}",
@@ -453,12 +490,17 @@ impl Env<'_> {
         let rewrite = match edit(&text, yaml::parse(&text).map_err(err)?) {
             Ok(r) => r,
             Err(ManifestError::NothingToChange { .. }) => {
-                let tip = repo
-                    .branch_commit(&self.d.tracked)
-                    .map(|o| o.to_string())
-                    .unwrap_or_default();
+                let tip = repo.branch_commit(&self.d.tracked).ok_or_else(|| {
+                    Error::NotDone {
+                        step: stage.into(),
+                        detail: format!(
+                            "the change is already on `{}`, but that branch cannot be read locally; fetch it, then `drgit resume`",
+                            self.d.tracked
+                        ),
+                    }
+                })?;
                 return Ok(Change {
-                    commit: tip,
+                    commit: tip.to_string(),
                     pr: None,
                     files: vec![file.to_path_buf()],
                 });
@@ -520,6 +562,43 @@ impl Env<'_> {
             pr: published.pull_request.map(|p| p.number),
             files: vec![file.to_path_buf()],
         })
+    }
+
+    /// Before Kanidm is stopped: no pod still has the replication identity
+    /// Git knows for it (its certificate is the partner_cert the others
+    /// hold). Such a pod did not lose its data: restoring over it would
+    /// throw away everything newer than the backup. A pod that does not
+    /// answer has nothing to compare.
+    fn identities_lost(&self) -> Result<(), Error> {
+        let ctx = self.d.ctx;
+        let repl = ReplManifest::read(ctx)?;
+        let norm = |c: &str| c.trim_end_matches('=').to_string();
+        let mut pods = vec![self.params.pod.clone()];
+        pods.extend(self.params.others.iter().cloned());
+        for pod in pods {
+            let Some(origin) = kanidm::origin_of(&repl.stream, &pod) else {
+                continue;
+            };
+            let known: Vec<String> = kanidm::partner_certs_for(&repl.stream, &origin)
+                .iter()
+                .map(|c| norm(c))
+                .collect();
+            match kanidm_recert::pod_certificate_value(ctx, &self.d.kube, &pod) {
+                Ok(live) if known.contains(&norm(&live)) => {
+                    return Err(Error::NotDone {
+                        step: "scale-down".into(),
+                        detail: format!(
+                            "pod {}/{pod} still has the replication identity Git knows for it (its certificate is the partner_cert for {origin} in {}): it has not lost its data, and a restore would throw away everything newer than the backup. If only the other pod lost its data, use `drgit kanidm-recert --pod <that pod>`",
+                            ctx.config.kanidm.namespace,
+                            repl.rel_path.display()
+                        ),
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => tracing::info!(%e, pod, "no certificate to compare"),
+            }
+        }
+        Ok(())
     }
 
     /// Pods of the StatefulSet; its selector, or `app=<name>`.
@@ -664,6 +743,12 @@ impl<'a> Step<Env<'a>> for Scale {
     }
     fn destructive(&self) -> bool {
         self.down
+    }
+    fn check(&self, e: &Env<'a>, j: &Journal) -> Result<(), Error> {
+        if !self.down || j.output_as::<Change>(DOWN.change).is_ok() {
+            return Ok(());
+        }
+        e.identities_lost()
     }
     fn run(&self, e: &Env<'a>, _: &Journal, _: &AtomicBool) -> Result<Value, Error> {
         let k = &e.d.ctx.config.kanidm;
@@ -828,39 +913,84 @@ pub fn judge_restore(log: &str) -> Result<(), String> {
 
 struct Restore;
 impl Restore {
+    /// Runs (or, after an interruption, goes on watching) the restore pod;
+    /// its last phase, and the log judged.
     fn restore(&self, e: &Env, stop: &AtomicBool) -> Result<(), Error> {
         let k = &e.d.ctx.config.kanidm;
         let file = format!("/data/{}", e.params.backup.restore_name);
-        e.create_pod(
-            RESTORE_POD,
-            &e.params.image,
-            &[
-                "kanidmd",
-                "database",
-                "restore",
-                "-c",
-                &k.server_config_path,
-                &file,
-            ],
-            "Never",
-            true,
-        )?;
-        let phase = e.wait_pod(RESTORE_POD, "it has run", stop, |p| {
-            p.is_some_and(|p| p.phase == "Succeeded" || p.phase == "Failed")
+        // A restore pod left running by an interrupted run is watched, not
+        // replaced: deleting it mid-write would leave a half-written database.
+        let existing = e.d.kube.pod(&k.namespace, RESTORE_POD)?;
+        if existing.is_none_or(|p| p.phase == "Pending") {
+            e.create_pod(
+                RESTORE_POD,
+                &e.params.image,
+                &[
+                    "kanidmd",
+                    "database",
+                    "restore",
+                    "-c",
+                    &k.server_config_path,
+                    &file,
+                ],
+                "Never",
+                true,
+            )?;
+        }
+        let left = format!(
+            "the backup stays at {file} on volume {}, and StatefulSet {} stays at 0 replicas in Git",
+            volume_of(&e.params.pod),
+            k.statefulset
+        );
+        e.wait_pod(RESTORE_POD, "it starts", stop, |p| {
+            p.is_some_and(|p| p.phase != "Pending")
+        })
+        .map_err(|err| match err {
+            Error::NotDone { step, detail } => Error::NotDone {
+                step,
+                detail: format!("it did not start: {detail}; {left}"),
+            },
+            other => other,
         })?;
-        let log =
-            e.d.kube
-                .pod_log(&k.namespace, RESTORE_POD, None, Some(200))
-                .unwrap_or_default();
+        let run_limit = Duration::from_secs(k.restore_run_timeout_secs);
+        let polled = plan::poll_until(
+            "restore",
+            run_limit,
+            (ms(e.d.ctx.config.argocd.poll_ms), MAX_POLL),
+            stop,
+            |_| {
+                let pod = e.d.kube.pod(&k.namespace, RESTORE_POD)?;
+                Ok(match pod.map(|p| p.phase) {
+                    Some(p) if p == "Succeeded" || p == "Failed" => Poll::Ready(p),
+                    Some(p) => Poll::Waiting(format!("pod {}/{RESTORE_POD}: {p}", k.namespace)),
+                    None => Poll::Ready("gone".to_string()),
+                })
+            },
+        )?;
+        let phase = polled.map_err(|t| Error::NotDone {
+            step: "restore".into(),
+            detail: format!(
+                "kanidmd still restores after {:?} ({}); the pod is left running (deleting it mid-write would leave a half-written database). `drgit resume` watches it again; {left}",
+                t.waited, t.last
+            ),
+        })?;
+        let log = e
+            .d
+            .kube
+            .pod_log(&k.namespace, RESTORE_POD, None, Some(200))
+            .map_err(|err| Error::PodCommand {
+                what: "`kanidmd database restore`".into(),
+                namespace: k.namespace.clone(),
+                pod: RESTORE_POD.into(),
+                reason: format!("its log cannot be read ({err}), so its outcome is unknown (pod {phase}); {left}. Read the log by hand, then `drgit resume` restores again"),
+                output: String::new(),
+            })?;
         judge_restore(&log).map_err(|reason| Error::PodCommand {
             what: "`kanidmd database restore`".into(),
             namespace: k.namespace.clone(),
             pod: RESTORE_POD.into(),
             reason: format!(
-                "{reason} (pod {}). The pod is deleted; the backup stays at {file} on volume {}, and StatefulSet {} stays at 0 replicas in Git. Fix the cause, then `drgit resume` restores again",
-                phase.as_deref().unwrap_or("gone"),
-                volume_of(&e.params.pod),
-                k.statefulset
+                "{reason} (pod {phase}). The pod is deleted; {left}. Fix the cause, then `drgit resume` restores again"
             ),
             output: kanidm_recert::tail(&log, 15),
         })
@@ -881,7 +1011,18 @@ impl<'a> Step<Env<'a>> for Restore {
     }
     fn run(&self, e: &Env<'a>, _: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
         let result = self.restore(e, stop);
-        e.cleanup(RESTORE_POD);
+        // A pod still running stays (interrupted, or too slow); any other
+        // is deleted, also on failure.
+        let ns = &e.d.ctx.config.kanidm.namespace;
+        let running =
+            e.d.kube
+                .pod(ns, RESTORE_POD)
+                .ok()
+                .flatten()
+                .is_some_and(|p| p.phase == "Running");
+        if !running {
+            e.cleanup(RESTORE_POD);
+        }
         result?;
         Ok(value(serde_json::json!({"restored": e.params.backup.key})))
     }
@@ -926,7 +1067,28 @@ impl<'a> Step<Env<'a>> for Healthy {
                 t.last, t.waited, k.namespace, e.params.pod
             ),
         })?;
-        Ok(value(serde_json::json!({"ready": want})))
+        // The copy on the volume holds every credential of the server:
+        // restored, it goes.
+        let file = format!("/data/{}", e.params.backup.restore_name);
+        let removed =
+            e.d.kube
+                .exec(&k.namespace, &e.params.pod, None, &["rm", "-f", &file])
+                .map(|o| o.success)
+                .unwrap_or(false);
+        let note = if removed {
+            format!("{file} deleted from volume {}", volume_of(&e.params.pod))
+        } else {
+            tracing::warn!(file, pod = %e.params.pod, "cannot delete the backup copy from the volume");
+            format!(
+                "{file} is still on volume {}: it holds every credential of the server, delete it (`kubectl exec -n {} {} -- rm {file}`)",
+                volume_of(&e.params.pod),
+                k.namespace,
+                e.params.pod
+            )
+        };
+        Ok(value(
+            serde_json::json!({"ready": want, "backup_copy": note}),
+        ))
     }
 }
 
@@ -946,27 +1108,31 @@ impl<'a> Step<Env<'a>> for Recert {
     fn describe(&self, e: &Env<'a>) -> String {
         describe(self.name(), e.d.ctx, &e.params)
     }
-    fn run(&self, e: &Env<'a>, _: &Journal, _: &AtomicBool) -> Result<Value, Error> {
+    fn run(&self, e: &Env<'a>, j: &Journal, _: &AtomicBool) -> Result<Value, Error> {
         let ctx = e.d.ctx;
         let k = &ctx.config.kanidm;
         let repl = ReplManifest::read(ctx)?;
+        let origin = |pod: &String| {
+            kanidm::origin_of(&repl.stream, pod)
+                .ok_or_else(|| repl.error(ManifestError::NoOrigin { pod: pod.clone() }))
+        };
+        // The empty pods' new certificates (their partners stop refreshing
+        // from them), and the restored pod's: it has the identity of the
+        // server that wrote the backup, which the others must trust
+        // (unchanged when the backup is its own).
         let mut certs = Vec::new();
-        let mut origins = Vec::new();
+        let mut lost = Vec::new();
         for other in &e.params.others {
-            let origin = kanidm::origin_of(&repl.stream, other)
-                .ok_or_else(|| repl.error(ManifestError::NoOrigin { pod: other.clone() }))?;
-            let (cert, _) = kanidm_recert::read_certificate(ctx, other, &CertSource::Pod)?;
-            origins.push(origin);
+            let (cert, _) = kanidm_recert::pod_certificate(ctx, &e.d.kube, other)?;
+            lost.push((origin(other)?, cert.value.clone()));
             certs.push(cert);
         }
-        // Before the change is published: the restart it causes is told
-        // from earlier ones by the revision.
-        let before = Rollout::note(ctx)?;
-        let pairs: Vec<(String, String)> = origins
-            .iter()
-            .cloned()
-            .zip(certs.iter().map(|c| c.value.clone()))
-            .collect();
+        let (restored, _) = kanidm_recert::pod_certificate(ctx, &e.d.kube, &e.params.pod)?;
+        let restored_entry = (origin(&e.params.pod)?, restored.value.clone());
+        // Noted before the change is published; a change already made by
+        // an interrupted attempt is told by the pods' start times only.
+        let mut before = Rollout::note(ctx)?;
+        let mut made = false;
         let change = e.commit_stage(
             RECERT.change,
             &k.repl_configmap,
@@ -974,8 +1140,17 @@ impl<'a> Step<Env<'a>> for Recert {
                 let mut text = text.to_string();
                 let mut stream = stream;
                 let mut changes = Vec::new();
-                for (origin, cert) in &pairs {
-                    match kanidm::set_partner_cert(&text, stream, origin, cert) {
+                let edits = lost
+                    .iter()
+                    .map(|p| (p, true))
+                    .chain(std::iter::once((&restored_entry, false)));
+                for ((origin, cert), refresh_off) in edits {
+                    let edited = if refresh_off {
+                        kanidm::set_partner_cert(&text, stream, origin, cert)
+                    } else {
+                        kanidm::set_partner_cert_keeping_refresh(&text, stream, origin, cert)
+                    };
+                    match edited {
                         Ok(r) => {
                             changes.extend(r.changes);
                             text = r.text;
@@ -990,17 +1165,26 @@ impl<'a> Step<Env<'a>> for Recert {
                         target: "the certificates in place".into(),
                     });
                 }
+                made = true;
                 Ok(crate::manifest::cnpg::Rewrite { text, changes })
             },
             &certs,
         )?;
+        if !made {
+            before = Rollout {
+                update_revision: None,
+                at: j.data.started_at.clone(),
+            };
+        }
+        let mut trusted: Vec<String> = lost.into_iter().map(|(_, c)| c).collect();
+        trusted.push(restored_entry.1);
         Ok(value(Recerted {
             change,
             check: RestartCheck {
                 configmap: repl
                     .configmap_name()
                     .unwrap_or_else(|| "kanidm-repl".into()),
-                certificates: pairs.into_iter().map(|(_, c)| c).collect(),
+                certificates: trusted,
                 before,
             },
             certificates: certs,
@@ -1049,13 +1233,18 @@ impl<'a> Step<Env<'a>> for Refresh {
     }
     fn check(&self, e: &Env<'a>, j: &Journal) -> Result<(), Error> {
         let recerted: Recerted = j.output_as(RECERT.change)?;
-        match kanidm_recert::restart_state(e.d.ctx, &e.d.kube, &recerted.check)? {
-            Poll::Ready(()) => Ok(()),
-            Poll::Waiting(why) => Err(Error::NotDone {
+        if let Poll::Waiting(why) =
+            kanidm_recert::restart_state(e.d.ctx, &e.d.kube, &recerted.check)?
+        {
+            return Err(Error::NotDone {
                 step: "restarted".into(),
                 detail: format!("{why}; wait for the restart, then `drgit resume`"),
-            }),
+            });
         }
+        for (other, cert) in e.params.others.iter().zip(&recerted.certificates) {
+            kanidm_recert::check_identity(e.d.ctx, &e.d.kube, other, &cert.value)?;
+        }
+        Ok(())
     }
     fn run(&self, e: &Env<'a>, _: &Journal, _: &AtomicBool) -> Result<Value, Error> {
         for other in &e.params.others {

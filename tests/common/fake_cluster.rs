@@ -105,6 +105,9 @@ pub struct Behaviour {
     pub restore_pending: bool,
     /// kanidmd's restore fails with this (K4).
     pub restore_fails: Option<&'static str>,
+    /// The certificate `show-replication-certificate` shows in a pod,
+    /// where it differs from the fixture's new one (K3).
+    pub pod_certs: Vec<(&'static str, String)>,
 }
 
 /// A line as kanidmd's tracing-forest logger prints it (K3).
@@ -184,6 +187,7 @@ impl Default for Behaviour {
             copy_truncates: false,
             restore_pending: false,
             restore_fails: None,
+            pod_certs: Vec::new(),
         }
     }
 }
@@ -239,6 +243,10 @@ pub struct State {
     pub kanidm: Kanidm,
     /// Files written onto volumes through exec, by path.
     pub volume: std::collections::BTreeMap<String, Vec<u8>>,
+    /// The Kanidm StatefulSet's pods when the copy onto the volume began.
+    pub copy_saw_pods: Option<usize>,
+    /// Every object created (POST bodies), in order.
+    pub created: Vec<Value>,
 }
 
 /// The Kanidm StatefulSet and what Argo CD applied of `manifests/kanidm`.
@@ -815,6 +823,8 @@ impl FakeCluster {
             logs: Default::default(),
             kanidm: Kanidm::default(),
             volume: Default::default(),
+            copy_saw_pods: None,
+            created: Vec::new(),
         };
         let started = "2026-11-26T00:00:00Z".to_string();
         st.kanidm = Kanidm {
@@ -839,12 +849,23 @@ impl FakeCluster {
         let thread = std::thread::spawn(move || {
             for mut req in s2.incoming_requests() {
                 let path = req.url().split('?').next().unwrap_or_default().to_string();
+                // The pod an exec runs in: .../pods/<pod>/exec.
+                let exec_pod = path
+                    .trim_end_matches("/exec")
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
                 if path.ends_with("/exec") && req.url().contains("stdin=true") {
                     let cmd = exec_command(req.url());
-                    st2.lock()
-                        .unwrap()
-                        .requests
-                        .push((Instant::now(), format!("EXEC< {}", cmd.join(" "))));
+                    {
+                        let mut st = st2.lock().unwrap();
+                        st.requests.push((
+                            Instant::now(),
+                            format!("EXEC< {} @{exec_pod}", cmd.join(" ")),
+                        ));
+                        st.copy_saw_pods = Some(st.kanidm.pods.len());
+                    }
                     serve_exec_input(req, &cmd, &st2);
                     continue;
                 }
@@ -852,9 +873,25 @@ impl FakeCluster {
                     let cmd = exec_command(req.url());
                     let answer = {
                         let mut st = st2.lock().unwrap();
-                        st.requests
-                            .push((Instant::now(), format!("EXEC {}", cmd.join(" "))));
-                        if cmd.first().map(String::as_str) == Some("psql") {
+                        st.requests.push((
+                            Instant::now(),
+                            format!("EXEC {} @{exec_pod}", cmd.join(" ")),
+                        ));
+                        let own_cert = st
+                            .behaviour
+                            .pod_certs
+                            .iter()
+                            .find(|(p, _)| *p == exec_pod)
+                            .map(|(_, c)| c.clone());
+                        if let (Some(c), Some("show-replication-certificate")) =
+                            (own_cert, cmd.get(1).map(String::as_str))
+                        {
+                            (
+                                kanidmd_line("INFO", &format!(" | certificate: \"{c}\"")),
+                                String::new(),
+                                0,
+                            )
+                        } else if cmd.first().map(String::as_str) == Some("psql") {
                             let sql = cmd.last().cloned().unwrap_or_default();
                             world.psql(&mut st, &sql)
                         } else {
@@ -1163,6 +1200,7 @@ fn handle(
                 );
             }
             obj["metadata"]["uid"] = json!(format!("uid-{name}"));
+            st.created.push(obj.clone());
             st.objects.insert(key, obj.clone());
             (201, obj)
         }
