@@ -1,7 +1,7 @@
 //! The Kanidm ConfigMap edit (`manifest::kanidm::set_partner_cert`): diffs
 //! of what a user sees for both layouts and the usual decorations, and a
-//! property test: for any comment and white-space decoration, indentation,
-//! chomping and line ending, only the survivor's `partner_cert` value and
+//! property test: for either layout and any comment and white-space
+//! decoration, indentation, chomping and line ending, only the survivor's `partner_cert` value and
 //! `automatic_refresh` change (plus the comment saying why), every other
 //! byte stays.
 
@@ -130,17 +130,21 @@ fn decorate(base: &str, decos: &[Deco]) -> String {
     out.join("\n") + "\n"
 }
 
+/// The other layout: one server.toml with a partner table keyed by origin.
+const SERVER: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: kanidm-server-config\ndata:\n  server.toml: |\n    bindaddress = \"[::]:8443\"\n    db_path = \"/data/kanidm.db\"\n\n    [replication]\n    origin = \"repl://kanidm-0.kanidm:8444\"\n    bindaddress = \"[::]:8444\"\n\n    [replication.\"repl://kanidm-1.kanidm:8444\"]\n    type = \"mutual-pull\"\n    partner_cert = \"MIIOLD\"\n    automatic_refresh = true\n  other.txt: |\n    untouched\n";
+
 /// What the edit must produce: the same text, with the survivor's value
-/// and switch changed in place and the comment before the switch.
-fn expected(text: &str, nl: &str) -> String {
+/// and switch changed in place and the comment before the switch. The
+/// survivor's settings are under the data key `survivor`.
+fn expected(text: &str, nl: &str, survivor: &str) -> String {
     let mut out = Vec::new();
     let mut in_survivor = false;
     let mut in_entry = false;
     for line in text.split(nl) {
         let t = line.trim_start();
-        if t.starts_with("kanidm-0.toml:") {
+        if t.starts_with(&format!("{survivor}:")) {
             in_survivor = true;
-        } else if t.starts_with("kanidm-1.toml:") {
+        } else if t.starts_with("kanidm-1.toml:") || t.starts_with("other.txt:") {
             in_survivor = false;
         }
         if t.starts_with('[') {
@@ -177,10 +181,16 @@ proptest! {
         four in any::<bool>(),
         strip in any::<bool>(),
         crlf in any::<bool>(),
+        server in any::<bool>(),
     ) {
-        let mut base = if four { four_space(FIXTURE) } else { FIXTURE.to_string() };
+        let (fixture, survivor) = if server {
+            (SERVER, "server.toml")
+        } else {
+            (FIXTURE, "kanidm-0.toml")
+        };
+        let mut base = if four { four_space(fixture) } else { fixture.to_string() };
         if strip {
-            base = base.replace("kanidm-0.toml: |", "kanidm-0.toml: |-");
+            base = base.replace(&format!("{survivor}: |"), &format!("{survivor}: |-"));
         }
         let mut text = decorate(&base, &decos);
         let nl = if crlf { "\r\n" } else { "\n" };
@@ -190,7 +200,7 @@ proptest! {
         let stream = yaml::parse(&text).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
         let r = kanidm::set_partner_cert(&text, stream, LOST, NEW)
             .map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
-        prop_assert_eq!(&r.text, &expected(&text, nl), "from:\n{}", text);
+        prop_assert_eq!(&r.text, &expected(&text, nl, survivor), "from:\n{}", text);
         // And it reads back as intended.
         let again = kanidm::set_partner_cert(&r.text, yaml::parse(&r.text).unwrap(), LOST, NEW);
         prop_assert!(again.is_err(), "a second edit has nothing to change");

@@ -500,7 +500,10 @@ pub fn restart_state(
     }
     let before: jiff::Timestamp = p.before.at.parse().map_err(|e| Error::State {
         path: "journal (params)".into(),
-        detail: format!("the time noted before the change, {:?}, is not a time: {e}", p.before.at),
+        detail: format!(
+            "the time noted before the change, {:?}, is not a time: {e}",
+            p.before.at
+        ),
     })?;
     let pods = kube.pods(&k.namespace, &sts.selector)?;
     let stale: Vec<String> = pods
