@@ -167,6 +167,18 @@ pub enum Command {
         #[command(flatten)]
         publish: PublishFlags,
     },
+    /// The whole control plane lost: reset every control-plane node and bootstrap etcd from a snapshot (refused while any etcd member is healthy).
+    EtcdRecover {
+        /// `latest` (skipping newer copies that fail verification), a snapshot's name in the store, or a local file.
+        #[arg(long, default_value = "latest")]
+        snapshot: String,
+        /// The local file is a copy of etcd's data dir, not a snapshot: bootstrap with --recover-skip-hash-check.
+        #[arg(long)]
+        recover_skip_hash_check: bool,
+        /// Check the snapshot and the nodes, show every command; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Go on with an interrupted `--wait` at its first unfinished step.
     Resume,
     /// Print a shell completion script (e.g. `drgit completions bash > /etc/bash_completion.d/drgit`).
@@ -280,6 +292,20 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
                 show_plan: (!cli.quiet).then_some(show_plan as fn(&scenario::Outcome)),
             };
             let outcome = scenario::kanidm_restore::run(&ctx, &args)?;
+            crate::output::print(&outcome, cli.json).map_err(Error::Output)
+        }
+        Command::EtcdRecover {
+            snapshot,
+            recover_skip_hash_check,
+            dry_run,
+        } => {
+            let args = scenario::etcd_recover::Args {
+                snapshot: snapshot.clone(),
+                data_dir_copy: *recover_skip_hash_check,
+                dry_run: *dry_run,
+                yes: cli.yes,
+            };
+            let outcome = scenario::etcd_recover::run(&ctx, &args)?;
             crate::output::print(&outcome, cli.json).map_err(Error::Output)
         }
         Command::Resume => resume(cli, &ctx),

@@ -211,6 +211,17 @@ pub struct Talos {
     pub control_plane: Vec<String>,
     pub workers: Vec<String>,
     pub etcd_prefix: String,
+    /// The user's talosctl (matched to their cluster).
+    pub talosctl: String,
+    pub talosconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    /// The word that confirms the reset; default `reset`.
+    pub cluster_name: Option<String>,
+    /// After the reset: how long the nodes may take to wait for a bootstrap.
+    pub reboot_timeout_secs: u64,
+    /// After the bootstrap: how long the other control planes may take to join.
+    pub join_timeout_secs: u64,
+    pub poll_ms: u64,
 }
 
 impl Default for Talos {
@@ -227,6 +238,13 @@ impl Default for Talos {
                 "192.168.0.202".into(),
             ],
             etcd_prefix: "etcd/".into(),
+            talosctl: "talosctl".into(),
+            talosconfig: None,
+            context: None,
+            cluster_name: None,
+            reboot_timeout_secs: 900,
+            join_timeout_secs: 900,
+            poll_ms: 5000,
         }
     }
 }

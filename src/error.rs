@@ -48,6 +48,16 @@ pub enum Error {
         "{backup}: {why}. Restore with an image of the backup's series (`--image docker.io/kanidm/server:<that version>`), or pick another backup (`drgit backups status`)"
     )]
     RestoreImage { backup: String, why: String },
+    #[error("{file} is not a usable etcd snapshot: {source}; {hint}")]
+    Snapshot {
+        file: String,
+        hint: &'static str,
+        source: crate::backup::verify::Corrupt,
+    },
+    #[error("refusing to reset the control planes: {reason}")]
+    RefuseReset { reason: String },
+    #[error(transparent)]
+    Talos(#[from] crate::cluster::talos::TalosError),
     #[error("cannot read {file}: {source}")]
     ReadFile {
         file: String,
@@ -221,7 +231,8 @@ impl Error {
             | Error::BackupLocation { .. }
             | Error::Cert(_)
             | Error::ReadFile { .. }
-            | Error::RestoreImage { .. } => 2,
+            | Error::RestoreImage { .. }
+            | Error::Snapshot { .. } => 2,
             Error::Catalog(CatalogError::Target { .. }) => 2,
             Error::NoInitdbHistory { .. } => 2,
             Error::PublishFailed { source, .. } => source.exit_code(),

@@ -84,20 +84,51 @@ pub fn preview(o: &Outcome, colour: bool) -> String {
                 d.pod
             ));
         }
+        Detail::EtcdRecover(d) => {
+            let sn = &d.snapshot;
+            s.push_str(&format!(
+                "Snapshot: {} ({} bytes{}{}{}), verified\n",
+                sn.source,
+                sn.size,
+                sn.taken
+                    .as_ref()
+                    .map(|t| format!(", taken {t}"))
+                    .unwrap_or_default(),
+                sn.stats
+                    .map(|st| format!(
+                        ", revision {}, {} revisions kept",
+                        st.revision, st.revisions
+                    ))
+                    .unwrap_or_default(),
+                if sn.data_dir_copy {
+                    ", a data dir copy: --recover-skip-hash-check"
+                } else {
+                    ""
+                }
+            ));
+            for k in &sn.skipped {
+                s.push_str(&format!("Skipped:  {k}\n"));
+            }
+            for c in &d.checked {
+                s.push_str(&format!("Checked:  {c}\n"));
+            }
+        }
         Detail::PgRevert(_) => {}
     }
-    s.push_str("\nChanges:\n");
-    for c in &o.changes {
-        s.push_str(&format!("  - {c}\n"));
-    }
-    s.push('\n');
-    s.push_str(&if colour {
-        colour_diff(&o.diff)
-    } else {
-        o.diff.clone()
-    });
-    if !o.diff.ends_with('\n') {
+    if !o.changes.is_empty() || !o.diff.is_empty() {
+        s.push_str("\nChanges:\n");
+        for c in &o.changes {
+            s.push_str(&format!("  - {c}\n"));
+        }
         s.push('\n');
+        s.push_str(&if colour {
+            colour_diff(&o.diff)
+        } else {
+            o.diff.clone()
+        });
+        if !o.diff.ends_with('\n') {
+            s.push('\n');
+        }
     }
     s.push_str("\nPlan:\n");
     for (i, p) in o.plan.iter().enumerate() {

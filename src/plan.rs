@@ -33,6 +33,10 @@ pub struct StepRecord {
     pub output: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+    /// How many times it was started (more than once: an attempt was
+    /// interrupted, and what it did may have happened).
+    #[serde(default)]
+    pub attempts: u32,
 }
 
 /// What a run needs to go on, and how far it got.
@@ -51,6 +55,15 @@ pub struct Journal {
 }
 
 impl Journal {
+    /// How many times step `name` was started (this run included).
+    pub fn attempts(&self, name: &str) -> u32 {
+        self.data
+            .steps
+            .iter()
+            .find(|s| s.name == name)
+            .map_or(0, |s| s.attempts)
+    }
+
     pub fn path_in(git_dir: &Path) -> PathBuf {
         git_dir.join("drgit/journal.json")
     }
@@ -255,6 +268,7 @@ pub fn drive<E>(
                 status: Status::Pending,
                 output: Value::Null,
                 finished_at: None,
+                attempts: 0,
             })
             .collect();
         journal.save()?;
@@ -292,6 +306,9 @@ fn set_status(
         if status == Status::Done {
             rec.finished_at = Some(jiff::Timestamp::now().to_string());
             rec.output = output;
+        }
+        if status == Status::Running {
+            rec.attempts += 1;
         }
         rec.status = status;
     }
@@ -370,6 +387,7 @@ mod tests {
             status: Status::Pending,
             output: Value::Null,
             finished_at: None,
+            attempts: 0,
         }];
         j
     }

@@ -6,6 +6,7 @@
 //! modification time as its LastModified, like S3 does.
 
 pub mod barman;
+pub mod bbolt;
 pub mod download;
 pub mod kinds;
 pub mod local;

@@ -70,6 +70,28 @@ fn check_meta(page: u8, m: &[u8]) -> Result<u32, Corrupt> {
     Ok(u32_at(24))
 }
 
+/// Verifies a copy of etcd's data dir database (`member/snap/db`): no hash
+/// trailer, only the bbolt meta pages.
+pub fn etcd_db_file(path: &Path) -> Result<(), Corrupt> {
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let size = f.metadata().map_err(io)?.len();
+    let mut first = vec![0u8; 80];
+    f.read_exact(&mut first)
+        .map_err(|_| Corrupt::EtcdSize { size })?;
+    let page_size = check_meta(0, &first)?;
+    if !(512..=1 << 20).contains(&page_size) || size % page_size as u64 != 0 {
+        return Err(Corrupt::EtcdMeta {
+            page: 0,
+            detail: format!("page size {page_size} for a file of {size} bytes"),
+        });
+    }
+    let mut second = vec![0u8; 80];
+    f.seek(SeekFrom::Start(page_size as u64)).map_err(io)?;
+    f.read_exact(&mut second).map_err(io)?;
+    check_meta(1, &second)?;
+    Ok(())
+}
+
 /// Verifies an etcd snapshot file.
 pub fn etcd_snapshot(path: &Path) -> Result<(), Corrupt> {
     let mut f = std::fs::File::open(path).map_err(io)?;

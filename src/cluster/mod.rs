@@ -7,6 +7,7 @@
 
 pub mod argocd;
 pub mod cnpg;
+pub mod talos;
 pub mod workload;
 
 pub use argocd::AppState;

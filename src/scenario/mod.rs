@@ -5,6 +5,7 @@
 //! returns an [`Outcome`] that `output` renders for people or as JSON.
 
 pub mod delivery;
+pub mod etcd_recover;
 pub mod kanidm_recert;
 pub mod kanidm_restore;
 pub mod pg_recover;
@@ -30,6 +31,7 @@ const PLANS: &[(&str, Resume)] = &[
     (pg_wait::SCENARIO, pg_wait::resume),
     (kanidm_recert::SCENARIO, kanidm_recert::resume),
     (kanidm_restore::SCENARIO, kanidm_restore::resume),
+    (etcd_recover::SCENARIO, etcd_recover::resume),
 ];
 
 /// `drgit resume`: the interrupted plan, whichever scenario it belongs to,
@@ -281,6 +283,7 @@ pub enum Detail {
     PgRevert(PgRevertDetail),
     KanidmRecert(kanidm_recert::KanidmRecertDetail),
     KanidmRestore(kanidm_restore::KanidmRestoreDetail),
+    EtcdRecover(etcd_recover::EtcdRecoverDetail),
 }
 
 impl Detail {
@@ -291,6 +294,7 @@ impl Detail {
             Detail::PgRevert(d) => format!("Cluster `{}`", d.cluster),
             Detail::KanidmRecert(d) => format!("pod `{}`", d.pod),
             Detail::KanidmRestore(d) => format!("StatefulSet `{}`", d.statefulset),
+            Detail::EtcdRecover(d) => format!("etcd of {}", d.control_plane.join(", ")),
         }
     }
 }

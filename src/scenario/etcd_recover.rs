@@ -1,0 +1,689 @@
+//! `drgit etcd-recover`: the runbook's etcd procedure on Talos, guarded.
+//! It wipes every control-plane node, so it runs only when the cluster
+//! really is lost, from a snapshot known to be good, in the right order.
+//!
+//! 1. The snapshot: from the store (verified download; `latest` skips a
+//!    newest copy that fails verification) or a local file (verified the
+//!    same way); its age and newest revision go in the plan.
+//! 2. Really lost? Every control plane's Talos API answers, no etcd member
+//!    runs healthy, and `etcd members` fails on each (no quorum). Else
+//!    refuse: member replacement is the way, not a reset.
+//! 3. The plan: every talosctl command, in order. The reset is confirmed.
+//! 4. Reset every control plane; wait until each answers with etcd
+//!    `Preparing`; bootstrap the first from the snapshot; wait until every
+//!    control plane is a member; `talosctl health`. Journaled: an
+//!    interrupted run never resets twice nor bootstraps twice.
+//!
+//! Git changes nothing here: Argo CD re-syncs from Git once the API
+//! server is back.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::delivery::{MAX_POLL, ms, value};
+use super::{Context, Detail, Outcome};
+use crate::backup::bbolt::{self, Stats};
+use crate::backup::download::{self, DownloadError, Kind};
+use crate::backup::{kinds, verify};
+use crate::cluster::talos::{self, Talosctl};
+use crate::error::Error;
+use crate::gitops::WorkRepo;
+use crate::plan::{self, Journal, JournalData, Poll, Step};
+
+#[derive(Debug, Clone)]
+pub struct Args {
+    /// `latest`, a snapshot's name in the store, or a local file.
+    pub snapshot: String,
+    /// The file is a copy of etcd's data dir (no hash trailer): bootstrap
+    /// with `--recover-skip-hash-check`. Never for a snapshot.
+    pub data_dir_copy: bool,
+    pub dry_run: bool,
+    pub yes: bool,
+}
+
+/// The snapshot the recovery starts from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Its key in the store, or the local file given.
+    pub source: String,
+    /// The verified local file talosctl uploads.
+    pub local: PathBuf,
+    pub size: u64,
+    /// When it was taken (from its name, else the store's LastModified),
+    /// RFC 3339; None for a local file.
+    pub taken: Option<String>,
+    pub stats: Option<Stats>,
+    pub data_dir_copy: bool,
+    /// Newer copies that failed verification and were skipped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EtcdRecoverDetail {
+    pub snapshot: Snapshot,
+    pub control_plane: Vec<String>,
+    pub workers: Vec<String>,
+    /// What each control plane's etcd showed when checked.
+    pub checked: Vec<String>,
+}
+
+/// What the plan needs; kept in the journal for `drgit resume`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Params {
+    pub snapshot: Snapshot,
+    pub control_plane: Vec<String>,
+    pub workers: Vec<String>,
+}
+
+fn talosctl(ctx: &Context) -> Talosctl {
+    let t = &ctx.config.talos;
+    Talosctl {
+        bin: t.talosctl.clone(),
+        talosconfig: t.talosconfig.clone(),
+        context: t.context.clone(),
+    }
+}
+
+/// Verifies a local file as a snapshot (or, said so, a data dir copy).
+fn verify_local(path: &Path, data_dir_copy: bool) -> Result<(), verify::Corrupt> {
+    if data_dir_copy {
+        verify::etcd_db_file(path)
+    } else {
+        verify::etcd_snapshot(path)
+    }
+}
+
+/// Step 1: the snapshot, verified.
+fn snapshot(ctx: &Context, args: &Args, dir: &Path) -> Result<Snapshot, Error> {
+    let local = Path::new(&args.snapshot);
+    if local.is_file() {
+        verify_local(local, args.data_dir_copy).map_err(|source| Error::Snapshot {
+            file: args.snapshot.clone(),
+            hint: if args.data_dir_copy {
+                "it is not a bbolt database as etcd keeps in its data dir"
+            } else {
+                "a snapshot from `talosctl etcd snapshot` ends with its SHA-256; a copy of the data dir has none: then say so with --recover-skip-hash-check"
+            },
+            source,
+        })?;
+        let size = std::fs::metadata(local).map(|m| m.len()).unwrap_or(0);
+        return Ok(Snapshot {
+            source: args.snapshot.clone(),
+            local: local.to_path_buf(),
+            size,
+            taken: None,
+            stats: bbolt::stats(local).ok(),
+            data_dir_copy: args.data_dir_copy,
+            skipped: Vec::new(),
+        });
+    }
+    if args.data_dir_copy {
+        return Err(Error::NotDone {
+            step: "snapshot".into(),
+            detail: format!(
+                "--recover-skip-hash-check is for a copy of etcd's data dir given as a local file; `{}` is not a file here, and snapshots in the store carry their hash",
+                args.snapshot
+            ),
+        });
+    }
+    let prefix = &ctx.config.talos.etcd_prefix;
+    let store = ctx.open_store()?;
+    let candidates = if args.snapshot == "latest" {
+        let mut all = kinds::etcd_snapshots(store.as_ref(), prefix)?;
+        all.reverse();
+        all
+    } else {
+        vec![kinds::find(
+            store.as_ref(),
+            Kind::Etcd,
+            prefix,
+            &args.snapshot,
+        )?]
+    };
+    std::fs::create_dir_all(dir).map_err(|source| Error::ReadFile {
+        file: dir.display().to_string(),
+        source,
+    })?;
+    let mut skipped = Vec::new();
+    for item in candidates {
+        let name = item
+            .key
+            .rsplit('/')
+            .next()
+            .unwrap_or("snapshot.db")
+            .to_string();
+        let dest = dir.join(&name);
+        match download::download(
+            store.as_ref(),
+            &item.key,
+            &dest,
+            Kind::Etcd,
+            &download::Options::default(),
+        ) {
+            Ok(done) => {
+                return Ok(Snapshot {
+                    source: item.key.clone(),
+                    stats: bbolt::stats(&dest).ok(),
+                    local: dest,
+                    size: done.size,
+                    taken: Some(format!(
+                        "{} ({} ago)",
+                        crate::timearg::Second(item.time),
+                        crate::health::human_age(ctx.now.duration_since(item.time))
+                    )),
+                    data_dir_copy: false,
+                    skipped,
+                });
+            }
+            Err(e @ DownloadError::Corrupt { .. }) if args.snapshot == "latest" => {
+                tracing::warn!(%e, "skipping a snapshot that fails verification");
+                skipped.push(e.to_string());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::NotDone {
+        step: "snapshot".into(),
+        detail: format!(
+            "no etcd snapshot under `{prefix}` in {} passes verification{}",
+            store.describe(),
+            if skipped.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", skipped.join("; "))
+            }
+        ),
+    })
+}
+
+/// Step 2: refuses unless etcd is lost on every control plane, each of
+/// which answers. Returns what each showed.
+fn really_lost(talos: &Talosctl, cps: &[String]) -> Result<Vec<String>, Error> {
+    let out = talos.run(cps, &["service", "etcd"])?;
+    let down = talos::unreachable(&out.stderr);
+    if !down.is_empty() {
+        return Err(Error::RefuseReset {
+            reason: format!(
+                "the Talos API of {} does not answer, so it cannot be reset (and its etcd may still run); bring it up or remove it from `[talos] control_plane`. talosctl said: {}",
+                down.join(", "),
+                out.tail(3)
+            ),
+        });
+    }
+    let states = talos::parse_service(&out.stdout);
+    if let Some(missing) = cps.iter().find(|n| !states.iter().any(|s| &s.node == *n)) {
+        return Err(Error::RefuseReset {
+            reason: format!(
+                "`talosctl service etcd` showed nothing for {missing}: {}",
+                out.tail(3)
+            ),
+        });
+    }
+    if let Some(h) = states.iter().find(|s| s.healthy()) {
+        return Err(Error::RefuseReset {
+            reason: format!(
+                "etcd on {} is Running with HEALTH OK: the cluster is not lost. Replace broken members with `talosctl etcd remove-member` / `talosctl reset` of that node alone instead",
+                h.node
+            ),
+        });
+    }
+    for node in cps {
+        let m = talos.run(std::slice::from_ref(node), &["etcd", "members"])?;
+        if m.success {
+            return Err(Error::RefuseReset {
+                reason: format!(
+                    "`talosctl -n {node} etcd members` answers: etcd still has quorum ({} member(s)). Use `talosctl etcd` member replacement instead",
+                    talos::member_hosts(&m.stdout).len()
+                ),
+            });
+        }
+    }
+    Ok(states
+        .iter()
+        .map(|s| {
+            format!(
+                "{}: etcd {} (health {}){}",
+                s.node,
+                s.state,
+                s.health,
+                s.events
+                    .first()
+                    .map(|e| format!(", last event {e}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect())
+}
+
+/// The commands and waits, in order (the plan and the steps' texts).
+fn describe(step: &str, ctx: &Context, p: &Params) -> String {
+    let t = talosctl(ctx);
+    let first = std::slice::from_ref(&p.control_plane[0]);
+    let recover = format!("--recover-from={}", p.snapshot.local.display());
+    match step {
+        "reset" => format!(
+            "Wipe etcd on every control plane and reboot (confirmed: type {}): `{}`",
+            ctx.config
+                .talos
+                .cluster_name
+                .as_deref()
+                .map_or("`reset`".to_string(), |n| format!(
+                    "the cluster's name `{n}`"
+                )),
+            t.command_line(
+                &p.control_plane,
+                &[
+                    "reset",
+                    "--graceful=false",
+                    "--reboot",
+                    "--system-labels-to-wipe=EPHEMERAL"
+                ]
+            )
+        ),
+        "rebooted" => format!(
+            "Wait until {} answer again and `service etcd` shows `Preparing` (waiting for the bootstrap)",
+            p.control_plane.join(", ")
+        ),
+        "bootstrap" => {
+            let mut args = vec!["bootstrap", recover.as_str()];
+            if p.snapshot.data_dir_copy {
+                args.push("--recover-skip-hash-check");
+            }
+            format!(
+                "Start etcd on {} from {}: `{}`",
+                first[0],
+                p.snapshot.source,
+                t.command_line(first, &args)
+            )
+        }
+        "joined" => format!(
+            "Wait until `{}` lists every control plane ({})",
+            t.command_line(first, &["etcd", "members"]),
+            p.control_plane.join(", ")
+        ),
+        "health" => format!(
+            "Check the cluster: `{}`",
+            t.command_line(
+                first,
+                &health_args(p)
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+            )
+        ),
+        other => other.to_string(),
+    }
+}
+
+fn health_args(p: &Params) -> Vec<String> {
+    vec![
+        "health".into(),
+        "--control-plane-nodes".into(),
+        p.control_plane.join(","),
+        "--worker-nodes".into(),
+        p.workers.join(","),
+    ]
+}
+
+const STEPS: &[&str] = &["reset", "rebooted", "bootstrap", "joined", "health"];
+
+pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
+    let t = &ctx.config.talos;
+    if t.control_plane.is_empty() {
+        return Err(Error::NotDone {
+            step: "etcd-recover".into(),
+            detail: "`[talos] control_plane` lists no node".into(),
+        });
+    }
+    let repo = if args.dry_run {
+        None
+    } else {
+        let repo = WorkRepo::open(&ctx.repo_dir)?;
+        plan::Journal::refuse_if_running(&repo.git_dir())?;
+        Some(repo)
+    };
+    // Step 1: the snapshot, before anything touches a node.
+    let scratch;
+    let dir = match &repo {
+        Some(r) => r.git_dir().join("drgit/etcd-recover"),
+        None => {
+            scratch = tempfile::tempdir().map_err(|source| Error::ReadFile {
+                file: "a temporary directory".into(),
+                source,
+            })?;
+            scratch.path().to_path_buf()
+        }
+    };
+    let mut snapshot = snapshot(ctx, args, &dir)?;
+    if repo.is_none() && snapshot.local.starts_with(&dir) {
+        // Where a real run keeps it (the dry run's copy is temporary).
+        snapshot.local = PathBuf::from(".git/drgit/etcd-recover")
+            .join(snapshot.local.file_name().unwrap_or_default());
+    }
+    let params = Params {
+        snapshot,
+        control_plane: t.control_plane.clone(),
+        workers: t.workers.clone(),
+    };
+    // Step 2: read-only; in a dry run without talosctl, said so.
+    let talos = talosctl(ctx);
+    let checked = match really_lost(&talos, &params.control_plane) {
+        Ok(lines) => lines,
+        Err(Error::Talos(e)) if args.dry_run => vec![format!("not checked: {e}")],
+        Err(e) => return Err(e),
+    };
+    let mut plan_lines: Vec<String> = STEPS.iter().map(|s| describe(s, ctx, &params)).collect();
+    plan_lines.push(
+        "Then Argo CD re-syncs every Application from Git as the API server comes back (pods restart); check that the Applications report Synced and Healthy, and that workloads with local state (CNPG, Kanidm) are Ready".into(),
+    );
+    let mut outcome = Outcome {
+        scenario: "etcd-recover",
+        manifest: params.snapshot.source.clone(),
+        dry_run: args.dry_run,
+        changes: Vec::new(),
+        diff: String::new(),
+        plan: plan_lines,
+        branch: None,
+        commit: None,
+        published: None,
+        wait: None,
+        detail: Detail::EtcdRecover(EtcdRecoverDetail {
+            snapshot: params.snapshot.clone(),
+            control_plane: params.control_plane.clone(),
+            workers: params.workers.clone(),
+            checked,
+        }),
+    };
+    let Some(repo) = repo else {
+        return Ok(outcome);
+    };
+    let journal = Journal::create(
+        &repo.git_dir(),
+        JournalData {
+            scenario: SCENARIO.into(),
+            started_at: jiff::Timestamp::now().to_string(),
+            params: value(&params),
+            steps: Vec::new(),
+        },
+    )?;
+    outcome.wait = Some(drive(ctx, journal, args.yes)?);
+    Ok(outcome)
+}
+
+struct Env<'a> {
+    ctx: &'a Context,
+    talos: Talosctl,
+    params: Params,
+}
+
+impl Env<'_> {
+    fn first(&self) -> &[String] {
+        std::slice::from_ref(&self.params.control_plane[0])
+    }
+
+    fn failed(&self, step: &str, out: &talos::TalosOutput) -> Error {
+        Error::NotDone {
+            step: step.into(),
+            detail: format!("talosctl failed: {}", out.tail(6)),
+        }
+    }
+
+    /// Polls until `ready` says so, naming the last output on timeout.
+    fn wait_for<T>(
+        &self,
+        step: &str,
+        timeout: u64,
+        stop: &AtomicBool,
+        mut look: impl FnMut() -> Result<Poll<T>, Error>,
+    ) -> Result<T, Error> {
+        let t = &self.ctx.config.talos;
+        let polled = plan::poll_until(
+            step,
+            Duration::from_secs(timeout),
+            (ms(t.poll_ms), MAX_POLL),
+            stop,
+            |_| look(),
+        )?;
+        polled.map_err(|t| Error::NotDone {
+            step: step.into(),
+            detail: format!(
+                "not done after {:?}; last seen: {}. Check the nodes (`talosctl dmesg`, `talosctl service etcd`), then `drgit resume`",
+                t.waited, t.last
+            ),
+        })
+    }
+}
+
+struct Reset;
+impl<'a> Step<Env<'a>> for Reset {
+    fn name(&self) -> &'static str {
+        "reset"
+    }
+    fn describe(&self, e: &Env<'a>) -> String {
+        describe(self.name(), e.ctx, &e.params)
+    }
+    fn destructive(&self) -> bool {
+        true
+    }
+    fn confirm(&self, _: &Env<'a>, j: &Journal) -> bool {
+        j.attempts(self.name()) == 0
+    }
+    fn check(&self, e: &Env<'a>, j: &Journal) -> Result<(), Error> {
+        // After an interrupted attempt the nodes may be rebooting: the
+        // reset is not repeated (below), so there is nothing to check.
+        if j.attempts(self.name()) > 0 {
+            return Ok(());
+        }
+        really_lost(&e.talos, &e.params.control_plane).map(|_| ())
+    }
+    fn run(&self, e: &Env<'a>, j: &Journal, _: &AtomicBool) -> Result<Value, Error> {
+        if j.attempts(self.name()) > 1 {
+            return Ok(value(serde_json::json!({
+                "reset": false,
+                "note": "an interrupted attempt started the reset: it is not repeated"
+            })));
+        }
+        let out = e.talos.run(
+            &e.params.control_plane,
+            &[
+                "reset",
+                "--graceful=false",
+                "--reboot",
+                "--system-labels-to-wipe=EPHEMERAL",
+            ],
+        )?;
+        if !out.success {
+            return Err(e.failed(self.name(), &out));
+        }
+        Ok(value(serde_json::json!({"reset": true})))
+    }
+}
+
+struct Rebooted;
+impl<'a> Step<Env<'a>> for Rebooted {
+    fn name(&self) -> &'static str {
+        "rebooted"
+    }
+    fn describe(&self, e: &Env<'a>) -> String {
+        describe(self.name(), e.ctx, &e.params)
+    }
+    fn run(&self, e: &Env<'a>, _: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
+        let cps = &e.params.control_plane;
+        e.wait_for(
+            self.name(),
+            e.ctx.config.talos.reboot_timeout_secs,
+            stop,
+            || {
+                let out = e.talos.run(cps, &["service", "etcd"])?;
+                let down = talos::unreachable(&out.stderr);
+                let states = talos::parse_service(&out.stdout);
+                let waiting: Vec<String> = cps
+                    .iter()
+                    .filter(|n| !states.iter().any(|s| &s.node == *n && s.preparing()))
+                    .map(|n| {
+                        if down.contains(n) {
+                            format!("{n}: not answering")
+                        } else {
+                            let st = states.iter().find(|s| &s.node == n);
+                            format!("{n}: etcd {}", st.map_or("?", |s| s.state.as_str()))
+                        }
+                    })
+                    .collect();
+                Ok(if waiting.is_empty() {
+                    Poll::Ready(())
+                } else {
+                    Poll::Waiting(waiting.join(", "))
+                })
+            },
+        )?;
+        Ok(value(serde_json::json!({"preparing": cps})))
+    }
+}
+
+struct Bootstrap;
+impl<'a> Step<Env<'a>> for Bootstrap {
+    fn name(&self) -> &'static str {
+        "bootstrap"
+    }
+    fn describe(&self, e: &Env<'a>) -> String {
+        describe(self.name(), e.ctx, &e.params)
+    }
+    fn run(&self, e: &Env<'a>, j: &Journal, _: &AtomicBool) -> Result<Value, Error> {
+        let again = j.attempts(self.name()) > 1;
+        // After an interrupted attempt: a first node with etcd running was
+        // bootstrapped by it; the command is not sent again.
+        if again {
+            let out = e.talos.run(e.first(), &["service", "etcd"])?;
+            if talos::parse_service(&out.stdout)
+                .iter()
+                .any(|s| s.state == "Running")
+            {
+                return Ok(value(serde_json::json!({
+                    "bootstrapped": e.first()[0],
+                    "note": "the interrupted attempt bootstrapped it: not sent again"
+                })));
+            }
+        }
+        let recover = format!("--recover-from={}", e.params.snapshot.local.display());
+        let mut args = vec!["bootstrap", recover.as_str()];
+        if e.params.snapshot.data_dir_copy {
+            args.push("--recover-skip-hash-check");
+        }
+        let out = e.talos.run(e.first(), &args)?;
+        if out.success {
+            return Ok(value(serde_json::json!({"bootstrapped": e.first()[0]})));
+        }
+        // Talos refuses a second bootstrap (AlreadyExists): after an
+        // interrupted attempt, that one took.
+        if again && out.stderr.contains("code = AlreadyExists") {
+            return Ok(value(serde_json::json!({
+                "bootstrapped": e.first()[0],
+                "note": "the interrupted attempt bootstrapped it; Talos refused a second one"
+            })));
+        }
+        Err(e.failed(self.name(), &out))
+    }
+}
+
+struct Joined;
+impl<'a> Step<Env<'a>> for Joined {
+    fn name(&self) -> &'static str {
+        "joined"
+    }
+    fn describe(&self, e: &Env<'a>) -> String {
+        describe(self.name(), e.ctx, &e.params)
+    }
+    fn run(&self, e: &Env<'a>, _: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
+        let cps = &e.params.control_plane;
+        let members = e.wait_for(
+            self.name(),
+            e.ctx.config.talos.join_timeout_secs,
+            stop,
+            || {
+                let out = e.talos.run(e.first(), &["etcd", "members"])?;
+                if !out.success {
+                    return Ok(Poll::Waiting(format!("etcd members: {}", out.tail(1))));
+                }
+                let hosts = talos::member_hosts(&out.stdout);
+                let missing: Vec<&String> = cps.iter().filter(|c| !hosts.contains(c)).collect();
+                Ok(if missing.is_empty() {
+                    Poll::Ready(hosts)
+                } else {
+                    Poll::Waiting(format!(
+                        "members {}; not yet: {}",
+                        hosts.join(", "),
+                        missing
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })
+            },
+        )?;
+        Ok(value(serde_json::json!({"members": members})))
+    }
+}
+
+struct Health;
+impl<'a> Step<Env<'a>> for Health {
+    fn name(&self) -> &'static str {
+        "health"
+    }
+    fn describe(&self, e: &Env<'a>) -> String {
+        describe(self.name(), e.ctx, &e.params)
+    }
+    fn run(&self, e: &Env<'a>, _: &Journal, _: &AtomicBool) -> Result<Value, Error> {
+        let args = health_args(&e.params);
+        let out = e.talos.run(
+            e.first(),
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )?;
+        if !out.success {
+            return Err(e.failed(self.name(), &out));
+        }
+        Ok(value(
+            serde_json::json!({"healthy": true, "report": out.tail(10)}),
+        ))
+    }
+}
+
+/// The journal's scenario name: `drgit resume` finds this plan by it.
+pub const SCENARIO: &str = "etcd-recover";
+
+/// Goes on with a journaled run (`drgit resume`).
+pub fn resume(ctx: &Context, journal: Journal, yes: bool) -> Result<Value, Error> {
+    drive(ctx, journal, yes)
+}
+
+fn drive(ctx: &Context, journal: Journal, yes: bool) -> Result<Value, Error> {
+    let params: Params =
+        serde_json::from_value(journal.data.params.clone()).map_err(|e| Error::StateFile {
+            path: "journal (params)".into(),
+            source: Box::new(e),
+        })?;
+    let confirmation = match &ctx.config.talos.cluster_name {
+        Some(name) => plan::Confirmation {
+            yes,
+            word: name.clone(),
+            what: "the cluster's name".into(),
+        },
+        None => plan::Confirmation {
+            yes,
+            word: "reset".into(),
+            what: "the word".into(),
+        },
+    };
+    let env = Env {
+        ctx,
+        talos: talosctl(ctx),
+        params,
+    };
+    let steps: Vec<&dyn Step<Env>> = vec![&Reset, &Rebooted, &Bootstrap, &Joined, &Health];
+    plan::drive(&env, &steps, journal, &confirmation)
+}
