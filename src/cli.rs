@@ -304,6 +304,7 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
                 data_dir_copy: *recover_skip_hash_check,
                 dry_run: *dry_run,
                 yes: cli.yes,
+                show_plan: (!cli.quiet).then_some(show_plan as fn(&scenario::Outcome)),
             };
             let outcome = scenario::etcd_recover::run(&ctx, &args)?;
             crate::output::print(&outcome, cli.json).map_err(Error::Output)

@@ -222,6 +222,9 @@ pub struct Talos {
     /// After the bootstrap: how long the other control planes may take to join.
     pub join_timeout_secs: u64,
     pub poll_ms: u64,
+    /// etcd-recover: the second look at etcd, this long after the first,
+    /// before it is taken for lost.
+    pub settle_secs: u64,
 }
 
 impl Default for Talos {
@@ -245,6 +248,7 @@ impl Default for Talos {
             reboot_timeout_secs: 900,
             join_timeout_secs: 900,
             poll_ms: 5000,
+            settle_secs: 30,
         }
     }
 }

@@ -36,7 +36,7 @@ fn world() -> World {
     )
     .unwrap();
     f.config(&format!(
-        "[talos]\ntalosctl = \"{}\"\npoll_ms = 10\nreboot_timeout_secs = 2\njoin_timeout_secs = 2\n",
+        "[talos]\ntalosctl = \"{}\"\npoll_ms = 10\nreboot_timeout_secs = 2\njoin_timeout_secs = 2\nsettle_secs = 0\n",
         common::project()
             .join("tests/support/talosctl-standin.py")
             .display()
@@ -102,7 +102,8 @@ fn steps(journal: &Value) -> Vec<String> {
         .collect()
 }
 
-const ALL_DONE: [&str; 5] = [
+const ALL_DONE: [&str; 6] = [
+    "boot-ids done",
     "reset done",
     "rebooted done",
     "bootstrap done",
@@ -184,16 +185,56 @@ fn the_recovery_runs_in_order_from_the_verified_snapshot() {
         "--worker-nodes".into(),
         "192.168.0.200,192.168.0.201,192.168.0.202".into(),
     ]));
-    // Nothing changed before the nodes were checked: the first commands read.
-    let first_change = argvs
+    // The exact sequence, reads of boot ids and repeated polls folded: the
+    // checks before the prompt and again after it, then each command and
+    // its wait.
+    let mut seq: Vec<String> = Vec::new();
+    for a in argvs.iter().filter(|a| !a.contains(&"read".to_string())) {
+        let at = a.iter().position(|x| x == "-n").unwrap();
+        let verb = a[at + 2..]
+            .iter()
+            .take_while(|x| !x.starts_with("--"))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let line = format!("{verb} @{}", a[at + 1]);
+        if seq.last() != Some(&line) {
+            seq.push(line);
+        }
+    }
+    let all = CP.join(",");
+    let check = [
+        format!("service etcd @{all}"),
+        "etcd members @192.168.0.230".into(),
+        "etcd members @192.168.0.231".into(),
+        "etcd members @192.168.0.232".into(),
+    ];
+    // The plan's check, then right before the prompt and again after it.
+    let mut expected: Vec<String> = check.iter().cycle().take(12).cloned().collect();
+    expected.extend([
+        format!("reset @{all}"),
+        format!("service etcd @{all}"),
+        "bootstrap @192.168.0.230".into(),
+        "etcd members @192.168.0.230".into(),
+        "health @192.168.0.230".into(),
+    ]);
+    assert_eq!(seq, expected);
+    // The boot ids were noted before the reset and read again after it.
+    let reset_at = argvs
         .iter()
         .position(|a| a.contains(&"reset".to_string()))
         .unwrap();
-    assert!(
-        argvs[..first_change]
-            .iter()
-            .any(|a| a.ends_with(&["etcd".into(), "members".into()]))
-    );
+    for node in CP {
+        let reads = |r: &[Vec<String>]| {
+            r.iter()
+                .filter(|a| a.contains(&"read".to_string()) && a.contains(&node.to_string()))
+                .count()
+        };
+        assert!(
+            reads(&argvs[..reset_at]) >= 1 && reads(&argvs[reset_at..]) >= 1,
+            "{node}"
+        );
+    }
 }
 
 #[test]
@@ -318,16 +359,28 @@ fn a_data_dir_copy_needs_the_flag_and_gets_it_passed() {
 #[test]
 fn an_interrupted_reset_is_never_repeated() {
     let w = world();
-    // The reset takes effect, then the reboot drops the connection.
-    w.set(|v| v["reset_drops"] = json!(true));
+    // The reset takes effect and the reboot drops the connection (talosctl
+    // fails): drgit goes on and judges by the boot ids.
+    w.set(|v| {
+        v["reset_drops"] = json!(true);
+        v["stuck_rebooting"] = json!(true);
+    });
     let r = w.run(&["--yes", "etcd-recover"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
-    let status = w.run(&["--json", "status"]).ok().json();
-    assert_eq!(steps(&status)[0], "reset running");
-    // Resumed: the nodes are rebooting (not answering): no check, no
-    // second reset, no second prompt.
+    assert!(r.stderr.contains("step `rebooted`"), "{}", r.stderr);
+    // As if drgit had been killed right after sending the reset: the
+    // journal says the step started and did not finish.
+    let path = w.f.repo().join(".git/drgit/journal.json");
+    let mut j: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    j["steps"][1]["status"] = json!("running");
+    j["steps"][1]["output"] = Value::Null;
+    std::fs::write(&path, j.to_string()).unwrap();
+    w.set(|v| v["stuck_rebooting"] = json!(false));
+    // Resumed: the nodes rebooted (new boot ids, or not answering yet):
+    // none is reset again, nothing is asked.
     let r = w.run(&["--json", "resume"]).ok().json();
     assert_eq!(steps(&r), ALL_DONE);
+    assert_eq!(r["steps"][1]["output"]["reset"], json!([]), "{r}");
     assert_eq!(
         w.changing()
             .iter()
@@ -434,4 +487,75 @@ fn the_dry_run_report_without_talosctl() {
     let f = Fixture::new();
     let run = f.drgit(&["etcd-recover", "--dry-run"]);
     insta::assert_snapshot!(run.screen(&f));
+}
+
+#[test]
+fn a_reset_refused_on_one_node_resumes_with_that_node_only() {
+    let w = world();
+    w.set(|v| v["reset_denied"] = json!(["192.168.0.232"]));
+    let r = w.run(&["--yes", "etcd-recover"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("PermissionDenied"), "{}", r.stderr);
+    w.set(|v| v["reset_denied"] = json!([]));
+    let r = w.run(&["--yes", "--json", "resume"]).ok().json();
+    assert_eq!(steps(&r), ALL_DONE);
+    assert_eq!(
+        w.changing(),
+        [
+            "reset @192.168.0.230,192.168.0.231,192.168.0.232",
+            "reset @192.168.0.232",
+            "bootstrap @192.168.0.230",
+            "health @192.168.0.230",
+        ]
+    );
+}
+
+#[test]
+fn members_with_quorum_refuse_the_reset_even_when_none_is_healthy() {
+    let w = world();
+    w.set(|v| {
+        for n in ["192.168.0.230", "192.168.0.231"] {
+            v["nodes"][n] = json!({"reachable": true, "etcd": "running-fail", "member": true});
+        }
+    });
+    let r = w.run(&["--yes", "etcd-recover"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("etcd members` answers: etcd still has quorum (2 member(s))"),
+        "{}",
+        r.stderr
+    );
+    assert!(w.changing().is_empty());
+}
+
+#[test]
+fn a_snapshot_changed_before_the_bootstrap_stops_it() {
+    let w = world();
+    w.set(|v| v["stuck_rebooting"] = json!(true));
+    let r = w.run(&["--yes", "etcd-recover"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let local =
+        w.f.repo()
+            .join(".git/drgit/etcd-recover/20261126T030246Z.db");
+    let mut bytes = std::fs::read(&local).unwrap();
+    bytes[4000] ^= 1;
+    std::fs::write(&local, bytes).unwrap();
+    w.set(|v| v["stuck_rebooting"] = json!(false));
+    let r = w.run(&["--yes", "resume"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("changed since it was verified")
+            && r.stderr
+                .contains("drgit backups download etcd 20261126T030246Z.db -o"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        w.changing()
+            .iter()
+            .filter(|c| c.starts_with("bootstrap"))
+            .count(),
+        0
+    );
 }

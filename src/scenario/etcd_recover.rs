@@ -43,6 +43,8 @@ pub struct Args {
     pub data_dir_copy: bool,
     pub dry_run: bool,
     pub yes: bool,
+    /// Shows the plan before anything happens (the CLI prints it).
+    pub show_plan: Option<fn(&Outcome)>,
 }
 
 /// The snapshot the recovery starts from.
@@ -53,8 +55,10 @@ pub struct Snapshot {
     /// The verified local file talosctl uploads.
     pub local: PathBuf,
     pub size: u64,
-    /// When it was taken (from its name, else the store's LastModified),
-    /// RFC 3339; None for a local file.
+    /// SHA-256 of the local file, checked again right before the bootstrap.
+    pub sha256: String,
+    /// When it was taken (from its name, else the store's LastModified; a
+    /// local file's modification time), with its age.
     pub taken: Option<String>,
     pub stats: Option<Stats>,
     pub data_dir_copy: bool,
@@ -107,17 +111,42 @@ fn snapshot(ctx: &Context, args: &Args, dir: &Path) -> Result<Snapshot, Error> {
             hint: if args.data_dir_copy {
                 "it is not a bbolt database as etcd keeps in its data dir"
             } else {
-                "a snapshot from `talosctl etcd snapshot` ends with its SHA-256; a copy of the data dir has none: then say so with --recover-skip-hash-check"
+                "pick another snapshot (one from `talosctl etcd snapshot` ends with its SHA-256; only a copy of the data dir has none, and only for one say so with --recover-skip-hash-check)"
             },
             source,
         })?;
-        let size = std::fs::metadata(local).map(|m| m.len()).unwrap_or(0);
+        let meta = std::fs::metadata(local).map_err(|source| Error::ReadFile {
+            file: args.snapshot.clone(),
+            source,
+        })?;
+        let taken = meta
+            .modified()
+            .ok()
+            .and_then(|m| jiff::Timestamp::try_from(m).ok())
+            .map(|t| describe_time(ctx, t));
+        // A copy of its own: the file given may move or change while the
+        // nodes reboot, and a resume may run from another directory.
+        std::fs::create_dir_all(dir).map_err(|source| Error::ReadFile {
+            file: dir.display().to_string(),
+            source,
+        })?;
+        let copy = dir.join(local.file_name().unwrap_or_default());
+        std::fs::copy(local, &copy).map_err(|source| Error::ReadFile {
+            file: copy.display().to_string(),
+            source,
+        })?;
+        verify_local(&copy, args.data_dir_copy).map_err(|source| Error::Snapshot {
+            file: copy.display().to_string(),
+            hint: "the copy differs from the file given: copy it again",
+            source,
+        })?;
         return Ok(Snapshot {
             source: args.snapshot.clone(),
-            local: local.to_path_buf(),
-            size,
-            taken: None,
-            stats: bbolt::stats(local).ok(),
+            sha256: sha256_file(&copy)?,
+            stats: bbolt::stats(&copy).ok(),
+            local: copy,
+            size: meta.len(),
+            taken,
             data_dir_copy: args.data_dir_copy,
             skipped: Vec::new(),
         });
@@ -169,13 +198,10 @@ fn snapshot(ctx: &Context, args: &Args, dir: &Path) -> Result<Snapshot, Error> {
                 return Ok(Snapshot {
                     source: item.key.clone(),
                     stats: bbolt::stats(&dest).ok(),
+                    sha256: sha256_file(&dest)?,
                     local: dest,
                     size: done.size,
-                    taken: Some(format!(
-                        "{} ({} ago)",
-                        crate::timearg::Second(item.time),
-                        crate::health::human_age(ctx.now.duration_since(item.time))
-                    )),
+                    taken: Some(describe_time(ctx, item.time)),
                     data_dir_copy: false,
                     skipped,
                 });
@@ -201,9 +227,59 @@ fn snapshot(ctx: &Context, args: &Args, dir: &Path) -> Result<Snapshot, Error> {
     })
 }
 
-/// Step 2: refuses unless etcd is lost on every control plane, each of
+fn describe_time(ctx: &Context, t: jiff::Timestamp) -> String {
+    format!(
+        "{} ({} ago)",
+        crate::timearg::Second(t),
+        crate::health::human_age(ctx.now.duration_since(t))
+    )
+}
+
+fn sha256_file(path: &Path) -> Result<String, Error> {
+    use sha2::Digest;
+    let mut f = std::fs::File::open(path).map_err(|source| Error::ReadFile {
+        file: path.display().to_string(),
+        source,
+    })?;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(|source| Error::ReadFile {
+        file: path.display().to_string(),
+        source,
+    })?;
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Step 2, twice `[talos] settle_secs` apart: a control plane that is only
+/// restarting (after a power cut every etcd waits a while) must not be
+/// taken for a lost one.
+fn really_lost(ctx: &Context, talos: &Talosctl, cps: &[String]) -> Result<Vec<String>, Error> {
+    let first = lost_once(talos, cps)?;
+    let settle = ctx.config.talos.settle_secs;
+    if settle == 0 {
+        return Ok(first);
+    }
+    tracing::info!(settle, "looking at etcd again before deciding it is lost");
+    std::thread::sleep(Duration::from_secs(settle));
+    lost_once(talos, cps)
+}
+
+/// Whether talosctl's failure says etcd has no quorum (or does not run),
+/// as opposed to any other failure.
+fn no_quorum(stderr: &str) -> bool {
+    [
+        "code = Unavailable",
+        "no leader",
+        "code = DeadlineExceeded",
+        "context deadline exceeded",
+        "connection refused",
+    ]
+    .iter()
+    .any(|m| stderr.contains(m))
+}
+
+/// One look: refuses unless etcd is lost on every control plane, each of
 /// which answers. Returns what each showed.
-fn really_lost(talos: &Talosctl, cps: &[String]) -> Result<Vec<String>, Error> {
+fn lost_once(talos: &Talosctl, cps: &[String]) -> Result<Vec<String>, Error> {
     let out = talos.run(cps, &["service", "etcd"])?;
     let down = talos::unreachable(&out.stderr);
     if !down.is_empty() {
@@ -234,6 +310,14 @@ fn really_lost(talos: &Talosctl, cps: &[String]) -> Result<Vec<String>, Error> {
     }
     for node in cps {
         let m = talos.run(std::slice::from_ref(node), &["etcd", "members"])?;
+        if !m.success && !no_quorum(&m.stderr) {
+            return Err(Error::RefuseReset {
+                reason: format!(
+                    "`talosctl -n {node} etcd members` failed in a way that does not say etcd has no quorum: {}",
+                    m.tail(3)
+                ),
+            });
+        }
         if m.success {
             return Err(Error::RefuseReset {
                 reason: format!(
@@ -266,6 +350,10 @@ fn describe(step: &str, ctx: &Context, p: &Params) -> String {
     let first = std::slice::from_ref(&p.control_plane[0]);
     let recover = format!("--recover-from={}", p.snapshot.local.display());
     match step {
+        "boot-ids" => format!(
+            "Note each control plane's boot id (`{}`, per node), to tell a node that rebooted from one that did not",
+            t.command_line(first, &["read", "/proc/sys/kernel/random/boot_id"])
+        ),
         "reset" => format!(
             "Wipe etcd on every control plane and reboot (confirmed: type {}): `{}`",
             ctx.config
@@ -286,7 +374,7 @@ fn describe(step: &str, ctx: &Context, p: &Params) -> String {
             )
         ),
         "rebooted" => format!(
-            "Wait until {} answer again and `service etcd` shows `Preparing` (waiting for the bootstrap)",
+            "Wait until {} answer again with a new boot id and `service etcd` shows `Preparing` (waiting for the bootstrap)",
             p.control_plane.join(", ")
         ),
         "bootstrap" => {
@@ -330,7 +418,14 @@ fn health_args(p: &Params) -> Vec<String> {
     ]
 }
 
-const STEPS: &[&str] = &["reset", "rebooted", "bootstrap", "joined", "health"];
+const STEPS: &[&str] = &[
+    "boot-ids",
+    "reset",
+    "rebooted",
+    "bootstrap",
+    "joined",
+    "health",
+];
 
 pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     let t = &ctx.config.talos;
@@ -372,7 +467,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     };
     // Step 2: read-only; in a dry run without talosctl, said so.
     let talos = talosctl(ctx);
-    let checked = match really_lost(&talos, &params.control_plane) {
+    let checked = match really_lost(ctx, &talos, &params.control_plane) {
         Ok(lines) => lines,
         Err(Error::Talos(e)) if args.dry_run => vec![format!("not checked: {e}")],
         Err(e) => return Err(e),
@@ -402,6 +497,9 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     let Some(repo) = repo else {
         return Ok(outcome);
     };
+    if let Some(show) = args.show_plan {
+        show(&outcome);
+    }
     let journal = Journal::create(
         &repo.git_dir(),
         JournalData {
@@ -421,7 +519,33 @@ struct Env<'a> {
     params: Params,
 }
 
+/// A node's boot id; None when it does not answer.
+fn boot_id(talos: &Talosctl, node: &str) -> Result<Option<String>, Error> {
+    let out = talos.run(
+        &[node.to_string()],
+        &["read", "/proc/sys/kernel/random/boot_id"],
+    )?;
+    Ok(out
+        .success
+        .then(|| out.stdout.trim().to_string())
+        .filter(|b| !b.is_empty()))
+}
+
 impl Env<'_> {
+    /// The control planes not reset yet: answering with the boot id noted
+    /// before the reset.
+    fn not_reset(&self, j: &Journal) -> Result<Vec<String>, Error> {
+        let noted: std::collections::BTreeMap<String, String> = j.output_as("boot-ids")?;
+        let mut out = Vec::new();
+        for node in &self.params.control_plane {
+            let now = boot_id(&self.talos, node)?;
+            if now.is_some() && now.as_ref() == noted.get(node) {
+                out.push(node.clone());
+            }
+        }
+        Ok(out)
+    }
+
     fn first(&self) -> &[String] {
         std::slice::from_ref(&self.params.control_plane[0])
     }
@@ -459,6 +583,29 @@ impl Env<'_> {
     }
 }
 
+struct BootIds;
+impl<'a> Step<Env<'a>> for BootIds {
+    fn name(&self) -> &'static str {
+        "boot-ids"
+    }
+    fn describe(&self, e: &Env<'a>) -> String {
+        describe(self.name(), e.ctx, &e.params)
+    }
+    fn run(&self, e: &Env<'a>, _: &Journal, _: &AtomicBool) -> Result<Value, Error> {
+        let mut ids = serde_json::Map::new();
+        for node in &e.params.control_plane {
+            let id = boot_id(&e.talos, node)?.ok_or_else(|| Error::RefuseReset {
+                reason: format!("the Talos API of {node} does not answer (reading its boot id)"),
+            })?;
+            ids.insert(node.clone(), Value::String(id));
+        }
+        Ok(Value::Object(ids))
+    }
+}
+
+/// Resets the control planes not reset yet: all of them the first time;
+/// after an interrupted or partly refused attempt, only those still on the
+/// boot noted before it. A node is never reset twice.
 struct Reset;
 impl<'a> Step<Env<'a>> for Reset {
     fn name(&self) -> &'static str {
@@ -470,26 +617,30 @@ impl<'a> Step<Env<'a>> for Reset {
     fn destructive(&self) -> bool {
         true
     }
-    fn confirm(&self, _: &Env<'a>, j: &Journal) -> bool {
-        j.attempts(self.name()) == 0
+    fn confirm(&self, e: &Env<'a>, j: &Journal) -> bool {
+        // Nothing left to reset: nothing to ask. When that cannot be read, ask.
+        e.not_reset(j).map_or(true, |n| !n.is_empty())
     }
     fn check(&self, e: &Env<'a>, j: &Journal) -> Result<(), Error> {
-        // After an interrupted attempt the nodes may be rebooting: the
-        // reset is not repeated (below), so there is nothing to check.
-        if j.attempts(self.name()) > 0 {
+        let pending = e.not_reset(j)?;
+        if pending.is_empty() {
             return Ok(());
         }
-        really_lost(&e.talos, &e.params.control_plane).map(|_| ())
+        // Right before the prompt and again after it (the settle wait was
+        // in the plan's check); resumed, only the nodes not reset yet: the
+        // others reboot.
+        lost_once(&e.talos, &pending).map(|_| ())
     }
     fn run(&self, e: &Env<'a>, j: &Journal, _: &AtomicBool) -> Result<Value, Error> {
-        if j.attempts(self.name()) > 1 {
+        let pending = e.not_reset(j)?;
+        if pending.is_empty() {
             return Ok(value(serde_json::json!({
-                "reset": false,
-                "note": "an interrupted attempt started the reset: it is not repeated"
+                "reset": [],
+                "note": "every control plane rebooted since its boot id was noted: none is reset again"
             })));
         }
         let out = e.talos.run(
-            &e.params.control_plane,
+            &pending,
             &[
                 "reset",
                 "--graceful=false",
@@ -497,10 +648,20 @@ impl<'a> Step<Env<'a>> for Reset {
                 "--system-labels-to-wipe=EPHEMERAL",
             ],
         )?;
-        if !out.success {
-            return Err(e.failed(self.name(), &out));
+        // The reboot may cut the connection before talosctl hears back:
+        // the next step tells by the boot ids. Any other failure stops.
+        let cut = out.stderr.contains("error reading from server")
+            || talos::unreachable(&out.stderr).len() == pending.len();
+        if !out.success && !cut {
+            return Err(Error::NotDone {
+                step: self.name().into(),
+                detail: format!(
+                    "talosctl failed: {}. `drgit resume` checks and resets only the control planes that did not reboot",
+                    out.tail(6)
+                ),
+            });
         }
-        Ok(value(serde_json::json!({"reset": true})))
+        Ok(value(serde_json::json!({"reset": pending})))
     }
 }
 
@@ -512,13 +673,26 @@ impl<'a> Step<Env<'a>> for Rebooted {
     fn describe(&self, e: &Env<'a>) -> String {
         describe(self.name(), e.ctx, &e.params)
     }
-    fn run(&self, e: &Env<'a>, _: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
+    fn run(&self, e: &Env<'a>, j: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
         let cps = &e.params.control_plane;
+        let noted: std::collections::BTreeMap<String, String> = j.output_as("boot-ids")?;
         e.wait_for(
             self.name(),
             e.ctx.config.talos.reboot_timeout_secs,
             stop,
             || {
+                // Each must have rebooted: a node already waiting in
+                // Preparing before the reset proves nothing.
+                let mut same_boot = Vec::new();
+                for n in cps {
+                    let now = boot_id(&e.talos, n)?;
+                    if now.is_some() && now.as_ref() == noted.get(n) {
+                        same_boot.push(format!("{n}: not rebooted yet (same boot id)"));
+                    }
+                }
+                if !same_boot.is_empty() {
+                    return Ok(Poll::Waiting(same_boot.join(", ")));
+                }
                 let out = e.talos.run(cps, &["service", "etcd"])?;
                 let down = talos::unreachable(&out.stderr);
                 let states = talos::parse_service(&out.stdout);
@@ -552,6 +726,35 @@ impl<'a> Step<Env<'a>> for Bootstrap {
     }
     fn describe(&self, e: &Env<'a>) -> String {
         describe(self.name(), e.ctx, &e.params)
+    }
+    fn check(&self, e: &Env<'a>, _: &Journal) -> Result<(), Error> {
+        // Right before: the file is still the one verified.
+        let sn = &e.params.snapshot;
+        let fetch = if Path::new(&sn.source).is_file() {
+            String::new()
+        } else {
+            format!(
+                " (`drgit backups download etcd {} -o {}`)",
+                sn.source.rsplit('/').next().unwrap_or_default(),
+                sn.local.display()
+            )
+        };
+        let gone = |why: String| Error::NotDone {
+            step: "bootstrap".into(),
+            detail: format!(
+                "the snapshot {} {why}; put the verified snapshot back there{fetch}, then `drgit resume`",
+                sn.local.display()
+            ),
+        };
+        let sha = sha256_file(&sn.local).map_err(|e| gone(format!("cannot be read ({e})")))?;
+        if sha != sn.sha256 {
+            return Err(gone(format!(
+                "changed since it was verified (SHA-256 {sha}, was {})",
+                sn.sha256
+            )));
+        }
+        verify_local(&sn.local, sn.data_dir_copy)
+            .map_err(|c| gone(format!("no longer verifies ({c})")))
     }
     fn run(&self, e: &Env<'a>, j: &Journal, _: &AtomicBool) -> Result<Value, Error> {
         let again = j.attempts(self.name()) > 1;
@@ -684,6 +887,7 @@ fn drive(ctx: &Context, journal: Journal, yes: bool) -> Result<Value, Error> {
         talos: talosctl(ctx),
         params,
     };
-    let steps: Vec<&dyn Step<Env>> = vec![&Reset, &Rebooted, &Bootstrap, &Joined, &Health];
+    let steps: Vec<&dyn Step<Env>> =
+        vec![&BootIds, &Reset, &Rebooted, &Bootstrap, &Joined, &Health];
     plan::drive(&env, &steps, journal, &confirmation)
 }

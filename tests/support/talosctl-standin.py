@@ -29,6 +29,8 @@ Rules:
   internal/app/machined/internal/server/v1alpha1/v1alpha1_server.go).
   The other control planes join once the first runs.
 * T5 `health` waits for etcd on every control plane and succeeds only then.
+* T6 `read /proc/sys/kernel/random/boot_id` prints the node's boot id (a
+  new one after every reboot: the kernel's random/boot_id).
 """
 
 import json
@@ -65,8 +67,18 @@ def fail(what, errors):
     sys.exit(1)
 
 
+def boot_id(n):
+    return f"{n.get('boot', 1):08x}-5e1f-4c2a-9d3b-000000000000"
+
+
 def service_block(node, n):
     state = n["etcd"]
+    if state == "running-fail":
+        return (
+            f"NODE     {node}\nID       etcd\nSTATE    Running\nHEALTH   Fail\n"
+            "LAST HEALTH MESSAGE   context deadline exceeded\n"
+            "EVENTS   [Running]: Health check failed: context deadline exceeded (20s ago)\n"
+        )
     if state == "running":
         return (
             f"NODE     {node}\nID       etcd\nSTATE    Running\nHEALTH   OK\n"
@@ -140,7 +152,7 @@ def main():
                     break
             st["join_polls"] += 1
             save(st)
-        members = [(ip, n) for ip, n in st["nodes"].items() if n["member"] and n["etcd"] == "running"]
+        members = [(ip, n) for ip, n in st["nodes"].items() if n["member"] and n["etcd"] in ("running", "running-fail")]
         quorum = len(members) * 2 > len(st["nodes"]) or (boot and members)
         if not quorum or not all(st["nodes"][x]["reachable"] for x in nodes):
             fail(
@@ -152,16 +164,33 @@ def main():
             print(f"{nodes[0]:<15} {k + 1:016x}   talos-cp-{k + 1}    https://{ip}:2380   https://{ip}:2379   false")
         return
 
+    if cmd == "read" and rest[1:] == ["/proc/sys/kernel/random/boot_id"]:
+        node = nodes[0]
+        n = st["nodes"][node]
+        tick_reboot(n)
+        save(st)
+        if not n["reachable"] or n["etcd"] == "rebooting":
+            fail("reading file", [unavailable(node, "read")])
+        print(boot_id(n))
+        return
+
     if cmd == "reset":
         assert "--graceful=false" in rest and "--reboot" in rest, rest
         assert "--system-labels-to-wipe=EPHEMERAL" in rest, rest
+        denied = []
         for node in nodes:
             n = st["nodes"][node]
             if not n["reachable"]:
                 save(st)
                 fail("executing reset", [unavailable(node, "reset")])
-            n.update({"etcd": "rebooting", "member": False, "wiped": True, "boot_polls": 0})
+            if node in st.get("reset_denied", []):
+                denied.append(f"{node}: rpc error: code = PermissionDenied desc = not authorized")
+                continue
+            n.update({"etcd": "rebooting", "member": False, "wiped": True, "boot_polls": 0,
+                      "boot": n.get("boot", 1) + 1})
         save(st)
+        if denied:
+            fail("executing reset", denied)
         if st.get("reset_drops"):
             # The reboot cuts the connection before talosctl hears back.
             fail("executing reset", [f"{nodes[0]}: rpc error: code = Unavailable desc = error reading from server: EOF"])
