@@ -91,6 +91,27 @@ impl Journal {
         Ok(j)
     }
 
+    /// A new journal for `scenario` with its parameters, started now.
+    pub fn start(git_dir: &Path, scenario: &str, params: Value) -> Result<Journal, Error> {
+        Self::create(
+            git_dir,
+            JournalData {
+                scenario: scenario.into(),
+                started_at: jiff::Timestamp::now().to_string(),
+                params,
+                steps: Vec::new(),
+            },
+        )
+    }
+
+    /// The scenario's parameters, as it wrote them.
+    pub fn params_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
+        serde_json::from_value(self.data.params.clone()).map_err(|e| Error::StateFile {
+            path: "journal (params)".into(),
+            source: Box::new(e),
+        })
+    }
+
     pub fn load(git_dir: &Path) -> Result<Option<Journal>, Error> {
         let path = Self::path_in(git_dir);
         match std::fs::read_to_string(&path) {

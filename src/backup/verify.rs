@@ -70,6 +70,14 @@ fn check_meta(page: u8, m: &[u8]) -> Result<u32, Corrupt> {
     Ok(u32_at(24))
 }
 
+/// The SHA-256 of a file, in hex (read in 64 KiB pieces).
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Verifies a copy of etcd's data dir database (`member/snap/db`): no hash
 /// trailer, only the bbolt meta pages.
 pub fn etcd_db_file(path: &Path) -> Result<(), Corrupt> {

@@ -32,7 +32,7 @@ use crate::backup::{kinds, verify};
 use crate::cluster::talos::{self, Talosctl};
 use crate::error::Error;
 use crate::gitops::WorkRepo;
-use crate::plan::{self, Journal, JournalData, Poll, Step};
+use crate::plan::{self, Journal, Poll, Step};
 
 #[derive(Debug, Clone)]
 pub struct Args {
@@ -236,17 +236,10 @@ fn describe_time(ctx: &Context, t: jiff::Timestamp) -> String {
 }
 
 fn sha256_file(path: &Path) -> Result<String, Error> {
-    use sha2::Digest;
-    let mut f = std::fs::File::open(path).map_err(|source| Error::ReadFile {
+    crate::backup::verify::sha256_file(path).map_err(|source| Error::ReadFile {
         file: path.display().to_string(),
         source,
-    })?;
-    let mut h = sha2::Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(|source| Error::ReadFile {
-        file: path.display().to_string(),
-        source,
-    })?;
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    })
 }
 
 /// Step 2, twice `[talos] settle_secs` apart: a control plane that is only
@@ -500,15 +493,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     if let Some(show) = args.show_plan {
         show(&outcome);
     }
-    let journal = Journal::create(
-        &repo.git_dir(),
-        JournalData {
-            scenario: SCENARIO.into(),
-            started_at: jiff::Timestamp::now().to_string(),
-            params: value(&params),
-            steps: Vec::new(),
-        },
-    )?;
+    let journal = Journal::start(&repo.git_dir(), SCENARIO, value(&params))?;
     outcome.wait = Some(drive(ctx, journal, args.yes)?);
     Ok(outcome)
 }
@@ -865,11 +850,7 @@ pub fn resume(ctx: &Context, journal: Journal, yes: bool) -> Result<Value, Error
 }
 
 fn drive(ctx: &Context, journal: Journal, yes: bool) -> Result<Value, Error> {
-    let params: Params =
-        serde_json::from_value(journal.data.params.clone()).map_err(|e| Error::StateFile {
-            path: "journal (params)".into(),
-            source: Box::new(e),
-        })?;
+    let params: Params = journal.params_as()?;
     let confirmation = match &ctx.config.talos.cluster_name {
         Some(name) => plan::Confirmation {
             yes,

@@ -30,7 +30,7 @@ use crate::cert::{self, ReplCert};
 use crate::error::Error;
 use crate::gitops::WorkRepo;
 use crate::manifest::{ManifestError, kanidm, yaml};
-use crate::plan::{self, Journal, JournalData, Poll, Step};
+use crate::plan::{self, Journal, Poll, Step};
 
 const COMMIT_TEMPLATE: &str = include_str!("../../templates/kanidm-recert.commit.j2");
 const PR_TEMPLATE: &str = include_str!("../../templates/kanidm-recert.pr.md.j2");
@@ -681,15 +681,7 @@ impl<'a> Step<Env<'a>> for Refresh {
 pub const SCENARIO: &str = "kanidm-recert-wait";
 
 fn start(ctx: &Context, repo: &WorkRepo, params: Params, yes: bool) -> Result<Value, Error> {
-    let journal = Journal::create(
-        &repo.git_dir(),
-        JournalData {
-            scenario: SCENARIO.into(),
-            started_at: jiff::Timestamp::now().to_string(),
-            params: value(&params),
-            steps: Vec::new(),
-        },
-    )?;
+    let journal = Journal::start(&repo.git_dir(), SCENARIO, value(&params))?;
     drive(ctx, journal, yes)
 }
 
@@ -699,11 +691,7 @@ pub fn resume(ctx: &Context, journal: Journal, yes: bool) -> Result<Value, Error
 }
 
 fn drive(ctx: &Context, journal: Journal, yes: bool) -> Result<Value, Error> {
-    let params: Params =
-        serde_json::from_value(journal.data.params.clone()).map_err(|e| Error::StateFile {
-            path: "journal (params)".into(),
-            source: Box::new(e),
-        })?;
+    let params: Params = journal.params_as()?;
     let confirmation = plan::Confirmation {
         yes,
         word: params.pod.clone(),

@@ -38,7 +38,7 @@ use crate::cert::ReplCert;
 use crate::error::Error;
 use crate::gitops::WorkRepo;
 use crate::manifest::{ManifestError, kanidm, statefulset, yaml};
-use crate::plan::{self, Journal, JournalData, Poll, Step};
+use crate::plan::{self, Journal, Poll, Step};
 
 const COMMIT_TEMPLATE: &str = include_str!("../../templates/kanidm-restore.commit.j2");
 const PR_TEMPLATE: &str = include_str!("../../templates/kanidm-restore.pr.md.j2");
@@ -129,17 +129,10 @@ fn volume_of(pod: &str) -> String {
 }
 
 fn sha256_file(path: &Path) -> Result<String, Error> {
-    use sha2::Digest;
-    let mut f = std::fs::File::open(path).map_err(|source| Error::ReadFile {
+    crate::backup::verify::sha256_file(path).map_err(|source| Error::ReadFile {
         file: path.display().to_string(),
         source,
-    })?;
-    let mut h = sha2::Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(|source| Error::ReadFile {
-        file: path.display().to_string(),
-        source,
-    })?;
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    })
 }
 
 /// Step 1: the backup, downloaded into `dir` and verified.
@@ -324,15 +317,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     if let Some(show) = args.show_plan {
         show(&outcome);
     }
-    let journal = Journal::create(
-        &repo.git_dir(),
-        JournalData {
-            scenario: SCENARIO.into(),
-            started_at: jiff::Timestamp::now().to_string(),
-            params: value(&params),
-            steps: Vec::new(),
-        },
-    )?;
+    let journal = Journal::start(&repo.git_dir(), SCENARIO, value(&params))?;
     outcome.wait = Some(drive(ctx, journal, args.yes)?);
     // Done: the local copy is no longer needed for a resume.
     if let Detail::KanidmRestore(d) = &mut outcome.detail {
@@ -1263,11 +1248,7 @@ pub fn resume(ctx: &Context, journal: Journal, yes: bool) -> Result<Value, Error
 }
 
 fn drive(ctx: &Context, journal: Journal, yes: bool) -> Result<Value, Error> {
-    let params: Params =
-        serde_json::from_value(journal.data.params.clone()).map_err(|e| Error::StateFile {
-            path: "journal (params)".into(),
-            source: Box::new(e),
-        })?;
+    let params: Params = journal.params_as()?;
     let confirmation = plan::Confirmation {
         yes,
         word: ctx.config.kanidm.statefulset.clone(),

@@ -37,7 +37,7 @@ use super::pg_revert::AutoRevert;
 use crate::cluster::{ClusterState, JobState, Kube};
 use crate::error::Error;
 use crate::gitops::WorkRepo;
-use crate::plan::{self, Journal, JournalData, Poll, Step};
+use crate::plan::{self, Journal, Poll, Step};
 
 /// What the wait needs to know; kept in the journal for `drgit resume`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -801,15 +801,7 @@ pub const SCENARIO: &str = "pg-recover-wait";
 
 /// Starts the wait after a published (or, with `--direct`, committed) recovery.
 pub fn start(ctx: &Context, repo: &WorkRepo, params: Params, yes: bool) -> Result<Value, Error> {
-    let journal = Journal::create(
-        &repo.git_dir(),
-        JournalData {
-            scenario: SCENARIO.into(),
-            started_at: jiff::Timestamp::now().to_string(),
-            params: value(&params),
-            steps: Vec::new(),
-        },
-    )?;
+    let journal = Journal::start(&repo.git_dir(), SCENARIO, value(&params))?;
     drive(ctx, journal, yes)
 }
 
@@ -819,11 +811,7 @@ pub fn resume(ctx: &Context, journal: Journal, yes: bool) -> Result<Value, Error
 }
 
 fn drive(ctx: &Context, journal: Journal, yes: bool) -> Result<Value, Error> {
-    let mut params: Params =
-        serde_json::from_value(journal.data.params.clone()).map_err(|e| Error::StateFile {
-            path: "journal (params)".into(),
-            source: Box::new(e),
-        })?;
+    let mut params: Params = journal.params_as()?;
     if params.manifest.as_os_str().is_empty() {
         params.manifest = ctx.config.postgres.manifest.clone();
     }

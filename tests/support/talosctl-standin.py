@@ -205,6 +205,17 @@ def main():
             fail("executing bootstrap", [f"{node}: rpc error: code = FailedPrecondition desc = bootstrap is not available yet"])
         recover = [a for a in rest if a.startswith("--recover-from=")]
         st["snapshot"] = recover[0].split("=", 1)[1] if recover else None
+        if st["snapshot"]:
+            # talosctl opens and uploads the file; etcd checks a snapshot's
+            # SHA-256 trailer unless told to skip it (etcdutl snapshot restore).
+            try:
+                data = open(st["snapshot"], "rb").read()
+            except OSError as e:
+                sys.stderr.write(f"error opening snapshot: {e}\n")
+                sys.exit(1)
+            import hashlib
+            if "--recover-skip-hash-check" not in rest and hashlib.sha256(data[:-32]).digest() != data[-32:]:
+                fail("executing bootstrap", [f"{node}: rpc error: code = Unknown desc = snapshot file integrity check failed"])
         st["skip_hash_check"] = "--recover-skip-hash-check" in rest
         st["bootstrapped"] = node
         n["etcd"], n["member"] = "running", True
