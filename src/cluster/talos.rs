@@ -172,12 +172,14 @@ pub fn unreachable(stderr: &str) -> Vec<String> {
         .collect()
 }
 
-/// The hosts of the members `etcd members` lists (from PEER URLS).
+/// The hosts of the voting members `etcd members` lists (from PEER URLS;
+/// a learner, LEARNER `true`, has not joined yet).
 pub fn member_hosts(stdout: &str) -> Vec<String> {
     stdout
         .lines()
         .skip_while(|l| !l.starts_with("NODE"))
         .skip(1)
+        .filter(|l| l.split_whitespace().last() != Some("true"))
         .filter_map(|l| {
             let url = l.split_whitespace().find(|w| w.contains("://"))?;
             let host = url.split("://").nth(1)?.split(':').next()?;
@@ -207,5 +209,15 @@ mod tests {
         assert_eq!(unreachable(err), ["192.168.0.231"]);
         let members = "NODE            ID                 HOSTNAME      PEER URLS                    CLIENT URLS                  LEARNER\n192.168.0.230   0000000000000001   talos-cp-1    https://192.168.0.230:2380   https://192.168.0.230:2379   false\n192.168.0.230   0000000000000002   talos-cp-2    https://192.168.0.231:2380   https://192.168.0.231:2379   false\n";
         assert_eq!(member_hosts(members), ["192.168.0.230", "192.168.0.231"]);
+        let learning = members.replace("2379   false\n", "2379   true\n");
+        assert_eq!(
+            member_hosts(&learning),
+            Vec::<String>::new(),
+            "learners have not joined"
+        );
+        let one_learner = format!(
+            "{members}192.168.0.230   0000000000000003   talos-cp-3    https://192.168.0.232:2380   https://192.168.0.232:2379   true\n"
+        );
+        assert_eq!(member_hosts(&one_learner).len(), 2);
     }
 }

@@ -119,6 +119,9 @@ pub struct Params {
     pub image: String,
     /// Changes go by pull request (else pushed on the tracked branch).
     pub pull_requests: bool,
+    /// `--push --direct` (false in a dry run without publishing flags).
+    #[serde(default)]
+    pub direct: bool,
     pub target: Target,
 }
 
@@ -276,6 +279,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
         backup: backup.clone(),
         image: image.clone(),
         pull_requests: mode == Mode::PullRequest,
+        direct: mode == Mode::Direct,
         target: Target {
             manifest_dir,
             files: vec![k.statefulset_manifest.clone()],
@@ -356,10 +360,13 @@ const STEPS: &[&str] = &[
 fn describe(step: &str, ctx: &Context, p: &Params) -> String {
     let k = &ctx.config.kanidm;
     let (ns, sts) = (&k.namespace, &k.statefulset);
-    let how = if p.pull_requests {
-        "open its pull request"
-    } else {
-        "push it on the branch Argo CD tracks"
+    let how = match (p.pull_requests, p.direct) {
+        (true, _) => "open its pull request",
+        (false, true) => "push it on the branch Argo CD tracks",
+        // A dry run without publishing flags: the run needs one.
+        (false, false) => {
+            "open its pull request (--pr) or push it on the branch Argo CD tracks (--push --direct)"
+        }
     };
     let others = p.others.join(", ");
     match step {
