@@ -239,6 +239,35 @@ fn failing_and_slow_listings_are_retried() {
 }
 
 #[test]
+fn the_backup_info_files_are_read_together() {
+    // Counted, not timed: each read held back long enough that reads made
+    // one after another could never overlap.
+    use common::fault_proxy::{Fault, FaultProxy};
+    let s3 = server_with_fixture("");
+    let proxy = FaultProxy::start(&s3.endpoint);
+    let f = Fixture::new();
+    s3_config(&f, &format!("s3://{BUCKET}/"), &proxy.endpoint);
+    proxy.watch("backup.info");
+    for _ in 0..2 {
+        proxy.inject(
+            "backup.info",
+            Fault::Slow(std::time::Duration::from_millis(400)),
+        );
+    }
+    let run = f.drgit_env(
+        &["--json", "pg-recover", "--target-time", TARGET, "--dry-run"],
+        &s3_env(),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.json()["catalog"]["base_backups"], 2);
+    assert_eq!(
+        proxy.most_in_flight("backup.info"),
+        2,
+        "both base backups' backup.info in flight at once"
+    );
+}
+
+#[test]
 fn credentials_come_from_the_cluster_secret_and_stay_secret() {
     use common::fake_cluster::{Behaviour, FakeCluster};
     use common::fault_proxy::FaultProxy;

@@ -306,8 +306,9 @@ impl Catalog {
 
         let mut backups = Vec::new();
         let mut segment_size = DEFAULT_SEGMENT_SIZE;
-        for info in infos {
-            let bytes = store.get(&info.key)?;
+        // Read together: one round trip each is what costs, far from the bucket.
+        let contents = store.get_many(&infos.iter().map(|i| i.key.clone()).collect::<Vec<_>>())?;
+        for (info, bytes) in infos.into_iter().zip(contents) {
             let text = String::from_utf8_lossy(&bytes);
             let kv = parse_backup_info(&info.key, &text)?;
             let id = info.key[base_prefix.len()..]

@@ -82,6 +82,11 @@ pub trait BackupStore {
     }
     /// The whole content of one object.
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError>;
+    /// The whole content of each object, in order; a store may read them
+    /// concurrently (a round trip each is what costs, far from the bucket).
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Vec<u8>>, StoreError> {
+        keys.iter().map(|k| self.get(k)).collect()
+    }
     /// Up to `len` bytes of an object from its start (a ranged read).
     fn get_head(&self, key: &str, len: u64) -> Result<Vec<u8>, StoreError>;
     /// An object's size and ETag.

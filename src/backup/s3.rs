@@ -132,6 +132,47 @@ impl S3Store {
 }
 
 /// Maps an SDK error to a message that says what to do.
+/// Why a read failed before its bytes were checked.
+enum GetFail {
+    Sdk(
+        Box<
+            SdkError<
+                aws_sdk_s3::operation::get_object::GetObjectError,
+                aws_sdk_s3::config::http::HttpResponse,
+            >,
+        >,
+    ),
+    Body(String),
+}
+
+/// (Content-Length, bytes) of one GET.
+type Got = Result<(Option<i64>, Vec<u8>), GetFail>;
+
+/// One GET of a whole object (or a range), owning what it needs so that
+/// many can run at once.
+async fn get_object(
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    full: String,
+    range: Option<String>,
+) -> Got {
+    let resp = client
+        .get_object()
+        .bucket(&bucket)
+        .key(&full)
+        .set_range(range)
+        .send()
+        .await
+        .map_err(|e| GetFail::Sdk(Box::new(e)))?;
+    let expected = resp.content_length();
+    let bytes = resp
+        .body
+        .collect()
+        .await
+        .map_err(|e| GetFail::Body(e.to_string()))?;
+    Ok((expected, bytes.into_bytes().to_vec()))
+}
+
 fn map_err<E: ProvideErrorMetadata + std::fmt::Debug>(
     e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
     bucket: &str,
@@ -278,35 +319,45 @@ impl S3Store {
     /// One GET (of a byte range, when given) read whole; a body shorter
     /// than its Content-Length is an error.
     fn fetch(&self, key: &str, range: Option<String>) -> Result<Vec<u8>, StoreError> {
-        let full = format!("{}{key}", self.root);
-        self.rt.block_on(async {
-            let resp = self
-                .client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(&full)
-                .set_range(range)
-                .send()
-                .await
-                .map_err(|e| map_err(e, &self.bucket, self.location(key), &self.endpoint))?;
-            let expected = resp.content_length();
-            let bytes = resp.body.collect().await.map_err(|e| StoreError::S3 {
-                location: self.location(key),
-                detail: format!("the download broke off: {e}"),
-            })?;
-            let bytes = bytes.into_bytes().to_vec();
-            if let Some(n) = expected
-                && n >= 0
-                && bytes.len() as i64 != n
-            {
-                return Err(StoreError::Truncated {
+        let got = self.rt.block_on(get_object(
+            self.client.clone(),
+            self.bucket.clone(),
+            format!("{}{key}", self.root),
+            range,
+        ));
+        self.checked(key, got)
+    }
+
+    /// A whole-object read's result, its errors named by `key`.
+    fn checked(&self, key: &str, got: Got) -> Result<Vec<u8>, StoreError> {
+        let (expected, bytes) = match got {
+            Ok(v) => v,
+            Err(GetFail::Sdk(e)) => {
+                return Err(map_err(
+                    *e,
+                    &self.bucket,
+                    self.location(key),
+                    &self.endpoint,
+                ));
+            }
+            Err(GetFail::Body(e)) => {
+                return Err(StoreError::S3 {
                     location: self.location(key),
-                    expected: n as u64,
-                    got: bytes.len() as u64,
+                    detail: format!("the download broke off: {e}"),
                 });
             }
-            Ok(bytes)
-        })
+        };
+        if let Some(n) = expected
+            && n >= 0
+            && bytes.len() as i64 != n
+        {
+            return Err(StoreError::Truncated {
+                location: self.location(key),
+                expected: n as u64,
+                got: bytes.len() as u64,
+            });
+        }
+        Ok(bytes)
     }
 
     /// Every page under `prefix` (one level with `delimiter`), keys relative to the root.
@@ -395,6 +446,39 @@ impl BackupStore for S3Store {
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut results = self.rt.block_on(async {
+            let sem = Arc::new(tokio::sync::Semaphore::new(PARALLEL_LISTS));
+            let mut set = tokio::task::JoinSet::new();
+            for (i, key) in keys.iter().enumerate() {
+                let (client, bucket, sem) = (self.client.clone(), self.bucket.clone(), sem.clone());
+                let full = format!("{}{key}", self.root);
+                set.spawn(async move {
+                    let _permit = sem.acquire_owned().await;
+                    (i, get_object(client, bucket, full, None).await)
+                });
+            }
+            let mut results = Vec::with_capacity(keys.len());
+            while let Some(joined) = set.join_next().await {
+                if let Ok(r) = joined {
+                    results.push(r);
+                }
+            }
+            results
+        });
+        if results.len() != keys.len() {
+            return Err(StoreError::S3 {
+                location: self.location(""),
+                detail: "a concurrent read stopped without an answer".into(),
+            });
+        }
+        results.sort_by_key(|(i, _)| *i);
+        results
+            .into_iter()
+            .map(|(i, got)| self.checked(&keys[i], got))
+            .collect()
     }
 
     fn get_head(&self, key: &str, len: u64) -> Result<Vec<u8>, StoreError> {

@@ -29,6 +29,8 @@ pub struct FaultProxy {
     /// Faults for the next requests whose request line contains the text.
     pub faults: Arc<Mutex<VecDeque<(String, Fault)>>>,
     pub requests: Arc<Mutex<Vec<String>>>,
+    /// Per watched text: (requests in flight now, the most at once).
+    pub in_flight: Arc<Mutex<Vec<(String, usize, usize)>>>,
     stop: Arc<AtomicBool>,
     port: u16,
 }
@@ -67,11 +69,37 @@ fn content_length(head: &[u8]) -> usize {
         .unwrap_or(0)
 }
 
+/// Counts a request in flight for every watched text its line contains.
+fn flight(in_flight: &Mutex<Vec<(String, usize, usize)>>, line: &str, delta: isize) {
+    for (m, now, most) in in_flight.lock().unwrap().iter_mut() {
+        if line.contains(m.as_str()) {
+            *now = (*now as isize + delta).max(0) as usize;
+            *most = (*most).max(*now);
+        }
+    }
+}
+
 fn handle(
+    client: TcpStream,
+    upstream: &str,
+    faults: &Mutex<VecDeque<(String, Fault)>>,
+    requests: &Mutex<Vec<String>>,
+    in_flight: &Mutex<Vec<(String, usize, usize)>>,
+) {
+    let mut line = String::new();
+    forward(client, upstream, faults, requests, in_flight, &mut line);
+    if !line.is_empty() {
+        flight(in_flight, &line, -1);
+    }
+}
+
+fn forward(
     mut client: TcpStream,
     upstream: &str,
     faults: &Mutex<VecDeque<(String, Fault)>>,
     requests: &Mutex<Vec<String>>,
+    in_flight: &Mutex<Vec<(String, usize, usize)>>,
+    seen: &mut String,
 ) {
     let Some((head, mut body)) = read_head(&mut client) else {
         return;
@@ -87,6 +115,8 @@ fn handle(
     let head_text = String::from_utf8_lossy(&head).into_owned();
     let line = head_text.lines().next().unwrap_or_default().to_string();
     requests.lock().unwrap().push(head_text.clone());
+    flight(in_flight, &line, 1);
+    *seen = line.clone();
     let fault = {
         let mut f = faults.lock().unwrap();
         f.iter()
@@ -152,24 +182,50 @@ impl FaultProxy {
         let faults = Arc::new(Mutex::new(VecDeque::new()));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (f2, r2, s2) = (faults.clone(), requests.clone(), stop.clone());
+        let in_flight = Arc::new(Mutex::new(Vec::new()));
+        let (f2, r2, s2, i2) = (
+            faults.clone(),
+            requests.clone(),
+            stop.clone(),
+            in_flight.clone(),
+        );
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if s2.load(Ordering::Relaxed) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (up, f3, r3) = (upstream.clone(), f2.clone(), r2.clone());
-                std::thread::spawn(move || handle(conn, &up, &f3, &r3));
+                let (up, f3, r3, i3) = (upstream.clone(), f2.clone(), r2.clone(), i2.clone());
+                std::thread::spawn(move || handle(conn, &up, &f3, &r3, &i3));
             }
         });
         FaultProxy {
             endpoint: format!("http://127.0.0.1:{port}"),
             faults,
             requests,
+            in_flight,
             stop,
             port,
         }
+    }
+
+    /// Counts the requests whose first line contains the text that are in
+    /// flight at once (see `most_in_flight`).
+    pub fn watch(&self, request_contains: &str) {
+        self.in_flight
+            .lock()
+            .unwrap()
+            .push((request_contains.to_string(), 0, 0));
+    }
+
+    /// The most watched requests that were in flight at once.
+    pub fn most_in_flight(&self, request_contains: &str) -> usize {
+        self.in_flight
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(m, _, _)| m == request_contains)
+            .map_or(0, |(_, _, most)| *most)
     }
 
     pub fn inject(&self, request_contains: &str, fault: Fault) {
