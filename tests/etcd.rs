@@ -6,6 +6,7 @@
 mod common;
 
 use common::Fixture;
+use common::step_states as steps;
 use serde_json::{Value, json};
 
 const CP: [&str; 3] = ["192.168.0.230", "192.168.0.231", "192.168.0.232"];
@@ -85,21 +86,6 @@ impl World {
             })
             .collect()
     }
-}
-
-fn steps(journal: &Value) -> Vec<String> {
-    journal["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            format!(
-                "{} {}",
-                s["name"].as_str().unwrap(),
-                s["status"].as_str().unwrap()
-            )
-        })
-        .collect()
 }
 
 const ALL_DONE: [&str; 6] = [

@@ -8,6 +8,7 @@ mod common;
 use common::Fixture;
 use common::fake_cluster::{Behaviour, FakeCluster, kanidm_cert_value, kanidmd_line};
 use common::fake_github::FakeGitHub;
+use common::step_states as steps;
 
 const TOKEN: &str = "ghp_kanidm_test";
 const CM: &str = "manifests/kanidm/configmap-repl.yaml";
@@ -46,21 +47,6 @@ fn run(w: &World, args: &[&str]) -> common::Run {
     let mut all = vec!["--kubeconfig", w.kubeconfig.as_str()];
     all.extend_from_slice(args);
     w.f.drgit_env(&all, &[("GITHUB_TOKEN", TOKEN)])
-}
-
-fn steps(journal: &serde_json::Value) -> Vec<String> {
-    journal["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            format!(
-                "{} {}",
-                s["name"].as_str().unwrap(),
-                s["status"].as_str().unwrap()
-            )
-        })
-        .collect()
 }
 
 fn execs(w: &World, what: &str) -> usize {

@@ -74,18 +74,7 @@ const CLUSTER: &str = "/apis/postgresql.cnpg.io/v1/namespaces/database/clusters/
 const APP: &str = "/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/database";
 
 fn steps(r: &common::Run) -> Vec<String> {
-    r.json()["wait"]["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            format!(
-                "{} {}",
-                s["name"].as_str().unwrap(),
-                s["status"].as_str().unwrap()
-            )
-        })
-        .collect()
+    common::step_states(&r.json()["wait"])
 }
 
 fn step_output(r: &common::Run, name: &str) -> serde_json::Value {

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::delivery::{MAX_POLL, ms, value};
-use super::{Context, Detail, Outcome};
+use super::{Context, Detail, Outcome, sha256_file};
 use crate::backup::bbolt::{self, Stats};
 use crate::backup::download::{self, DownloadError, Kind};
 use crate::backup::{kinds, verify};
@@ -235,13 +235,6 @@ fn describe_time(ctx: &Context, t: jiff::Timestamp) -> String {
     )
 }
 
-fn sha256_file(path: &Path) -> Result<String, Error> {
-    crate::backup::verify::sha256_file(path).map_err(|source| Error::ReadFile {
-        file: path.display().to_string(),
-        source,
-    })
-}
-
 /// Step 2, twice `[talos] settle_secs` apart: a control plane that is only
 /// restarting (after a power cut every etcd waits a while) must not be
 /// taken for a lost one.
@@ -436,17 +429,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
         Some(repo)
     };
     // Step 1: the snapshot, before anything touches a node.
-    let scratch;
-    let dir = match &repo {
-        Some(r) => r.git_dir().join("drgit/etcd-recover"),
-        None => {
-            scratch = tempfile::tempdir().map_err(|source| Error::ReadFile {
-                file: "a temporary directory".into(),
-                source,
-            })?;
-            scratch.path().to_path_buf()
-        }
-    };
+    let (dir, _scratch) = super::work_dir(repo.as_ref(), "etcd-recover")?;
     let mut snapshot = snapshot(ctx, args, &dir)?;
     if repo.is_none() && snapshot.local.starts_with(&dir) {
         // Where a real run keeps it (the dry run's copy is temporary).

@@ -527,6 +527,49 @@ pub fn restart_state(
     Ok(Poll::Ready(()))
 }
 
+/// Waits (`[kanidm] rollout_timeout_secs`) until `restart_state` holds.
+pub fn wait_restarted(
+    ctx: &Context,
+    kube: &crate::cluster::Kube,
+    check: &RestartCheck,
+    stop: &AtomicBool,
+) -> Result<(), Error> {
+    let k = &ctx.config.kanidm;
+    let polled = plan::poll_until(
+        "restarted",
+        Duration::from_secs(k.rollout_timeout_secs),
+        (ms(ctx.config.argocd.poll_ms), MAX_POLL),
+        stop,
+        |_| restart_state(ctx, kube, check),
+    )?;
+    polled.map_err(|t| Error::NotRestarted {
+        namespace: k.namespace.clone(),
+        name: k.statefulset.clone(),
+        waited: t.waited,
+        last: t.last,
+    })
+}
+
+/// Right before a refresh: still restarted with the new settings, and each
+/// pod to refresh shows the certificate put in its partner's settings.
+pub fn ready_to_refresh(
+    ctx: &Context,
+    kube: &crate::cluster::Kube,
+    check: &RestartCheck,
+    pods: &[(&str, &str)],
+) -> Result<(), Error> {
+    if let Poll::Waiting(why) = restart_state(ctx, kube, check)? {
+        return Err(Error::NotDone {
+            step: "restarted".into(),
+            detail: format!("{why}; wait for the restart, then `drgit resume`"),
+        });
+    }
+    for (pod, cert) in pods {
+        check_identity(ctx, kube, pod, cert)?;
+    }
+    Ok(())
+}
+
 struct Restarted;
 impl<'a> Step<Env<'a>> for Restarted {
     fn name(&self) -> &'static str {
@@ -542,23 +585,8 @@ impl<'a> Step<Env<'a>> for Restarted {
         )
     }
     fn run(&self, e: &Env<'a>, _: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
-        let k = &e.d.ctx.config.kanidm;
-        let polled = plan::poll_until(
-            self.name(),
-            Duration::from_secs(k.rollout_timeout_secs),
-            (ms(e.d.ctx.config.argocd.poll_ms), MAX_POLL),
-            stop,
-            |_| restart_state(e.d.ctx, &e.d.kube, &e.params.check()),
-        )?;
-        match polled {
-            Ok(()) => Ok(value(serde_json::json!({"restarted": true}))),
-            Err(t) => Err(Error::NotRestarted {
-                namespace: k.namespace.clone(),
-                name: k.statefulset.clone(),
-                waited: t.waited,
-                last: t.last,
-            }),
-        }
+        wait_restarted(e.d.ctx, &e.d.kube, &e.params.check(), stop)?;
+        Ok(value(serde_json::json!({"restarted": true})))
     }
 }
 
@@ -660,16 +688,12 @@ impl<'a> Step<Env<'a>> for Refresh {
     }
     fn check(&self, e: &Env<'a>, _: &Journal) -> Result<(), Error> {
         // Right before: still restarted with the new settings.
-        match restart_state(e.d.ctx, &e.d.kube, &e.params.check())? {
-            Poll::Ready(()) => {}
-            Poll::Waiting(why) => {
-                return Err(Error::NotDone {
-                    step: "restarted".into(),
-                    detail: format!("{why}; wait for the restart, then `drgit resume`"),
-                });
-            }
-        }
-        check_identity(e.d.ctx, &e.d.kube, &e.params.pod, &e.params.certificate)
+        ready_to_refresh(
+            e.d.ctx,
+            &e.d.kube,
+            &e.params.check(),
+            &[(&e.params.pod, &e.params.certificate)],
+        )
     }
     fn run(&self, e: &Env<'a>, _: &Journal, _: &AtomicBool) -> Result<Value, Error> {
         refresh(e.d.ctx, &e.d.kube, &e.params.pod)?;

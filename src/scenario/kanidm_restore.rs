@@ -31,7 +31,7 @@ use super::delivery::{
 };
 use super::kanidm_recert::{self, ReplManifest, RestartCheck, Rollout};
 use super::publish::{self, Mode, Options};
-use super::{Context, Detail, Outcome};
+use super::{Context, Detail, Outcome, sha256_file};
 use crate::backup::download::{self, Kind};
 use crate::backup::kinds;
 use crate::cert::ReplCert;
@@ -131,13 +131,6 @@ fn volume_of(pod: &str) -> String {
     format!("data-{pod}")
 }
 
-fn sha256_file(path: &Path) -> Result<String, Error> {
-    crate::backup::verify::sha256_file(path).map_err(|source| Error::ReadFile {
-        file: path.display().to_string(),
-        source,
-    })
-}
-
 /// Step 1: the backup, downloaded into `dir` and verified.
 fn fetch_backup(ctx: &Context, name: &str, dir: &Path) -> Result<BackupFile, Error> {
     let k = &ctx.config.kanidm;
@@ -228,17 +221,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
         .collect();
 
     // Step 1: the backup, verified, before anything else.
-    let scratch;
-    let dir = match &repo {
-        Some(r) => r.git_dir().join("drgit/kanidm-restore"),
-        None => {
-            scratch = tempfile::tempdir().map_err(|source| Error::ReadFile {
-                file: "a temporary directory".into(),
-                source,
-            })?;
-            scratch.path().to_path_buf()
-        }
-    };
+    let (dir, _scratch) = super::work_dir(repo.as_ref(), "kanidm-restore")?;
     let backup = fetch_backup(ctx, &args.backup, &dir)?;
     let image = args
         .image
@@ -593,24 +576,32 @@ impl Env<'_> {
         Ok(())
     }
 
-    /// Pods of the StatefulSet; its selector, or `app=<name>`.
-    fn pods(&self) -> Result<Vec<crate::cluster::workload::PodInfo>, Error> {
+    /// The StatefulSet (read once) and its pods, by its selector (or
+    /// `app=<name>` when it is gone).
+    fn statefulset_and_pods(
+        &self,
+    ) -> Result<
+        (
+            Option<crate::cluster::workload::StatefulSetState>,
+            Vec<crate::cluster::workload::PodInfo>,
+        ),
+        Error,
+    > {
         let k = &self.d.ctx.config.kanidm;
-        let selector = self
-            .d
-            .kube
-            .statefulset(&k.namespace, &k.statefulset)?
-            .map(|s| s.selector)
+        let sts = self.d.kube.statefulset(&k.namespace, &k.statefulset)?;
+        let selector = sts
+            .as_ref()
+            .map(|s| s.selector.clone())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| format!("app={}", k.statefulset));
-        Ok(self.d.kube.pods(&k.namespace, &selector)?)
+        let pods = self.d.kube.pods(&k.namespace, &selector)?;
+        Ok((sts, pods))
     }
 
     /// None while the StatefulSet is at 0 with no pod left; else what runs.
     fn still_running(&self) -> Result<Option<String>, Error> {
         let k = &self.d.ctx.config.kanidm;
-        let sts = self.d.kube.statefulset(&k.namespace, &k.statefulset)?;
-        let pods = self.pods()?;
+        let (sts, pods) = self.statefulset_and_pods()?;
         Ok(match sts {
             Some(s) if s.replicas > 0 => Some(format!(
                 "StatefulSet {}/{} still wants {} replica(s)",
@@ -1037,8 +1028,7 @@ impl<'a> Step<Env<'a>> for Healthy {
             (ms(e.d.ctx.config.argocd.poll_ms), MAX_POLL),
             stop,
             |_| {
-                let sts = e.d.kube.statefulset(&k.namespace, &k.statefulset)?;
-                let pods = e.pods()?;
+                let (sts, pods) = e.statefulset_and_pods()?;
                 let ready = pods.iter().filter(|p| p.ready && !p.deleting).count() as i32;
                 Ok(match sts {
                     Some(s) if s.replicas == want && s.rolled_out() && ready == want => {
@@ -1193,21 +1183,8 @@ impl<'a> Step<Env<'a>> for Restarted {
         describe(self.name(), e.d.ctx, &e.params)
     }
     fn run(&self, e: &Env<'a>, j: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
-        let k = &e.d.ctx.config.kanidm;
         let recerted: Recerted = j.output_as(RECERT.change)?;
-        let polled = plan::poll_until(
-            self.name(),
-            Duration::from_secs(k.rollout_timeout_secs),
-            (ms(e.d.ctx.config.argocd.poll_ms), MAX_POLL),
-            stop,
-            |_| kanidm_recert::restart_state(e.d.ctx, &e.d.kube, &recerted.check),
-        )?;
-        polled.map_err(|t| Error::NotRestarted {
-            namespace: k.namespace.clone(),
-            name: k.statefulset.clone(),
-            waited: t.waited,
-            last: t.last,
-        })?;
+        kanidm_recert::wait_restarted(e.d.ctx, &e.d.kube, &recerted.check, stop)?;
         Ok(value(serde_json::json!({"restarted": true})))
     }
 }
@@ -1225,18 +1202,14 @@ impl<'a> Step<Env<'a>> for Refresh {
     }
     fn check(&self, e: &Env<'a>, j: &Journal) -> Result<(), Error> {
         let recerted: Recerted = j.output_as(RECERT.change)?;
-        if let Poll::Waiting(why) =
-            kanidm_recert::restart_state(e.d.ctx, &e.d.kube, &recerted.check)?
-        {
-            return Err(Error::NotDone {
-                step: "restarted".into(),
-                detail: format!("{why}; wait for the restart, then `drgit resume`"),
-            });
-        }
-        for (other, cert) in e.params.others.iter().zip(&recerted.certificates) {
-            kanidm_recert::check_identity(e.d.ctx, &e.d.kube, other, &cert.value)?;
-        }
-        Ok(())
+        let pods: Vec<(&str, &str)> = e
+            .params
+            .others
+            .iter()
+            .zip(&recerted.certificates)
+            .map(|(pod, cert)| (pod.as_str(), cert.value.as_str()))
+            .collect();
+        kanidm_recert::ready_to_refresh(e.d.ctx, &e.d.kube, &recerted.check, &pods)
     }
     fn run(&self, e: &Env<'a>, _: &Journal, _: &AtomicBool) -> Result<Value, Error> {
         for other in &e.params.others {

@@ -414,6 +414,33 @@ fn find_object_store(ctx: &Context, manifest: &Manifest, name: &str) -> Option<(
     None
 }
 
+/// The SHA-256 of a local file, read errors naming it.
+pub fn sha256_file(path: &Path) -> Result<String, Error> {
+    crate::backup::verify::sha256_file(path).map_err(|source| Error::ReadFile {
+        file: path.display().to_string(),
+        source,
+    })
+}
+
+/// Where a plan keeps the files it downloads: `.git/drgit/<name>` of the
+/// working copy, or (a dry run, no working copy used) a temporary
+/// directory, kept alive by the returned guard.
+pub fn work_dir(
+    repo: Option<&WorkRepo>,
+    name: &str,
+) -> Result<(PathBuf, Option<tempfile::TempDir>), Error> {
+    match repo {
+        Some(r) => Ok((r.git_dir().join("drgit").join(name), None)),
+        None => {
+            let tmp = tempfile::tempdir().map_err(|source| Error::ReadFile {
+                file: "a temporary directory".into(),
+                source,
+            })?;
+            Ok((tmp.path().to_path_buf(), Some(tmp)))
+        }
+    }
+}
+
 /// Opens the working copy and checks that the manifest is committed and
 /// clean, before any other work.
 pub fn preflight(ctx: &Context, rel_path: &Path) -> Result<WorkRepo, Error> {

@@ -222,6 +222,22 @@ fn collect(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
     }
 }
 
+/// A journal's steps as `name status` (`merged done`, `fence running`).
+pub fn step_states(journal: &serde_json::Value) -> Vec<String> {
+    journal["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {}",
+                s["name"].as_str().unwrap(),
+                s["status"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
 pub struct Run {
     pub code: i32,
     pub stdout: String,
