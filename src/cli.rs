@@ -434,7 +434,7 @@ fn backups_download(
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()) && !cli.quiet,
         ..Default::default()
     };
-    let done = download::download(store.as_ref(), &item.key, &dest, kind, &opts)?;
+    let done = download::download_item(store.as_ref(), &item, &dest, kind, &opts)?;
     if cli.json {
         write_json(&done)
     } else {

@@ -104,6 +104,8 @@ pub struct Backup {
     pub region: String,
     /// Path-style addressing; default: on for IP-address and localhost endpoints.
     pub path_style: Option<bool>,
+    /// How many requests to the store may be in flight at once.
+    pub parallel_requests: usize,
 }
 
 impl Default for Backup {
@@ -113,6 +115,7 @@ impl Default for Backup {
             endpoint: "https://b0832b1c20a7cada26af0ac45862ce80.r2.cloudflarestorage.com".into(),
             region: "auto".into(),
             path_style: None,
+            parallel_requests: crate::backup::DEFAULT_PARALLEL_REQUESTS,
         }
     }
 }

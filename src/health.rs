@@ -11,9 +11,10 @@
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
-use crate::backup::BackupStore;
+use crate::backup::barman::LineageRead;
 use crate::backup::barman::{BaseBackup, Catalog, CatalogError, Gap, Window};
 use crate::backup::kinds::{self, Item};
+use crate::backup::{Answer, Ask, BackupStore, Request};
 use crate::config::Config;
 
 /// One PostgreSQL lineage (a `serverName` folder).
@@ -180,15 +181,58 @@ pub fn collect(
     cfg: &Config,
     now: Timestamp,
 ) -> Result<Report, CatalogError> {
+    // One crawl: the lineages, etcd and Kanidm listed together; each
+    // lineage's requests and the Kanidm headers asked as soon as their
+    // listing names them.
+    const LINEAGES: usize = 0;
+    const ETCD: usize = 1;
+    const KANIDM: usize = 2;
     let prefix = &cfg.postgres.catalog_prefix;
-    let (dirs, _) = store.list_level(prefix)?;
+    let mut lineages: Vec<(String, LineageRead)> = Vec::new();
+    let mut etcd_objects = Vec::new();
+    let mut kanidm = kinds::KanidmRead::default();
+    let describe = store.describe();
+    let start = vec![
+        Request::new(LINEAGES, Ask::Level(prefix.clone())),
+        Request::new(ETCD, Ask::List(cfg.talos.etcd_prefix.clone())),
+        Request::new(KANIDM, kinds::KanidmRead::start(&cfg.kanidm.backup_prefix)),
+    ];
+    store.crawl(start, &mut |r, answer| match (r.tag, answer) {
+        (LINEAGES, Answer::Level(dirs, _)) => {
+            let mut next = Vec::new();
+            for dir in dirs {
+                let server = dir
+                    .trim_start_matches(prefix.as_str())
+                    .trim_end_matches('/')
+                    .to_string();
+                let mut read = LineageRead::new(&describe, &dir, &server);
+                let tag = KANIDM + 1 + lineages.len();
+                next.extend(read.start().into_iter().map(|a| Request::new(tag, a)));
+                lineages.push((server, read));
+            }
+            next
+        }
+        (ETCD, Answer::Objects(objects)) => {
+            etcd_objects = objects;
+            Vec::new()
+        }
+        (KANIDM, answer) => kanidm
+            .take(r.ask, answer)
+            .into_iter()
+            .map(|a| Request::new(KANIDM, a))
+            .collect(),
+        (tag, answer) => match lineages.get_mut(tag.wrapping_sub(KANIDM + 1)) {
+            Some((_, read)) => read
+                .take(r.ask, answer)
+                .into_iter()
+                .map(|a| Request::new(tag, a))
+                .collect(),
+            None => Vec::new(),
+        },
+    })?;
     let mut postgres = Vec::new();
-    for dir in dirs {
-        let server = dir
-            .trim_start_matches(prefix.as_str())
-            .trim_end_matches('/')
-            .to_string();
-        let catalog = match Catalog::read(store, &dir, &server) {
+    for (server, read) in lineages {
+        let catalog = match read.finish() {
             Ok(c) => c,
             Err(CatalogError::Empty { .. }) => continue,
             Err(e) => return Err(e),
@@ -206,8 +250,8 @@ pub fn collect(
         judge_lineage(l, cfg, now);
     }
 
-    let etcd_items = kinds::etcd_snapshots(store, &cfg.talos.etcd_prefix)?;
-    let kanidm_items = kinds::kanidm_backups(store, &cfg.kanidm.backup_prefix)?;
+    let etcd_items = kinds::etcd_items(etcd_objects);
+    let kanidm_items = kanidm.finish();
     let mut etcd = kind("etcd", &cfg.talos.etcd_prefix, etcd_items);
     etcd.problems = schedule_problems(
         cfg,

@@ -172,6 +172,7 @@ fn s3_store(endpoint: &str) -> S3Store {
         region: "us-east-1".into(),
         path_style: None,
         credentials: None,
+        parallel: 8,
     })
     .unwrap()
 }

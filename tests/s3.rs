@@ -193,6 +193,7 @@ fn store_pages_listings_and_lists_folders_concurrently() {
         region: "us-east-1".into(),
         path_style: None,
         credentials: None,
+        parallel: 8,
     })
     .unwrap();
     let big = store.list("big/").unwrap();
@@ -202,7 +203,7 @@ fn store_pages_listings_and_lists_folders_concurrently() {
     let (dirs, files) = store.list_level("dirs/").unwrap();
     assert_eq!(dirs, vec!["dirs/d0/", "dirs/d1/", "dirs/d2/"]);
     assert!(files.is_empty());
-    let all = store.list_many(&dirs).unwrap();
+    let all = drgit::backup::list_many(&store, &dirs).unwrap();
     assert_eq!(all.len(), 30);
     assert_eq!(store.get("big/00007").unwrap(), b"x");
     assert!(matches!(
@@ -265,6 +266,116 @@ fn the_backup_info_files_are_read_together() {
         2,
         "both base backups' backup.info in flight at once"
     );
+}
+
+#[test]
+fn backup_info_reads_and_wal_folder_listings_share_one_bounded_pool() {
+    // Counted, not timed. Three base backups and three WAL folders, each
+    // request held back: with the pool bounded at 4, four are in flight
+    // at once only when `backup.info` reads and folder listings run
+    // together (each kind alone is three), and never more than four.
+    use common::fault_proxy::{Fault, FaultProxy};
+    let s3 = S3Server::start(&[]);
+    s3.create_bucket(BUCKET);
+    let tree = tempfile::tempdir().unwrap();
+    for k in 1..=3 {
+        let base = tree
+            .path()
+            .join(format!("cnpg/shared-pg/base/2026112{k}T000000"));
+        std::fs::create_dir_all(&base).unwrap();
+        let wal = format!("00000001000000000000000{k}");
+        std::fs::write(
+            base.join("backup.info"),
+            format!(
+                "status=DONE\ntimeline=1\nbegin_wal={wal}\nend_wal={wal}\nbegin_time=2026-11-2{k} 00:00:00.000000+00:00\nend_time=2026-11-2{k} 00:05:00.000000+00:00\n"
+            ),
+        )
+        .unwrap();
+        let folder = tree
+            .path()
+            .join(format!("cnpg/shared-pg/wals/000000010000000{k}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join(format!("000000010000000{k}00000001")), b"x").unwrap();
+    }
+    s3.upload_dir(BUCKET, tree.path(), "");
+    let proxy = FaultProxy::start(&s3.endpoint);
+    let f = Fixture::new();
+    std::fs::write(
+        f.repo().join("drgit.toml"),
+        format!(
+            "[backup]\nurl = \"s3://{BUCKET}/\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\nparallel_requests = 4\n",
+            proxy.endpoint
+        ),
+    )
+    .unwrap();
+    const INFOS: &str = "backup.info";
+    const FOLDERS: &str = "wals%2F000000010000000";
+    for m in [INFOS, FOLDERS] {
+        for _ in 0..3 {
+            proxy.inject(m, Fault::Slow(std::time::Duration::from_millis(500)));
+        }
+    }
+    let together = format!("{INFOS}|{FOLDERS}");
+    proxy.watch(&together);
+    proxy.watch(" /");
+    let run = f.drgit_env(&["--json", "backups", "status"], &s3_env());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.json()["postgres"][0]["base_backups"],
+        3,
+        "{}",
+        run.stdout
+    );
+    assert!(
+        proxy.faults.lock().unwrap().is_empty(),
+        "every held-back request was made: {:?}",
+        proxy.requests.lock().unwrap()
+    );
+    assert_eq!(
+        proxy.most_in_flight(&together),
+        4,
+        "backup.info reads and WAL folder listings in flight together, up to the bound"
+    );
+    assert_eq!(proxy.most_in_flight(" /"), 4, "never more than the bound");
+}
+
+#[test]
+fn a_listed_backup_downloads_without_a_head_request_first() {
+    // The listing gives each object's size and ETag; asking again (HEAD)
+    // would cost a round trip before the first byte.
+    use common::fault_proxy::FaultProxy;
+    let s3 = server_with_fixture("");
+    let proxy = FaultProxy::start(&s3.endpoint);
+    let f = Fixture::new();
+    s3_config(&f, &format!("s3://{BUCKET}/"), &proxy.endpoint);
+    for kind in ["etcd", "kanidm"] {
+        let dest = f.dir.path().join(format!("{kind}.out"));
+        let run = f.drgit_env(
+            &[
+                "--json",
+                "backups",
+                "download",
+                kind,
+                "latest",
+                "--output",
+                dest.to_str().unwrap(),
+            ],
+            &s3_env(),
+        );
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(
+            run.json()["checks"].as_array().unwrap().len() >= 2,
+            "{}",
+            run.stdout
+        );
+    }
+    assert_eq!(
+        proxy.count("HEAD "),
+        0,
+        "{:?}",
+        proxy.requests.lock().unwrap()
+    );
+    assert!(proxy.count("GET ") > 0);
 }
 
 #[test]

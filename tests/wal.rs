@@ -211,6 +211,7 @@ fn every_compression_barman_cloud_writes_is_read() {
             region: "us-east-1".into(),
             path_style: None,
             credentials: None,
+            parallel: 8,
         })
         .unwrap();
         let key = format!("cnpg/{server}/wals/{}/{name}.{suffix}", &name[..16]);

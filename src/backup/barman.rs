@@ -25,8 +25,8 @@ use std::fmt;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use super::wal::{self, WalError};
-use super::{BackupStore, ObjectMeta, StoreError};
+use super::wal;
+use super::{Answer, Ask, BackupStore, ObjectMeta, Request, StoreError};
 
 /// How many segments drgit reads back from a chain's end looking for its
 /// newest transaction end, before it gives up (4 GiB of WAL at 16 MiB:
@@ -266,19 +266,56 @@ fn parse_segment(file: &str) -> Option<(u32, u64, u64)> {
 }
 
 impl Catalog {
-    /// Reads `<prefix>` (ending in `<serverName>/`) from the store.
+    /// Reads `<prefix>` (ending in `<serverName>/`) from the store, each
+    /// request as soon as what it needs is known ([`LineageRead`]).
     pub fn read(
         store: &dyn BackupStore,
         prefix: &str,
         server: &str,
     ) -> Result<Catalog, CatalogError> {
-        let location = format!("{}{prefix}", store.describe());
-        // Base backups are few; WAL folders (one per timeline and 4 GiB of
-        // WAL) are listed concurrently where the store can.
-        let mut objects = store.list(&format!("{prefix}base/"))?;
-        let (wal_dirs, wal_root) = store.list_level(&format!("{prefix}wals/"))?;
-        objects.extend(wal_root);
-        objects.extend(store.list_many(&wal_dirs)?);
+        let mut read = LineageRead::new(&store.describe(), prefix, server);
+        let tag = |asks: Vec<Ask>| asks.into_iter().map(|a| Request::new(0, a)).collect();
+        store.crawl(tag(read.start()), &mut |r, answer| {
+            tag(read.take(r.ask, answer))
+        })?;
+        read.finish()
+    }
+
+    /// Reads the catalog as [`Catalog::read`] does and, in the same crawl,
+    /// whether the prefix `probe` (a lineage to be) holds nothing.
+    pub fn read_probing(
+        store: &dyn BackupStore,
+        prefix: &str,
+        server: &str,
+        probe: &str,
+    ) -> Result<(Catalog, bool), CatalogError> {
+        const CATALOG: usize = 0;
+        const PROBE: usize = 1;
+        let mut read = LineageRead::new(&store.describe(), prefix, server);
+        let mut probe_empty = true;
+        let tag = |asks: Vec<Ask>| asks.into_iter().map(|a| Request::new(CATALOG, a));
+        let start = tag(read.start())
+            .chain([Request::new(PROBE, Ask::Level(probe.to_string()))])
+            .collect();
+        store.crawl(start, &mut |r, answer| match (r.tag, answer) {
+            (PROBE, Answer::Level(dirs, objects)) => {
+                probe_empty = dirs.is_empty() && objects.is_empty();
+                Vec::new()
+            }
+            (_, answer) => tag(read.take(r.ask, answer)).collect(),
+        })?;
+        Ok((read.finish()?, probe_empty))
+    }
+
+    /// The catalog from the objects listed under `prefix` and the
+    /// `backup.info` contents by key; the chain ends are read after.
+    fn build(
+        location: String,
+        prefix: &str,
+        server: &str,
+        objects: &[ObjectMeta],
+        infos: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<Catalog, CatalogError> {
         if objects.is_empty() {
             return Err(CatalogError::Empty {
                 location,
@@ -289,15 +326,11 @@ impl Catalog {
         let wal_prefix = format!("{prefix}wals/");
 
         let mut sizes: BTreeMap<String, u64> = BTreeMap::new();
-        let mut infos: Vec<&ObjectMeta> = Vec::new();
         let mut wal: Vec<&ObjectMeta> = Vec::new();
-        for o in &objects {
+        for o in objects {
             if let Some(rest) = o.key.strip_prefix(&base_prefix) {
-                if let Some((id, file)) = rest.split_once('/') {
+                if let Some((id, _)) = rest.split_once('/') {
                     *sizes.entry(id.to_string()).or_default() += o.size;
-                    if file == "backup.info" {
-                        infos.push(o);
-                    }
                 }
             } else if o.key.starts_with(&wal_prefix) {
                 wal.push(o);
@@ -306,12 +339,10 @@ impl Catalog {
 
         let mut backups = Vec::new();
         let mut segment_size = DEFAULT_SEGMENT_SIZE;
-        // Read together: one round trip each is what costs, far from the bucket.
-        let contents = store.get_many(&infos.iter().map(|i| i.key.clone()).collect::<Vec<_>>())?;
-        for (info, bytes) in infos.into_iter().zip(contents) {
-            let text = String::from_utf8_lossy(&bytes);
-            let kv = parse_backup_info(&info.key, &text)?;
-            let id = info.key[base_prefix.len()..]
+        for (key, bytes) in infos {
+            let text = String::from_utf8_lossy(bytes);
+            let kv = parse_backup_info(key, &text)?;
+            let id = key[base_prefix.len()..]
                 .split('/')
                 .next()
                 .unwrap_or_default()
@@ -322,7 +353,7 @@ impl Catalog {
                         None => Ok(None),
                         Some(v) => parse_python_time(v).map(Some).ok_or_else(|| {
                             CatalogError::BadBackupInfo {
-                                key: info.key.clone(),
+                                key: key.clone(),
                                 detail: format!("`{k}={v}` is not a time"),
                             }
                         }),
@@ -380,7 +411,7 @@ impl Catalog {
                 }
             }
         }
-        let mut catalog = Catalog {
+        Ok(Catalog {
             location,
             backups,
             segments: by_pos.into_values().collect(),
@@ -388,9 +419,7 @@ impl Catalog {
             partials,
             segment_size,
             chain_ends: Vec::new(),
-        };
-        catalog.chain_ends = catalog.read_chain_ends(store)?;
-        Ok(catalog)
+        })
     }
 
     /// Each DONE backup's chain: the positions of its first segment and of
@@ -416,77 +445,89 @@ impl Catalog {
         out
     }
 
-    /// Reads the newest transaction end of every chain from its last
-    /// segments, going back (at most [`MAX_SEGMENTS_BACK`], and not before
-    /// the chain's first backup) until a segment holds one.
-    fn read_chain_ends(&self, store: &dyn BackupStore) -> Result<Vec<ChainEnd>, StoreError> {
+    /// Where to start reading each chain's end: the position of its last
+    /// segment and the lowest position it may go back to (the chain's
+    /// first backup's first segment).
+    fn chain_end_reads(&self) -> Vec<EndRead> {
         let mut lowest: BTreeMap<u64, u64> = BTreeMap::new();
         for (_, begin, end) in self.chains() {
             let low = lowest.entry(end).or_insert(begin);
             *low = (*low).min(begin);
         }
-        let mut out = Vec::new();
-        for (end, low) in lowest {
+        lowest
+            .into_iter()
             // Chains end at archived segments, and run unbroken back to `low`.
-            let Some(last) = self.segment_at(end) else {
-                continue;
-            };
-            let mut found = ChainEnd {
-                segment: last.name.clone(),
-                position: end,
-                last_xact_end: None,
-                found_in: None,
-                segments_read: 0,
-                read_ms: 0.0,
-                error: None,
-            };
-            let started = std::time::Instant::now();
-            let mut next: Option<Vec<u8>> = None;
-            let mut pos = end;
-            while let Some(seg) = self.segment_at(pos) {
-                found.segments_read += 1;
-                let scanned = store
-                    .get(&seg.key)
-                    .map_err(ReadErr::Store)
-                    .and_then(|bytes| wal::decompress(&seg.key, &bytes).map_err(ReadErr::Wal))
-                    .and_then(|bytes| {
-                        let start =
-                            wal::segment_start(&seg.name, self.segment_size).unwrap_or_default();
-                        wal::scan(&seg.name, start, &bytes, next.as_deref())
-                            .map(|s| (s, bytes))
-                            .map_err(ReadErr::Wal)
-                    });
-                match scanned {
-                    Ok((scan, bytes)) => {
-                        if let Some(t) = scan.newest() {
-                            found.last_xact_end = Some(t);
-                            found.found_in = Some(seg.name.clone());
-                            break;
-                        }
-                        next = Some(bytes);
-                    }
-                    Err(ReadErr::Store(e)) => return Err(e),
-                    Err(ReadErr::Wal(e)) => {
-                        found.error = Some(e.to_string());
-                        break;
-                    }
+            .filter_map(|(end, low)| {
+                let last = self.segment_at(end)?;
+                Some(EndRead {
+                    found: ChainEnd {
+                        segment: last.name.clone(),
+                        position: end,
+                        last_xact_end: None,
+                        found_in: None,
+                        segments_read: 0,
+                        read_ms: 0.0,
+                        error: None,
+                    },
+                    pos: end,
+                    low,
+                    next: None,
+                    started: std::time::Instant::now(),
+                    done: false,
+                })
+            })
+            .collect()
+    }
+
+    /// Takes the segment an end read asked for: the newest transaction end
+    /// in it, or the segment before to read next (at most
+    /// [`MAX_SEGMENTS_BACK`], and not before the chain's first backup).
+    fn step_end(&self, read: &mut EndRead, bytes: &[u8]) -> Option<Ask> {
+        let seg = self.segment_at(read.pos)?;
+        let found = &mut read.found;
+        found.segments_read += 1;
+        let scanned = wal::decompress(&seg.key, bytes).and_then(|bytes| {
+            let start = wal::segment_start(&seg.name, self.segment_size).unwrap_or_default();
+            wal::scan(&seg.name, start, &bytes, read.next.as_deref()).map(|s| (s, bytes))
+        });
+        let more = match scanned {
+            Ok((scan, bytes)) => match scan.newest() {
+                Some(t) => {
+                    found.last_xact_end = Some(t);
+                    found.found_in = Some(seg.name.clone());
+                    false
                 }
-                if pos == low || end - pos + 1 >= MAX_SEGMENTS_BACK {
-                    if pos != low {
-                        found.error = Some(format!(
-                            "no commit or abort record in the last {MAX_SEGMENTS_BACK} segments up to {}",
-                            last.name
-                        ));
-                    }
-                    break;
+                None => {
+                    read.next = Some(bytes);
+                    true
                 }
-                pos -= 1;
+            },
+            Err(e) => {
+                found.error = Some(e.to_string());
+                false
             }
-            found.read_ms = started.elapsed().as_secs_f64() * 1000.0;
+        };
+        let end = found.position;
+        let next = if !more {
+            None
+        } else if read.pos == read.low || end - read.pos + 1 >= MAX_SEGMENTS_BACK {
+            if read.pos != read.low {
+                found.error = Some(format!(
+                    "no commit or abort record in the last {MAX_SEGMENTS_BACK} segments up to {}",
+                    found.segment
+                ));
+            }
+            None
+        } else {
+            read.pos -= 1;
+            self.segment_at(read.pos).map(|s| Ask::Get(s.key.clone()))
+        };
+        if next.is_none() {
+            read.done = true;
+            found.read_ms = read.started.elapsed().as_secs_f64() * 1000.0;
             tracing::debug!(segment = %found.segment, last = ?found.last_xact_end, read = found.segments_read, ms = found.read_ms, "chain end");
-            out.push(found);
         }
-        Ok(out)
+        next
     }
 
     /// The archived segment at a position (`segments` is sorted by it).
@@ -706,9 +747,172 @@ impl Catalog {
     }
 }
 
-enum ReadErr {
-    Store(StoreError),
-    Wal(WalError),
+/// One chain end being read, newest segment first.
+struct EndRead {
+    found: ChainEnd,
+    /// The segment asked for.
+    pos: u64,
+    low: u64,
+    /// The segment after `pos`, decompressed (a record may run into it).
+    next: Option<Vec<u8>>,
+    started: std::time::Instant,
+    done: bool,
+}
+
+/// Reading one lineage, answer by answer, so that a reader of many
+/// (`backups status`) can run them all in one crawl: `base/` and the
+/// `wals/` level are listed first; each WAL folder is listed and each
+/// `backup.info` read as soon as its listing names it; when all of those
+/// are in, the catalog is built and each chain's end is read from its
+/// last segment (going back one segment at a time while none holds a
+/// transaction end).
+pub struct LineageRead {
+    location: String,
+    prefix: String,
+    server: String,
+    objects: Vec<ObjectMeta>,
+    infos: BTreeMap<String, Vec<u8>>,
+    /// Requests asked and not yet answered.
+    pending: usize,
+    stage: Stage,
+}
+
+enum Stage {
+    Listing,
+    Ends(Catalog, Vec<EndRead>),
+    Done(Result<Catalog, CatalogError>),
+}
+
+impl LineageRead {
+    /// A read of `<prefix>` (ending in `<serverName>/`) in the store that
+    /// `describe` names.
+    pub fn new(describe: &str, prefix: &str, server: &str) -> LineageRead {
+        LineageRead {
+            location: format!("{describe}{prefix}"),
+            prefix: prefix.to_string(),
+            server: server.to_string(),
+            objects: Vec::new(),
+            infos: BTreeMap::new(),
+            pending: 0,
+            stage: Stage::Listing,
+        }
+    }
+
+    /// The first requests: the `base/` listing and the `wals/` level.
+    pub fn start(&mut self) -> Vec<Ask> {
+        self.pending = 2;
+        vec![
+            Ask::List(format!("{}base/", self.prefix)),
+            Ask::Level(format!("{}wals/", self.prefix)),
+        ]
+    }
+
+    /// Takes the answer to one of its requests; returns what to ask next.
+    pub fn take(&mut self, ask: Ask, answer: Answer) -> Vec<Ask> {
+        self.pending = self.pending.saturating_sub(1);
+        let mut next = Vec::new();
+        match (&mut self.stage, ask, answer) {
+            (Stage::Listing, Ask::List(prefix), Answer::Objects(objects)) => {
+                let base = format!("{}base/", self.prefix);
+                if prefix == base {
+                    next.extend(
+                        objects
+                            .iter()
+                            .filter(|o| {
+                                o.key
+                                    .strip_prefix(&base)
+                                    .and_then(|r| r.split_once('/'))
+                                    .is_some_and(|(_, file)| file == "backup.info")
+                            })
+                            .map(|o| Ask::Get(o.key.clone())),
+                    );
+                }
+                self.objects.extend(objects);
+            }
+            (Stage::Listing, Ask::Level(_), Answer::Level(dirs, objects)) => {
+                self.objects.extend(objects);
+                next.extend(dirs.into_iter().map(Ask::List));
+            }
+            (Stage::Listing, Ask::Get(key), Answer::Bytes(bytes)) => {
+                self.infos.insert(key, bytes);
+            }
+            (Stage::Ends(catalog, reads), Ask::Get(key), Answer::Bytes(bytes)) => {
+                if let Some(read) = reads
+                    .iter_mut()
+                    .find(|r| !r.done && catalog.segment_at(r.pos).is_some_and(|s| s.key == key))
+                {
+                    next.extend(catalog.step_end(read, &bytes));
+                }
+            }
+            _ => {}
+        }
+        self.pending += next.len();
+        if self.pending == 0 {
+            next.extend(self.advance());
+        }
+        next
+    }
+
+    /// Everything asked is in: the next stage, and its first requests.
+    fn advance(&mut self) -> Vec<Ask> {
+        match std::mem::replace(&mut self.stage, Stage::Listing) {
+            Stage::Listing => {
+                let built = Catalog::build(
+                    self.location.clone(),
+                    &self.prefix,
+                    &self.server,
+                    &self.objects,
+                    &self.infos,
+                );
+                self.objects = Vec::new();
+                self.infos = BTreeMap::new();
+                match built {
+                    Ok(catalog) => {
+                        let reads = catalog.chain_end_reads();
+                        let asks: Vec<Ask> = reads
+                            .iter()
+                            .filter_map(|r| catalog.segment_at(r.pos))
+                            .map(|s| Ask::Get(s.key.clone()))
+                            .collect();
+                        self.pending = asks.len();
+                        self.stage = if asks.is_empty() {
+                            Stage::Done(Ok(catalog))
+                        } else {
+                            Stage::Ends(catalog, reads)
+                        };
+                        asks
+                    }
+                    Err(e) => {
+                        self.stage = Stage::Done(Err(e));
+                        Vec::new()
+                    }
+                }
+            }
+            Stage::Ends(mut catalog, reads) => {
+                catalog.chain_ends = reads.into_iter().map(|r| r.found).collect();
+                self.stage = Stage::Done(Ok(catalog));
+                Vec::new()
+            }
+            done @ Stage::Done(_) => {
+                self.stage = done;
+                Vec::new()
+            }
+        }
+    }
+
+    /// The catalog read (after the crawl has run out of requests).
+    pub fn finish(mut self) -> Result<Catalog, CatalogError> {
+        if !matches!(self.stage, Stage::Done(_)) {
+            self.advance();
+        }
+        match self.stage {
+            Stage::Done(result) => result,
+            _ => Err(CatalogError::Unusable {
+                location: self.location,
+                detail: "the catalog read stopped before every request was answered".into(),
+            }),
+        }
+    }
 }
 
 #[cfg(test)]

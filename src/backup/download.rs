@@ -104,6 +104,43 @@ pub fn download(
     opts: &Options,
 ) -> Result<Downloaded, DownloadError> {
     let (size, etag) = store.stat(key)?;
+    download_known(store, key, size, etag, dest, kind, opts)
+}
+
+/// Downloads a backup just listed: its size and ETag from the listing
+/// (no HEAD first: a round trip less across the ocean), or from a HEAD
+/// when the listing gave no ETag.
+pub fn download_item(
+    store: &dyn BackupStore,
+    item: &super::kinds::Item,
+    dest: &Path,
+    kind: Kind,
+    opts: &Options,
+) -> Result<Downloaded, DownloadError> {
+    match &item.etag {
+        Some(etag) => download_known(
+            store,
+            &item.key,
+            item.size,
+            Some(etag.clone()),
+            dest,
+            kind,
+            opts,
+        ),
+        None => download(store, &item.key, dest, kind, opts),
+    }
+}
+
+/// Downloads `key` of `size` bytes and `etag` (as the store reports them).
+fn download_known(
+    store: &dyn BackupStore,
+    key: &str,
+    size: u64,
+    etag: Option<String>,
+    dest: &Path,
+    kind: Kind,
+    opts: &Options,
+) -> Result<Downloaded, DownloadError> {
     let (part, state_path) = part_paths(dest);
     let ioerr = |path: &Path| {
         let path = path.display().to_string();

@@ -10,7 +10,7 @@
 use jiff::Timestamp;
 use serde::Serialize;
 
-use super::{BackupStore, ObjectMeta, StoreError};
+use super::{Answer, Ask, BackupStore, ObjectMeta, Request, StoreError};
 
 /// A backup asked for by name that is not in the store.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +65,9 @@ pub struct Item {
     /// From the name when it carries a timestamp, else LastModified.
     pub time: Timestamp,
     pub last_modified: Timestamp,
+    /// As listed (S3), so that a download needs no HEAD first.
+    #[serde(skip)]
+    pub etag: Option<String>,
     /// Kanidm only: the server version that wrote it, and whether it is gzip.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
@@ -100,6 +103,7 @@ fn item(o: ObjectMeta) -> Item {
         key: o.key,
         size: o.size,
         last_modified: o.last_modified,
+        etag: o.etag,
         version: None,
         gzip: None,
         db_ts_max: None,
@@ -109,14 +113,18 @@ fn item(o: ObjectMeta) -> Item {
 
 /// etcd snapshots under `prefix`, oldest first.
 pub fn etcd_snapshots(store: &dyn BackupStore, prefix: &str) -> Result<Vec<Item>, StoreError> {
-    let mut items: Vec<Item> = store
-        .list(prefix)?
+    Ok(etcd_items(store.list(prefix)?))
+}
+
+/// The etcd snapshots among listed objects, oldest first.
+pub fn etcd_items(objects: Vec<ObjectMeta>) -> Vec<Item> {
+    let mut items: Vec<Item> = objects
         .into_iter()
         .filter(|o| o.key.ends_with(".db"))
         .map(item)
         .collect();
     items.sort_by_key(|i| i.time);
-    Ok(items)
+    items
 }
 
 /// How many bytes of a Kanidm backup are read for its header.
@@ -124,19 +132,58 @@ const HEADER_BYTES: u64 = 64 * 1024;
 
 /// Kanidm backups under `prefix`, oldest first, with their versions.
 pub fn kanidm_backups(store: &dyn BackupStore, prefix: &str) -> Result<Vec<Item>, StoreError> {
-    let mut items: Vec<Item> = store.list(prefix)?.into_iter().map(item).collect();
-    for i in &mut items {
-        let head = store.get_head(&i.key, HEADER_BYTES)?;
-        let (gzip, version) = kanidm_header(&head);
-        i.gzip = Some(gzip);
-        i.db_ts_max = header_text(&head).and_then(|t| db_ts_max(&t));
-        match version {
-            Ok(v) => i.version = Some(v),
-            Err(p) => i.problem = Some(p),
+    let mut read = KanidmRead::default();
+    let tag = |asks: Vec<Ask>| asks.into_iter().map(|a| Request::new(0, a)).collect();
+    store.crawl(tag(vec![KanidmRead::start(prefix)]), &mut |r, answer| {
+        tag(read.take(r.ask, answer))
+    })?;
+    Ok(read.finish())
+}
+
+/// Reading the Kanidm backups answer by answer: the listing, then every
+/// backup's header at once (a ranged read each).
+#[derive(Default)]
+pub struct KanidmRead {
+    items: Vec<Item>,
+}
+
+impl KanidmRead {
+    /// The first request: the listing of `prefix`.
+    pub fn start(prefix: &str) -> Ask {
+        Ask::List(prefix.to_string())
+    }
+
+    /// Takes the answer to one of its requests; returns what to ask next.
+    pub fn take(&mut self, ask: Ask, answer: Answer) -> Vec<Ask> {
+        match (ask, answer) {
+            (Ask::List(_), Answer::Objects(objects)) => {
+                self.items = objects.into_iter().map(item).collect();
+                self.items
+                    .iter()
+                    .map(|i| Ask::Head(i.key.clone(), HEADER_BYTES))
+                    .collect()
+            }
+            (Ask::Head(key, _), Answer::Bytes(head)) => {
+                if let Some(i) = self.items.iter_mut().find(|i| i.key == key) {
+                    let (gzip, version) = kanidm_header(&head);
+                    i.gzip = Some(gzip);
+                    i.db_ts_max = header_text(&head).and_then(|t| db_ts_max(&t));
+                    match version {
+                        Ok(v) => i.version = Some(v),
+                        Err(p) => i.problem = Some(p),
+                    }
+                }
+                Vec::new()
+            }
+            _ => Vec::new(),
         }
     }
-    items.sort_by_key(|i| i.time);
-    Ok(items)
+
+    /// The backups read, oldest first.
+    pub fn finish(mut self) -> Vec<Item> {
+        self.items.sort_by_key(|i| i.time);
+        self.items
+    }
 }
 
 /// The first bytes of a Kanidm backup as text, decompressed as far as they go.

@@ -51,6 +51,7 @@ impl LocalStore {
                     key,
                     size: meta.len(),
                     last_modified,
+                    etag: None,
                 });
             }
         }
@@ -100,6 +101,7 @@ impl BackupStore for LocalStore {
                     key: format!("{prefix}{name}"),
                     size: meta.len(),
                     last_modified: Timestamp::try_from(modified).unwrap_or(Timestamp::UNIX_EPOCH),
+                    etag: None,
                 });
             }
         }

@@ -5,8 +5,9 @@
 //! checksums validated only "when required"; path-style addressing is on by
 //! itself for IP-address and localhost endpoints. Credentials come from the
 //! standard AWS chain (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` first).
-//! Listing pages 1,000 keys a call; many prefixes (the WAL folders) are
-//! listed concurrently, a bounded number at a time. The SDK retries 5xx,
+//! Listing pages 1,000 keys a call. A crawl (the catalog read) runs every
+//! request whose prefix or key is known at once, a bounded number at a
+//! time (`[backup] parallel_requests`). The SDK retries 5xx,
 //! throttling and timeouts with backoff. No error message carries a secret.
 
 use std::sync::Arc;
@@ -17,13 +18,18 @@ use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumVal
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use jiff::Timestamp;
 
-use super::{BackupStore, ObjectMeta, StoreError};
-
-/// How many LIST requests may be in flight at once.
-const PARALLEL_LISTS: usize = 16;
+use super::{Answer, Ask, BackupStore, ObjectMeta, Request, StoreError, Then};
 
 pub struct S3Store {
     rt: tokio::runtime::Runtime,
+    conn: Conn,
+    /// How many requests a crawl may have in flight at once.
+    parallel: usize,
+}
+
+/// What one request needs, owned, so that many can run at once.
+#[derive(Clone)]
+struct Conn {
     client: aws_sdk_s3::Client,
     bucket: String,
     /// Key prefix inside the bucket, ending in `/` (or empty).
@@ -44,6 +50,8 @@ pub struct S3Settings {
     pub path_style: Option<bool>,
     /// Static credentials (access key id, secret); None: the AWS chain.
     pub credentials: Option<(String, String)>,
+    /// How many requests a crawl may have in flight at once.
+    pub parallel: usize,
 }
 
 fn is_local_or_ip(endpoint: &str) -> bool {
@@ -109,29 +117,32 @@ impl S3Store {
         conf = conf.force_path_style(path_style);
         Ok(S3Store {
             rt,
-            client: aws_sdk_s3::Client::from_conf(conf.build()),
-            bucket: s.bucket.clone(),
-            root: s.prefix.clone(),
-            endpoint: if s.endpoint.is_empty() {
-                "AWS S3".into()
-            } else {
-                s.endpoint.clone()
+            conn: Conn {
+                client: aws_sdk_s3::Client::from_conf(conf.build()),
+                bucket: s.bucket.clone(),
+                root: s.prefix.clone(),
+                endpoint: if s.endpoint.is_empty() {
+                    "AWS S3".into()
+                } else {
+                    s.endpoint.clone()
+                },
+                list_calls: Arc::new(AtomicU64::new(0)),
             },
-            list_calls: Arc::new(AtomicU64::new(0)),
+            parallel: s.parallel.max(1),
         })
     }
 
     /// LIST requests made so far (for benchmarks and `-v`).
     pub fn list_calls(&self) -> u64 {
-        self.list_calls.load(Ordering::Relaxed)
+        self.conn.list_calls.load(Ordering::Relaxed)
     }
 
-    fn location(&self, key: &str) -> String {
-        format!("s3://{}/{}{key}", self.bucket, self.root)
+    /// One request, answered.
+    fn ask(&self, ask: Ask) -> Result<Answer, StoreError> {
+        self.rt.block_on(self.conn.clone().ask(ask))
     }
 }
 
-/// Maps an SDK error to a message that says what to do.
 /// Why a read failed before its bytes were checked.
 enum GetFail {
     Sdk(
@@ -173,6 +184,7 @@ async fn get_object(
     Ok((expected, bytes.into_bytes().to_vec()))
 }
 
+/// Maps an SDK error to a message that says what to do.
 fn map_err<E: ProvideErrorMetadata + std::fmt::Debug>(
     e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
     bucket: &str,
@@ -217,6 +229,14 @@ fn map_err<E: ProvideErrorMetadata + std::fmt::Debug>(
     }
 }
 
+/// One object of a listing page, its key still under the root.
+struct Listed {
+    key: String,
+    size: u64,
+    last_modified: Timestamp,
+    etag: Option<String>,
+}
+
 async fn list_pages(
     client: aws_sdk_s3::Client,
     bucket: String,
@@ -224,7 +244,7 @@ async fn list_pages(
     delimiter: bool,
     calls: Arc<AtomicU64>,
 ) -> Result<
-    (Vec<String>, Vec<(String, u64, Timestamp)>),
+    (Vec<String>, Vec<Listed>),
     SdkError<
         aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error,
         aws_sdk_s3::config::http::HttpResponse,
@@ -250,11 +270,12 @@ async fn list_pages(
         }
         for o in page.contents() {
             if let Some(k) = o.key() {
-                files.push((
-                    k.to_string(),
-                    o.size().unwrap_or(0).max(0) as u64,
-                    to_timestamp(o.last_modified()),
-                ));
+                files.push(Listed {
+                    key: k.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    last_modified: to_timestamp(o.last_modified()),
+                    etag: o.e_tag().map(|e| e.trim_matches('"').to_string()),
+                });
             }
         }
         match (page.is_truncated(), page.next_continuation_token()) {
@@ -315,21 +336,56 @@ async fn fetch_range(
     Ok(())
 }
 
-impl S3Store {
+impl Conn {
+    fn location(&self, key: &str) -> String {
+        format!("s3://{}/{}{key}", self.bucket, self.root)
+    }
+
+    fn strip(&self, key: String) -> String {
+        key.strip_prefix(&self.root)
+            .map(str::to_string)
+            .unwrap_or(key)
+    }
+
+    fn meta(&self, l: Listed) -> ObjectMeta {
+        ObjectMeta {
+            key: self.strip(l.key),
+            size: l.size,
+            last_modified: l.last_modified,
+            etag: l.etag,
+        }
+    }
+
+    /// Answers one request.
+    async fn ask(self, ask: Ask) -> Result<Answer, StoreError> {
+        Ok(match ask {
+            Ask::List(prefix) => {
+                let (_, mut objects) = self.pages(&prefix, false).await?;
+                objects.sort_by(|a, b| a.key.cmp(&b.key));
+                Answer::Objects(objects)
+            }
+            Ask::Level(prefix) => {
+                let (dirs, objects) = self.pages(&prefix, true).await?;
+                Answer::Level(dirs, objects)
+            }
+            Ask::Get(key) => Answer::Bytes(self.fetch(&key, None).await?),
+            Ask::Head(key, len) => Answer::Bytes(
+                self.fetch(&key, Some(format!("bytes=0-{}", len.saturating_sub(1))))
+                    .await?,
+            ),
+        })
+    }
+
     /// One GET (of a byte range, when given) read whole; a body shorter
     /// than its Content-Length is an error.
-    fn fetch(&self, key: &str, range: Option<String>) -> Result<Vec<u8>, StoreError> {
-        let got = self.rt.block_on(get_object(
+    async fn fetch(&self, key: &str, range: Option<String>) -> Result<Vec<u8>, StoreError> {
+        let got = get_object(
             self.client.clone(),
             self.bucket.clone(),
             format!("{}{key}", self.root),
             range,
-        ));
-        self.checked(key, got)
-    }
-
-    /// A whole-object read's result, its errors named by `key`.
-    fn checked(&self, key: &str, got: Got) -> Result<Vec<u8>, StoreError> {
+        )
+        .await;
         let (expected, bytes) = match got {
             Ok(v) => v,
             Err(GetFail::Sdk(e)) => {
@@ -361,142 +417,112 @@ impl S3Store {
     }
 
     /// Every page under `prefix` (one level with `delimiter`), keys relative to the root.
-    fn pages(
+    async fn pages(
         &self,
         prefix: &str,
         delimiter: bool,
     ) -> Result<(Vec<String>, Vec<ObjectMeta>), StoreError> {
-        let (dirs, files) = self
-            .rt
-            .block_on(list_pages(
-                self.client.clone(),
-                self.bucket.clone(),
-                format!("{}{prefix}", self.root),
-                delimiter,
-                self.list_calls.clone(),
-            ))
-            .map_err(|e| map_err(e, &self.bucket, self.location(prefix), &self.endpoint))?;
+        let (dirs, files) = list_pages(
+            self.client.clone(),
+            self.bucket.clone(),
+            format!("{}{prefix}", self.root),
+            delimiter,
+            self.list_calls.clone(),
+        )
+        .await
+        .map_err(|e| map_err(e, &self.bucket, self.location(prefix), &self.endpoint))?;
         Ok((
             dirs.into_iter().map(|d| self.strip(d)).collect(),
             files.into_iter().map(|f| self.meta(f)).collect(),
         ))
     }
-
-    fn strip(&self, key: String) -> String {
-        key.strip_prefix(&self.root)
-            .map(str::to_string)
-            .unwrap_or(key)
-    }
-
-    fn meta(&self, (key, size, last_modified): (String, u64, Timestamp)) -> ObjectMeta {
-        ObjectMeta {
-            key: self.strip(key),
-            size,
-            last_modified,
-        }
-    }
 }
 
 impl BackupStore for S3Store {
     fn describe(&self) -> String {
-        format!("s3://{}/{}", self.bucket, self.root)
+        format!("s3://{}/{}", self.conn.bucket, self.conn.root)
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-        let (_, mut out) = self.pages(prefix, false)?;
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        match self.ask(Ask::List(prefix.to_string()))? {
+            Answer::Objects(objects) => Ok(objects),
+            _ => unreachable!("a listing answers a list"),
+        }
     }
 
     fn list_level(&self, prefix: &str) -> Result<(Vec<String>, Vec<ObjectMeta>), StoreError> {
-        self.pages(prefix, true)
+        match self.ask(Ask::Level(prefix.to_string()))? {
+            Answer::Level(dirs, objects) => Ok((dirs, objects)),
+            _ => unreachable!("a level listing answers a level"),
+        }
     }
 
-    fn list_many(&self, prefixes: &[String]) -> Result<Vec<ObjectMeta>, StoreError> {
-        let results = self.rt.block_on(async {
-            let sem = Arc::new(tokio::sync::Semaphore::new(PARALLEL_LISTS));
-            let mut set = tokio::task::JoinSet::new();
-            for (i, p) in prefixes.iter().enumerate() {
-                let (client, bucket, calls, sem) = (
-                    self.client.clone(),
-                    self.bucket.clone(),
-                    self.list_calls.clone(),
-                    sem.clone(),
-                );
-                let full = format!("{}{p}", self.root);
-                set.spawn(async move {
-                    let _permit = sem.acquire_owned().await;
-                    (i, list_pages(client, bucket, full, false, calls).await)
-                });
-            }
-            let mut results = Vec::with_capacity(prefixes.len());
-            while let Some(joined) = set.join_next().await {
-                if let Ok(r) = joined {
-                    results.push(r);
-                }
-            }
-            results
-        });
-        let mut out = Vec::new();
-        for (i, r) in results {
-            let (_, files) = r.map_err(|e| {
-                map_err(e, &self.bucket, self.location(&prefixes[i]), &self.endpoint)
-            })?;
-            out.extend(files.into_iter().map(|f| self.meta(f)));
-        }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
-    }
-
-    fn get_many(&self, keys: &[String]) -> Result<Vec<Vec<u8>>, StoreError> {
-        let mut results = self.rt.block_on(async {
-            let sem = Arc::new(tokio::sync::Semaphore::new(PARALLEL_LISTS));
-            let mut set = tokio::task::JoinSet::new();
-            for (i, key) in keys.iter().enumerate() {
-                let (client, bucket, sem) = (self.client.clone(), self.bucket.clone(), sem.clone());
-                let full = format!("{}{key}", self.root);
-                set.spawn(async move {
-                    let _permit = sem.acquire_owned().await;
-                    (i, get_object(client, bucket, full, None).await)
-                });
-            }
-            let mut results = Vec::with_capacity(keys.len());
-            while let Some(joined) = set.join_next().await {
-                if let Ok(r) = joined {
-                    results.push(r);
-                }
-            }
-            results
-        });
-        if results.len() != keys.len() {
-            return Err(StoreError::S3 {
-                location: self.location(""),
-                detail: "a concurrent read stopped without an answer".into(),
-            });
-        }
-        results.sort_by_key(|(i, _)| *i);
-        results
-            .into_iter()
-            .map(|(i, got)| self.checked(&keys[i], got))
-            .collect()
+    fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        self.rt.block_on(self.conn.fetch(key, None))
     }
 
     fn get_head(&self, key: &str, len: u64) -> Result<Vec<u8>, StoreError> {
-        self.fetch(key, Some(format!("bytes=0-{}", len.saturating_sub(1))))
+        self.rt.block_on(
+            self.conn
+                .fetch(key, Some(format!("bytes=0-{}", len.saturating_sub(1)))),
+        )
     }
 
+    fn crawl(&self, start: Vec<Request>, then: &mut Then<'_>) -> Result<(), StoreError> {
+        self.rt.block_on(async {
+            let sem = Arc::new(tokio::sync::Semaphore::new(self.parallel));
+            let mut set = tokio::task::JoinSet::new();
+            let spawn = |set: &mut tokio::task::JoinSet<_>, r: Request| {
+                let (conn, sem) = (self.conn.clone(), sem.clone());
+                set.spawn(async move {
+                    let _permit = sem.acquire_owned().await;
+                    let answer = conn.ask(r.ask.clone()).await;
+                    (r, answer)
+                });
+            };
+            for r in start {
+                spawn(&mut set, r);
+            }
+            while let Some(joined) = set.join_next().await {
+                let (r, answer) = joined.map_err(|e| StoreError::S3 {
+                    location: self.conn.location(""),
+                    detail: format!("a concurrent request stopped without an answer: {e}"),
+                })?;
+                match answer {
+                    Ok(answer) => {
+                        for next in then(r, answer) {
+                            spawn(&mut set, next);
+                        }
+                    }
+                    Err(e) => {
+                        set.abort_all();
+                        return Err(e);
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
     fn stat(&self, key: &str) -> Result<(u64, Option<String>), StoreError> {
-        let full = format!("{}{key}", self.root);
+        let full = format!("{}{key}", self.conn.root);
         let head = self
             .rt
             .block_on(
-                self.client
+                self.conn
+                    .client
                     .head_object()
-                    .bucket(&self.bucket)
+                    .bucket(&self.conn.bucket)
                     .key(&full)
                     .send(),
             )
-            .map_err(|e| map_err(e, &self.bucket, self.location(key), &self.endpoint))?;
+            .map_err(|e| {
+                map_err(
+                    e,
+                    &self.conn.bucket,
+                    self.conn.location(key),
+                    &self.conn.endpoint,
+                )
+            })?;
         Ok((
             head.content_length().unwrap_or(0).max(0) as u64,
             head.e_tag().map(|e| e.trim_matches('"').to_string()),
@@ -515,20 +541,20 @@ impl BackupStore for S3Store {
             location: "the download file".into(),
             source: e,
         })?);
-        let full = format!("{}{key}", self.root);
-        let location = self.location(key);
+        let full = format!("{}{key}", self.conn.root);
+        let location = self.conn.location(key);
         self.rt.block_on(async {
             let sem = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
             let mut set = tokio::task::JoinSet::new();
             for (i, r) in ranges.iter().cloned().enumerate() {
                 let (client, bucket, key, file, sem) = (
-                    self.client.clone(),
-                    self.bucket.clone(),
+                    self.conn.client.clone(),
+                    self.conn.bucket.clone(),
                     full.clone(),
                     file.clone(),
                     sem.clone(),
                 );
-                let (endpoint, location) = (self.endpoint.clone(), location.clone());
+                let (endpoint, location) = (self.conn.endpoint.clone(), location.clone());
                 set.spawn(async move {
                     let _permit = sem.acquire_owned().await;
                     let mut last = None;
@@ -580,10 +606,6 @@ impl BackupStore for S3Store {
                 None => Ok(()),
             }
         })
-    }
-
-    fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
-        self.fetch(key, None)
     }
 }
 

@@ -187,9 +187,9 @@ fn snapshot(ctx: &Context, args: &Args, dir: &Path) -> Result<Snapshot, Error> {
             .unwrap_or("snapshot.db")
             .to_string();
         let dest = dir.join(&name);
-        match download::download(
+        match download::download_item(
             store.as_ref(),
-            &item.key,
+            &item,
             &dest,
             Kind::Etcd,
             &download::Options::default(),

@@ -142,9 +142,9 @@ fn fetch_backup(ctx: &Context, name: &str, dir: &Path) -> Result<BackupFile, Err
         source,
     })?;
     let local = dir.join(&file);
-    let done = download::download(
+    let done = download::download_item(
         store.as_ref(),
-        &item.key,
+        &item,
         &local,
         Kind::Kanidm,
         &download::Options::default(),

@@ -99,10 +99,17 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     super::check_backup_location(ctx, &manifest)?;
     let store = ctx.open_store()?;
     let lineage = cluster.recovery_lineage().to_string();
-    let catalog = Catalog::read(
+    // The new lineage's first candidate name is looked at in the same
+    // crawl as the catalog (a round trip less across the ocean).
+    let first_candidate = match cluster.bootstrap {
+        Bootstrap::Initdb | Bootstrap::Default => cnpg::next_server_name(&cluster.server_name),
+        Bootstrap::Recovery { .. } => cluster.server_name.clone(),
+    };
+    let (catalog, first_empty) = Catalog::read_probing(
         store.as_ref(),
         &format!("{}{lineage}/", pg.catalog_prefix),
         &lineage,
+        &format!("{}{first_candidate}/", pg.catalog_prefix),
     )?;
     let windows = catalog.usable_windows()?;
     // [fix] PostgreSQL stops only at a commit: the window ends at the
@@ -141,16 +148,15 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     // Cluster. A re-run keeps the one it chose before only while it is
     // still empty (an old primary that archived into it meanwhile makes
     // CNPG fail with "Expected empty archive").
+    let fresh = fresh_lineage(
+        store.as_ref(),
+        &pg.catalog_prefix,
+        &first_candidate,
+        first_empty,
+    )?;
     let new_lineage = match cluster.bootstrap {
-        Bootstrap::Initdb | Bootstrap::Default => Some(fresh_lineage(
-            store.as_ref(),
-            &pg.catalog_prefix,
-            &cnpg::next_server_name(&cluster.server_name),
-        )?),
-        Bootstrap::Recovery { .. } => {
-            let name = fresh_lineage(store.as_ref(), &pg.catalog_prefix, &cluster.server_name)?;
-            (name != cluster.server_name).then_some(name)
-        }
+        Bootstrap::Initdb | Bootstrap::Default => Some(fresh),
+        Bootstrap::Recovery { .. } => (fresh != cluster.server_name).then_some(fresh),
     };
 
     // A Cluster already in recovery keeps its source; only the target changes.
@@ -290,11 +296,22 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     Ok(outcome)
 }
 
-/// The first lineage from `first` on with no objects in the store yet.
-pub fn fresh_lineage(store: &dyn BackupStore, prefix: &str, first: &str) -> Result<String, Error> {
+/// The first lineage from `first` on with no objects in the store yet
+/// (`first_empty`: `first` was seen empty already). One level is listed
+/// per name: a lineage in use has `base/` or `wals/` there.
+pub fn fresh_lineage(
+    store: &dyn BackupStore,
+    prefix: &str,
+    first: &str,
+    first_empty: bool,
+) -> Result<String, Error> {
     let mut name = first.to_string();
-    for _ in 0..100 {
-        if store.list(&format!("{prefix}{name}/"))?.is_empty() {
+    for i in 0..100 {
+        let empty = (i == 0 && first_empty) || {
+            let (dirs, objects) = store.list_level(&format!("{prefix}{name}/"))?;
+            dirs.is_empty() && objects.is_empty()
+        };
+        if empty {
             return Ok(name);
         }
         tracing::info!(lineage = %name, "already has objects; trying the next name");

@@ -72,7 +72,7 @@ fn content_length(head: &[u8]) -> usize {
 /// Counts a request in flight for every watched text its line contains.
 fn flight(in_flight: &Mutex<Vec<(String, usize, usize)>>, line: &str, delta: isize) {
     for (m, now, most) in in_flight.lock().unwrap().iter_mut() {
-        if line.contains(m.as_str()) {
+        if m.split('|').any(|alt| line.contains(alt)) {
             *now = (*now as isize + delta).max(0) as usize;
             *most = (*most).max(*now);
         }
@@ -209,8 +209,9 @@ impl FaultProxy {
         }
     }
 
-    /// Counts the requests whose first line contains the text that are in
-    /// flight at once (see `most_in_flight`).
+    /// Counts the requests whose first line contains the text (or one of
+    /// its `|`-separated alternatives) that are in flight at once (see
+    /// `most_in_flight`).
     pub fn watch(&self, request_contains: &str) {
         self.in_flight
             .lock()
