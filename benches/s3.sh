@@ -104,6 +104,50 @@ printf '| barman-cloud-backup-list (base backups only) | %.2f | %.2fx |\n' "$(ca
 printf '| aws s3 ls --recursive (sequential listing of every key) | %.2f | %.2fx |\n' "$(cat "$work/t_ls")" "$(echo "$(cat "$work/t_ls") / $d" | bc -l)"
 echo "LIST calls by drgit: $(cut -d= -f2 "$work/calls") (minimum for $keys keys at 1,000 a page: $(( (keys + 999) / 1000 )); drgit lists each of the 79 WAL folders and the base/, etcd/, kanidm/ prefixes separately)"
 
+# --- the same catalog across an ocean: 100 ms round trip --------------------
+# benches/latency-proxy.py delays every chunk 50 ms each way (no bandwidth
+# cap) and a new connection by one more round trip; it counts connections
+# and requests per tool.
+lp=$(free_port)
+python3 "$here/benches/latency-proxy.py" "$lp" "127.0.0.1:$s" --one-way-ms 50 --stats "$work/proxy.json" &
+proxy_pid=$!
+trap 'kill -9 $weed_pid $proxy_pid 2>/dev/null; rm -rf "$work"' EXIT
+far="http://127.0.0.1:$lp"
+for _ in $(seq 50); do curl -s "$far" >/dev/null 2>&1 && break; sleep 0.1; done
+mkdir -p "$work/far"
+cp -r "$work/repo/manifests" "$work/far/"
+sed "s|^endpoint = .*|endpoint = \"$far\"|" "$work/repo/drgit.toml" >"$work/far/drgit.toml"
+cat >"$work/list.py" <<'PY'
+import sys, boto3
+s3 = boto3.client("s3", endpoint_url=sys.argv[1])
+keys = 0
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket="bench", Prefix="cnpg/shared-pg/"):
+    keys += len(page.get("Contents", []))
+print(keys)
+PY
+# One more run of each tool, its requests and connections counted.
+counted() {
+  kill -USR1 "$proxy_pid"; sleep 0.5
+  "$@" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; return 1; }
+  kill -USR1 "$proxy_pid"; sleep 0.5
+  python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["requests"], d["connections"])' "$work/proxy.json"
+}
+for _ in $(seq "$runs"); do timeit "$drgit" --repo "$work/far" --json backups status; done | median >"$work/f_drgit"
+for _ in $(seq "$runs"); do timeit barman-cloud-backup-list --endpoint-url "$far" s3://bench/cnpg/ shared-pg; done | median >"$work/f_barman"
+for _ in $(seq "$runs"); do timeit python3 "$work/list.py" "$far"; done | median >"$work/f_list"
+read -r dq dc <<<"$(counted "$drgit" --repo "$work/far" --json backups status)"
+read -r bq bc_ <<<"$(counted barman-cloud-backup-list --endpoint-url "$far" s3://bench/cnpg/ shared-pg)"
+read -r lq lc <<<"$(counted python3 "$work/list.py" "$far")"
+fd=$(cat "$work/f_drgit")
+echo
+echo "## the same catalog at a 100 ms round trip (delaying proxy, no bandwidth cap), median of $runs"
+echo "| tool | seconds | requests | connections | drgit is faster by |"
+echo "|---|---|---|---|---|"
+printf '| drgit backups status (base backups + WAL gap check + the last commit read from the WAL) | %.2f | %d | %d | |\n' "$fd" "$dq" "$dc"
+printf '| barman-cloud-backup-list (base backups only) | %.2f | %d | %d | %.2fx |\n' "$(cat "$work/f_barman")" "$bq" "$bc_" "$(echo "$(cat "$work/f_barman") / $fd" | bc -l)"
+printf '| sequential boto3 listing of every key (list_objects_v2 paginator) | %.2f | %d | %d | %.2fx |\n' "$(cat "$work/f_list")" "$lq" "$lc" "$(echo "$(cat "$work/f_list") / $fd" | bc -l)"
+printf 'drgit: %.1f round trips of wall time; its critical path is 4 requests deep (cnpg/ level; base/ + wals/ level; WAL folders + backup.info; the newest segment), plus a handshake per new connection\n' "$(echo "$fd / 0.1" | bc -l)"
+
 # --- the window's end read from the WAL --------------------------------------
 for _ in $(seq "$runs"); do timeit "$drgit" --repo "$work/repo" --json pg-recover --dry-run; done | median >"$work/t_dry"
 "$drgit" --repo "$work/repo" --json pg-recover --dry-run >"$work/dry.json"

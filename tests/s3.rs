@@ -283,7 +283,7 @@ fn backup_info_reads_and_wal_folder_listings_share_one_bounded_pool() {
             .path()
             .join(format!("cnpg/shared-pg/base/2026112{k}T000000"));
         std::fs::create_dir_all(&base).unwrap();
-        let wal = format!("00000001000000000000000{k}");
+        let wal = format!("000000010000000{k}00000001");
         std::fs::write(
             base.join("backup.info"),
             format!(
@@ -337,6 +337,16 @@ fn backup_info_reads_and_wal_folder_listings_share_one_bounded_pool() {
         "backup.info reads and WAL folder listings in flight together, up to the bound"
     );
     assert_eq!(proxy.most_in_flight(" /"), 4, "never more than the bound");
+    // Each chain's last segment read once: the newest one read ahead as
+    // soon as its folder was listed, and not again for the chain's end.
+    for k in 1..=3 {
+        let segment = format!("wals/000000010000000{k}/000000010000000{k}00000001");
+        assert_eq!(
+            proxy.count(&format!("GET /{BUCKET}/cnpg/shared-pg/{segment}")),
+            1,
+            "{segment}"
+        );
+    }
 }
 
 #[test]

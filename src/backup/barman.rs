@@ -762,16 +762,21 @@ struct EndRead {
 /// Reading one lineage, answer by answer, so that a reader of many
 /// (`backups status`) can run them all in one crawl: `base/` and the
 /// `wals/` level are listed first; each WAL folder is listed and each
-/// `backup.info` read as soon as its listing names it; when all of those
-/// are in, the catalog is built and each chain's end is read from its
-/// last segment (going back one segment at a time while none holds a
-/// transaction end).
+/// `backup.info` read as soon as its listing names it, the newest folder
+/// first, and the newest segment in it read at once (it is where the
+/// newest chain ends, nearly always); when all of those are in, the
+/// catalog is built and each chain's end is read from its last segment
+/// (going back one segment at a time while none holds a transaction end).
 pub struct LineageRead {
     location: String,
     prefix: String,
     server: String,
     objects: Vec<ObjectMeta>,
     infos: BTreeMap<String, Vec<u8>>,
+    /// The newest WAL folder, and the newest segment read ahead from it.
+    newest_folder: Option<String>,
+    read_ahead: Option<String>,
+    read_ahead_bytes: Option<Vec<u8>>,
     /// Requests asked and not yet answered.
     pending: usize,
     stage: Stage,
@@ -793,6 +798,9 @@ impl LineageRead {
             server: server.to_string(),
             objects: Vec::new(),
             infos: BTreeMap::new(),
+            newest_folder: None,
+            read_ahead: None,
+            read_ahead_bytes: None,
             pending: 0,
             stage: Stage::Listing,
         }
@@ -826,15 +834,35 @@ impl LineageRead {
                             })
                             .map(|o| Ask::Get(o.key.clone())),
                     );
+                } else if self.newest_folder.as_ref() == Some(&prefix) {
+                    // Names sort by timeline, then position: the greatest
+                    // segment name is the newest segment.
+                    self.read_ahead = objects
+                        .iter()
+                        .filter_map(|o| {
+                            let file = o.key.rsplit('/').next()?;
+                            (!file.contains(".partial") && !file.contains(".history"))
+                                .then_some(())?;
+                            parse_segment(file).map(|_| o.key.clone())
+                        })
+                        .max();
+                    next.extend(self.read_ahead.clone().map(Ask::Get));
                 }
                 self.objects.extend(objects);
             }
-            (Stage::Listing, Ask::Level(_), Answer::Level(dirs, objects)) => {
+            (Stage::Listing, Ask::Level(_), Answer::Level(mut dirs, objects)) => {
                 self.objects.extend(objects);
+                // The newest folder (the greatest timeline and log) first.
+                dirs.sort_by(|a, b| b.cmp(a));
+                self.newest_folder = dirs.first().cloned();
                 next.extend(dirs.into_iter().map(Ask::List));
             }
             (Stage::Listing, Ask::Get(key), Answer::Bytes(bytes)) => {
-                self.infos.insert(key, bytes);
+                if self.read_ahead.as_ref() == Some(&key) {
+                    self.read_ahead_bytes = Some(bytes);
+                } else {
+                    self.infos.insert(key, bytes);
+                }
             }
             (Stage::Ends(catalog, reads), Ask::Get(key), Answer::Bytes(bytes)) => {
                 if let Some(read) = reads
@@ -868,18 +896,25 @@ impl LineageRead {
                 self.infos = BTreeMap::new();
                 match built {
                     Ok(catalog) => {
-                        let reads = catalog.chain_end_reads();
-                        let asks: Vec<Ask> = reads
-                            .iter()
-                            .filter_map(|r| catalog.segment_at(r.pos))
-                            .map(|s| Ask::Get(s.key.clone()))
-                            .collect();
+                        let mut reads = catalog.chain_end_reads();
+                        let ahead = self.read_ahead.take().zip(self.read_ahead_bytes.take());
+                        let mut asks = Vec::new();
+                        for read in &mut reads {
+                            let Some(seg) = catalog.segment_at(read.pos) else {
+                                continue;
+                            };
+                            match &ahead {
+                                Some((key, bytes)) if *key == seg.key => {
+                                    asks.extend(catalog.step_end(read, bytes))
+                                }
+                                _ => asks.push(Ask::Get(seg.key.clone())),
+                            }
+                        }
                         self.pending = asks.len();
-                        self.stage = if asks.is_empty() {
-                            Stage::Done(Ok(catalog))
-                        } else {
-                            Stage::Ends(catalog, reads)
-                        };
+                        self.stage = Stage::Ends(catalog, reads);
+                        if asks.is_empty() {
+                            self.advance();
+                        }
                         asks
                     }
                     Err(e) => {
