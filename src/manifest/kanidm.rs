@@ -368,8 +368,10 @@ mod tests {
     fn a_restored_nodes_certificate_leaves_automatic_refresh_alone() {
         // kanidm-1's entry for kanidm-0, with automatic_refresh on: the
         // secondary refreshing from the restored node is what it should do.
+        let stream = yaml::parse(FIXTURE).unwrap();
+        let old = &partner_certs_for(&stream, "repl://kanidm-0.kanidm:8444")[0];
         let text = FIXTURE.replace(
-            "MIIBmjCCAUCgAwIBAgIBATAKBggqhkjOPQQDAjA2MRMwEQYDVQQKDAprYW5pZG0tMC1rZXkxHzAdBgNVBAMMFmthbmlkbS0wLmthbmlkbTo4NDQ0\"",
+            &format!("{old}\""),
             "MIIOLD0\"\n    automatic_refresh = true",
         );
         let r = set_partner_cert_keeping_refresh(
@@ -410,11 +412,13 @@ mod tests {
     fn an_automatic_refresh_drgit_cannot_turn_off_is_refused_with_its_line() {
         // A string is not the bool kanidm reads; drgit does not guess.
         // A comment naming the key comes first: the line named is the key's.
+        let stream = yaml::parse(FIXTURE).unwrap();
+        let old = &partner_certs_for(&stream, "repl://kanidm-1.kanidm:8444")[0];
         let text = FIXTURE
             .replace("automatic_refresh = true", "automatic_refresh = \"true\"")
             .replace(
-                "    type = \"mutual-pull\"\n    partner_cert = \"MIIBmjCCAUCgAwIBAgIBATAKBggqhkjOPQQDAjA2MRMwEQYDVQQKDAprYW5pZG0tMS1rZXkx",
-                "    # automatic_refresh belongs on the secondary only\n    type = \"mutual-pull\"\n    partner_cert = \"MIIBmjCCAUCgAwIBAgIBATAKBggqhkjOPQQDAjA2MRMwEQYDVQQKDAprYW5pZG0tMS1rZXkx",
+                &format!("    type = \"mutual-pull\"\n    partner_cert = \"{old}"),
+                &format!("    # automatic_refresh belongs on the secondary only\n    type = \"mutual-pull\"\n    partner_cert = \"{old}"),
             );
         assert!(text.contains("# automatic_refresh belongs"));
         let e = edit(&text, "MIINEWCERT").unwrap_err();
