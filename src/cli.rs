@@ -88,6 +88,8 @@ pub enum BackupsCommand {
         /// Exit 1 when anything is stale or broken (for cron and alerting).
         #[arg(long)]
         check: bool,
+        #[command(flatten)]
+        report: ReportFlags,
     },
     /// Download one backup, verified (and resumed when interrupted).
     Download {
@@ -102,6 +104,51 @@ pub enum BackupsCommand {
     },
 }
 
+/// How a report is written, and where its metrics go.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReportFlags {
+    /// `human`, `json` (as --json), or `openmetrics` (Prometheus text, for alerting).
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Also PUT the metrics to this Prometheus Pushgateway (http://host:port) as job `drgit-<command>`; pushed before the exit status is decided.
+    #[arg(long, value_name = "URL")]
+    push_to: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+    Openmetrics,
+}
+
+impl ReportFlags {
+    fn format(&self, cli: &Cli) -> Format {
+        self.format
+            .unwrap_or(if cli.json { Format::Json } else { Format::Human })
+    }
+
+    /// Writes the report in its format and pushes its metrics when asked.
+    fn write(
+        &self,
+        cli: &Cli,
+        job: &str,
+        json: impl FnOnce() -> serde_json::Value,
+        human: impl FnOnce() -> String,
+        metrics: impl Fn() -> String,
+    ) -> Result<(), Error> {
+        match self.format(cli) {
+            Format::Json => write_json(&json())?,
+            Format::Human => write_out(&human())?,
+            Format::Openmetrics => write_out(&metrics())?,
+        }
+        if let Some(url) = &self.push_to {
+            crate::metrics::push(url, job, &metrics())?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum DownloadKind {
     Etcd,
@@ -110,6 +157,11 @@ pub enum DownloadKind {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check, on an ordinary day, that a recovery would work: configuration, each plan, the backups, Git and GitHub access, Kubernetes RBAC, Argo CD, talosctl. Exit 1 when a check fails.
+    Doctor {
+        #[command(flatten)]
+        report: ReportFlags,
+    },
     /// The backups in the store.
     #[command(subcommand)]
     Backups(BackupsCommand),
@@ -211,12 +263,20 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
         _ => {}
     }
     let now = crate::timearg::now()?;
-    let mut ctx = Context::new(
+    let ctx = Context::new(
         &cli.repo,
         cli.config.as_deref(),
         cli.backup_url.as_deref(),
         now,
-    )?;
+    );
+    let mut ctx = match (ctx, &cli.command) {
+        (Ok(ctx), _) => ctx,
+        // A configuration that does not load is doctor's first failed check.
+        (Err(e), Command::Doctor { report }) => {
+            return doctor_report(cli, report, crate::doctor::config_error(&e));
+        }
+        (Err(e), _) => return Err(e),
+    };
     ctx.kubeconfig = cli.kubeconfig.clone();
     ctx.kube_context = cli.context.clone();
     match &cli.command {
@@ -311,7 +371,10 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
         }
         Command::Resume => resume(cli, &ctx),
         Command::Status => status(cli, &ctx),
-        Command::Backups(BackupsCommand::Status { check }) => backups_status(cli, &ctx, *check),
+        Command::Backups(BackupsCommand::Status { check, report }) => {
+            backups_status(cli, &ctx, *check, report)
+        }
+        Command::Doctor { report } => doctor_report(cli, report, crate::doctor::run(&ctx)),
         Command::Backups(BackupsCommand::Download { kind, name, output }) => {
             backups_download(cli, &ctx, *kind, name, output.as_deref())
         }
@@ -396,16 +459,45 @@ fn print_journal(cli: &Cli, journal: &serde_json::Value) -> Result<(), Error> {
     }
 }
 
-fn backups_status(cli: &Cli, ctx: &Context, check: bool) -> Result<(), Error> {
+fn doctor_report(
+    cli: &Cli,
+    flags: &ReportFlags,
+    report: crate::doctor::Report,
+) -> Result<(), Error> {
+    flags.write(
+        cli,
+        "drgit-doctor",
+        || serde_json::to_value(&report).unwrap_or_default(),
+        || crate::doctor::render(&report),
+        || crate::metrics::doctor(&report),
+    )?;
+    if report.fail > 0 {
+        return Err(Error::ChecksFailed {
+            failed: report.fail,
+        });
+    }
+    Ok(())
+}
+
+fn backups_status(
+    cli: &Cli,
+    ctx: &Context,
+    check: bool,
+    flags: &ReportFlags,
+) -> Result<(), Error> {
     let store = ctx.open_store()?;
     let report = crate::health::collect(store.as_ref(), &ctx.config, ctx.now)?;
-    if cli.json {
-        let mut v = serde_json::to_value(&report).unwrap_or_default();
-        v["problems"] = serde_json::json!(report.problems());
-        write_json(&v)?;
-    } else {
-        write_out(&crate::health::render(&report))?;
-    }
+    flags.write(
+        cli,
+        "drgit-backups",
+        || {
+            let mut v = serde_json::to_value(&report).unwrap_or_default();
+            v["problems"] = serde_json::json!(report.problems());
+            v
+        },
+        || crate::health::render(&report),
+        || crate::metrics::backups(&report),
+    )?;
     if check && !report.problems().is_empty() {
         return Err(Error::Unhealthy {
             problems: report.problems().len(),

@@ -211,6 +211,10 @@ pub enum Error {
     Interrupted { step: String },
     #[error("backups status: {problems} problem(s), listed above")]
     Unhealthy { problems: usize },
+    #[error("doctor: {failed} check(s) failed, listed above with their fixes")]
+    ChecksFailed { failed: usize },
+    #[error(transparent)]
+    Push(#[from] crate::metrics::PushError),
     #[error("cannot write the output: {0}")]
     Output(#[source] std::io::Error),
     #[error("cannot render the template {name}: {source}")]

@@ -26,7 +26,12 @@ fn main() {
         .without_time()
         .init();
     if let Err(e) = run(&cli) {
-        if cli.json && !matches!(e, drgit::error::Error::Unhealthy { .. }) {
+        if cli.json
+            && !matches!(
+                e,
+                drgit::error::Error::Unhealthy { .. } | drgit::error::Error::ChecksFailed { .. }
+            )
+        {
             println!(
                 "{}",
                 serde_json::json!({ "error": e.to_string(), "exit_code": e.exit_code() })

@@ -6,6 +6,7 @@
 //! stay plain sequential code.
 
 pub mod argocd;
+pub mod rbac;
 pub mod cnpg;
 pub mod talos;
 pub mod workload;

@@ -91,6 +91,39 @@ impl Talosctl {
     }
 }
 
+/// Versions in `talosctl version` output (pkg/version's long form): the
+/// client's `Tag:`, and each `Server:` block's `NODE:` with its `Tag:`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Versions {
+    pub client: Option<String>,
+    pub servers: Vec<(String, String)>,
+}
+
+pub fn parse_version(stdout: &str) -> Versions {
+    let mut v = Versions::default();
+    let mut node: Option<String> = None;
+    let mut in_server = false;
+    for line in stdout.lines() {
+        let t = line.trim();
+        if t == "Client:" {
+            in_server = false;
+        } else if t == "Server:" {
+            in_server = true;
+            node = None;
+        } else if let Some(n) = t.strip_prefix("NODE:") {
+            node = Some(n.trim().to_string());
+        } else if let Some(tag) = t.strip_prefix("Tag:") {
+            let tag = tag.trim().to_string();
+            if !in_server {
+                v.client = Some(tag);
+            } else if let Some(n) = node.take() {
+                v.servers.push((n, tag));
+            }
+        }
+    }
+    v
+}
+
 /// One node's etcd service, as `service etcd` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ServiceState {
@@ -190,6 +223,21 @@ pub fn member_hosts(stdout: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn versions_of_client_and_nodes() {
+        // The shape of `talosctl -n 10.0.0.2,10.0.0.3 version` (pkg/version).
+        let out = "Client:\n\tTag:         v1.11.1\n\tSHA:         e2c0a6e3\n\tBuilt:       \n\tGo version:  go1.24.6\n\tOS/Arch:     linux/amd64\nServer:\n\tNODE:        10.0.0.2\n\tTag:         v1.11.0\n\tSHA:         1d2c3b4a\n\tEnabled:     RBAC\nServer:\n\tNODE:        10.0.0.3\n\tTag:         v1.11.1\n";
+        let v = parse_version(out);
+        assert_eq!(v.client.as_deref(), Some("v1.11.1"));
+        assert_eq!(
+            v.servers,
+            vec![
+                ("10.0.0.2".to_string(), "v1.11.0".to_string()),
+                ("10.0.0.3".to_string(), "v1.11.1".to_string())
+            ]
+        );
+    }
     use super::*;
 
     #[test]

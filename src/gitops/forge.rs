@@ -337,6 +337,24 @@ impl GitHub {
         Ok(v["default_branch"].as_str().unwrap_or("main").to_string())
     }
 
+    /// The access GitHub reports for these credentials on the repository
+    /// (`permissions` of `GET /repos/{owner}/{repo}`: admin, maintain,
+    /// push, triage, pull); None when the answer has none (an App's
+    /// installation token gets the App's permissions, not listed there).
+    pub fn repo_permissions(&self) -> Result<Option<Vec<(String, bool)>>, ForgeError> {
+        let v = self.call(
+            "GET",
+            &self.repo_path(),
+            None,
+            &format!("the repository {}", self.full_name()),
+        )?;
+        Ok(v["permissions"].as_object().map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_bool().unwrap_or(false)))
+                .collect()
+        }))
+    }
+
     /// The open pull request from `head` (a branch of this repository).
     pub fn find_open_pr(&self, head: &str) -> Result<Option<PullRequest>, ForgeError> {
         let path = format!(

@@ -116,6 +116,27 @@ impl WorkRepo {
         remote: &str,
         f: impl FnOnce(&git2::RemoteConnection<'_, '_, '_>) -> Result<T, GitError>,
     ) -> Result<T, GitError> {
+        self.connect(remote, Direction::Fetch, f)
+    }
+
+    /// Whether the remote would take a push, without pushing: connects
+    /// for pushing (the receive-pack advertisement, which a forge serves
+    /// only to credentials that may write) and lists the refs there; like
+    /// `git push --dry-run`, nothing is sent. Returns how many refs it lists.
+    pub fn check_push(&self, remote: &str) -> Result<usize, GitError> {
+        self.connect(remote, Direction::Push, |conn| {
+            conn.list()
+                .map(|heads| heads.len())
+                .map_err(|e| self.remote_error(remote, "list refs for a push", e))
+        })
+    }
+
+    fn connect<T>(
+        &self,
+        remote: &str,
+        direction: Direction,
+        f: impl FnOnce(&git2::RemoteConnection<'_, '_, '_>) -> Result<T, GitError>,
+    ) -> Result<T, GitError> {
         let config = self
             .git2()
             .config()
@@ -123,7 +144,7 @@ impl WorkRepo {
         let attempts = Cell::new(0);
         let mut r = self.remote(remote)?;
         let conn = r
-            .connect_auth(Direction::Fetch, Some(callbacks(&config, &attempts)), None)
+            .connect_auth(direction, Some(callbacks(&config, &attempts)), None)
             .map_err(|e| self.remote_error(remote, "connect", e))?;
         f(&conn)
     }

@@ -72,6 +72,40 @@ pub enum Value {
     Map(Vec<(Value, Value)>),
 }
 
+impl Value {
+    /// As JSON (mapping keys as strings; a float that JSON cannot hold is
+    /// null), for handing a manifest to serde types.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match self {
+            Value::Null => J::Null,
+            Value::Bool(b) => J::Bool(*b),
+            Value::Int(i) => i64::try_from(*i)
+                .map(J::from)
+                .unwrap_or_else(|_| J::String(i.to_string())),
+            Value::Float(f) => f
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map_or(J::Null, J::Number),
+            Value::Str(s) => J::String(s.clone()),
+            Value::Seq(items) => J::Array(items.iter().map(Value::to_json).collect()),
+            Value::Map(entries) => J::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| {
+                        let key = match k {
+                            Value::Str(s) => s.clone(),
+                            other => other.to_json().to_string(),
+                        };
+                        (key, v.to_json())
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
 impl PartialEq for Value {
     /// Mappings compare as unordered sets of entries (YAML semantics); all
     /// else compares structurally.

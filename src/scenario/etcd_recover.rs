@@ -84,7 +84,7 @@ pub struct Params {
     pub workers: Vec<String>,
 }
 
-fn talosctl(ctx: &Context) -> Talosctl {
+pub fn talosctl(ctx: &Context) -> Talosctl {
     let t = &ctx.config.talos;
     Talosctl {
         bin: t.talosctl.clone(),
@@ -103,7 +103,7 @@ fn verify_local(path: &Path, data_dir_copy: bool) -> Result<(), verify::Corrupt>
 }
 
 /// Step 1: the snapshot, verified.
-fn snapshot(ctx: &Context, args: &Args, dir: &Path) -> Result<Snapshot, Error> {
+pub fn snapshot(ctx: &Context, args: &Args, dir: &Path) -> Result<Snapshot, Error> {
     let local = Path::new(&args.snapshot);
     if local.is_file() {
         verify_local(local, args.data_dir_copy).map_err(|source| Error::Snapshot {

@@ -108,6 +108,9 @@ pub struct Behaviour {
     /// The certificate `show-replication-certificate` shows in a pod,
     /// where it differs from the fixture's new one (K3).
     pub pod_certs: Vec<(&'static str, String)>,
+    /// Accesses the SelfSubjectAccessReview denies: `verb resource` as
+    /// `kubectl auth can-i` names them (`create pods/exec`, `get secrets`).
+    pub denied: Vec<&'static str>,
 }
 
 /// A line as kanidmd's tracing-forest logger prints it (K3).
@@ -188,6 +191,7 @@ impl Default for Behaviour {
             restore_pending: false,
             restore_fails: None,
             pod_certs: Vec::new(),
+            denied: Vec::new(),
         }
     }
 }
@@ -225,6 +229,8 @@ pub struct State {
     pub pushed_after: bool,
     /// Objects the fake primary archived: store keys.
     pub archived: Vec<String>,
+    /// Every SelfSubjectAccessReview asked: `verb resource[/sub]`.
+    pub reviews: Vec<String>,
     pub last_archived_wal: Option<String>,
     pub backups: Vec<(String, u32)>,
     /// Forced answers: (request containing, status) for the next matching request.
@@ -814,6 +820,7 @@ impl FakeCluster {
             syncs_started: 0,
             pushed_after: false,
             archived: Vec::new(),
+            reviews: Vec::new(),
             last_archived_wal: None,
             backups: Vec::new(),
             faults: Vec::new(),
@@ -1186,6 +1193,33 @@ fn handle(
                 None => not_found("secrets \"r2-backup-credentials\""),
             }
         }
+        // The API server answers a SelfSubjectAccessReview with the
+        // request echoed and `status.allowed` (authorization/v1,
+        // https://kubernetes.io/docs/reference/access-authn-authz/authorization/#checking-api-access);
+        // a denial carries no error, only allowed=false.
+        ("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews") => {
+            let mut review: Value = serde_json::from_str(body).unwrap_or_default();
+            let ra = &review["spec"]["resourceAttributes"];
+            let resource = match ra["subresource"].as_str() {
+                Some(sub) if !sub.is_empty() => {
+                    format!("{}/{sub}", ra["resource"].as_str().unwrap_or_default())
+                }
+                _ => ra["resource"].as_str().unwrap_or_default().to_string(),
+            };
+            let asked = format!("{} {resource}", ra["verb"].as_str().unwrap_or_default());
+            st.reviews.push(asked.clone());
+            let allowed = !st.behaviour.denied.contains(&asked.as_str());
+            review["status"] = if allowed {
+                json!({"allowed": true, "reason": "RBAC: allowed by RoleBinding \"drgit\""})
+            } else {
+                json!({"allowed": false})
+            };
+            (201, review)
+        }
+        ("GET", "/version") => (
+            200,
+            json!({"major": "1", "minor": "33", "gitVersion": "v1.33.4", "gitCommit": "fake", "gitTreeState": "clean", "buildDate": "2025-08-12T00:00:00Z", "goVersion": "go1.24.5", "compiler": "gc", "platform": "linux/amd64"}),
+        ),
         ("POST", p) => {
             let mut obj: Value = serde_json::from_str(body).unwrap_or_default();
             let name = obj["metadata"]["name"]

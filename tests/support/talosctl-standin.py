@@ -31,6 +31,11 @@ Rules:
 * T5 `health` waits for etcd on every control plane and succeeds only then.
 * T6 `read /proc/sys/kernel/random/boot_id` prints the node's boot id (a
   new one after every reboot: the kernel's random/boot_id).
+* T7 `version [--client]` prints the `Client:` block and, per node, a
+  `Server:` block with `NODE:` and `Tag:` (pkg/version's PrintLongVersion,
+  cmd/talosctl/cmd/talos/version.go); a node that does not answer fails
+  with `code = Unavailable`. The client's tag is "client_tag" in the state
+  (default v1.11.1), a node's "tag" (default the client's).
 """
 
 import json
@@ -126,6 +131,28 @@ def main():
             if n["boot_polls"] > 1:
                 n["etcd"] = "preparing"
                 n["reachable"] = True
+
+    if cmd == "version":
+        tag = st.get("client_tag", "v1.11.1")
+        long = lambda t: (
+            f"\tTag:         {t}\n\tSHA:         e2c0a6e3\n\tBuilt:       \n"
+            "\tGo version:  go1.24.6\n\tOS/Arch:     linux/amd64\n"
+        )
+        sys.stdout.write("Client:\n" + long(tag))
+        if "--client" in rest:
+            return
+        errors = []
+        for node in nodes:
+            n = st["nodes"][node]
+            if not n["reachable"] or n["etcd"] == "rebooting":
+                errors.append(unavailable(node, "version"))
+            else:
+                sys.stdout.write(
+                    f"Server:\n\tNODE:        {node}\n" + long(n.get("tag", tag)) + "\tEnabled:     RBAC\n"
+                )
+        if errors:
+            fail("getting version", errors)
+        return
 
     if cmd == "service" and rest[1:] == ["etcd"]:
         out, errors = [], []
