@@ -124,8 +124,11 @@ pub enum Format {
 
 impl ReportFlags {
     fn format(&self, cli: &Cli) -> Format {
-        self.format
-            .unwrap_or(if cli.json { Format::Json } else { Format::Human })
+        self.format.unwrap_or(if cli.json {
+            Format::Json
+        } else {
+            Format::Human
+        })
     }
 
     /// Writes the report in its format and pushes its metrics when asked.
@@ -479,12 +482,7 @@ fn doctor_report(
     Ok(())
 }
 
-fn backups_status(
-    cli: &Cli,
-    ctx: &Context,
-    check: bool,
-    flags: &ReportFlags,
-) -> Result<(), Error> {
+fn backups_status(cli: &Cli, ctx: &Context, check: bool, flags: &ReportFlags) -> Result<(), Error> {
     let store = ctx.open_store()?;
     let report = crate::health::collect(store.as_ref(), &ctx.config, ctx.now)?;
     flags.write(

@@ -48,7 +48,14 @@ pub struct Report {
 struct Checks(Vec<Check>);
 
 impl Checks {
-    fn push(&mut self, area: &'static str, name: impl Into<String>, status: Status, detail: impl Into<String>, fix: Option<String>) {
+    fn push(
+        &mut self,
+        area: &'static str,
+        name: impl Into<String>,
+        status: Status,
+        detail: impl Into<String>,
+        fix: Option<String>,
+    ) {
         self.0.push(Check {
             area,
             name: name.into(),
@@ -60,10 +67,22 @@ impl Checks {
     fn ok(&mut self, area: &'static str, name: impl Into<String>, detail: impl Into<String>) {
         self.push(area, name, Status::Ok, detail, None);
     }
-    fn warn(&mut self, area: &'static str, name: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) {
+    fn warn(
+        &mut self,
+        area: &'static str,
+        name: impl Into<String>,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
         self.push(area, name, Status::Warn, detail, Some(fix.into()));
     }
-    fn fail(&mut self, area: &'static str, name: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) {
+    fn fail(
+        &mut self,
+        area: &'static str,
+        name: impl Into<String>,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
         self.push(area, name, Status::Fail, detail, Some(fix.into()));
     }
 }
@@ -105,7 +124,11 @@ pub fn config_error(e: &Error) -> Report {
 fn config(ctx: &Context, c: &mut Checks) {
     let file = ctx.config_base.join("drgit.toml");
     if file.is_file() {
-        c.ok("config", "configuration", format!("{} read", file.display()));
+        c.ok(
+            "config",
+            "configuration",
+            format!("{} read", file.display()),
+        );
     } else {
         c.warn(
             "config",
@@ -117,7 +140,10 @@ fn config(ctx: &Context, c: &mut Checks) {
     let cfg = &ctx.config;
     let in_repo = [
         ("[postgres] manifest", &cfg.postgres.manifest),
-        ("[kanidm] statefulset_manifest", &cfg.kanidm.statefulset_manifest),
+        (
+            "[kanidm] statefulset_manifest",
+            &cfg.kanidm.statefulset_manifest,
+        ),
         ("[kanidm] repl_configmap", &cfg.kanidm.repl_configmap),
     ];
     for (setting, rel) in in_repo {
@@ -155,7 +181,9 @@ fn config(ctx: &Context, c: &mut Checks) {
 
 /// The fix for a plan that failed: what its error says to do, and where.
 fn plan_fix(procedure: &str) -> String {
-    format!("run `drgit {procedure} --dry-run` to see the whole error; fix what it names before an outage needs it")
+    format!(
+        "run `drgit {procedure} --dry-run` to see the whole error; fix what it names before an outage needs it"
+    )
 }
 
 fn plans(ctx: &Context, c: &mut Checks) {
@@ -173,7 +201,10 @@ fn plans(ctx: &Context, c: &mut Checks) {
             format!(
                 "planned on {}: {}",
                 o.manifest,
-                o.changes.first().cloned().unwrap_or_else(|| "no change".into())
+                o.changes
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "no change".into())
             ),
         ),
         Err(e) => c.fail("plans", "pg-recover", e.to_string(), plan_fix("pg-recover")),
@@ -183,7 +214,12 @@ fn plans(ctx: &Context, c: &mut Checks) {
     // each pod: the manifest, its TOML and the certificate are read as a
     // real run reads them.
     match kanidm_recert::ReplManifest::read(ctx) {
-        Err(e) => c.fail("plans", "kanidm-recert", e.to_string(), plan_fix("kanidm-recert --pod <pod> --certificate <file>")),
+        Err(e) => c.fail(
+            "plans",
+            "kanidm-recert",
+            e.to_string(),
+            plan_fix("kanidm-recert --pod <pod> --certificate <file>"),
+        ),
         Ok(m) => {
             let sts = &ctx.config.kanidm.statefulset;
             for i in 0..2 {
@@ -193,8 +229,19 @@ fn plans(ctx: &Context, c: &mut Checks) {
                     c.fail("plans", name, format!("{}: no `[replication] origin` names {pod}", m.rel_path.display()), "give each pod's settings its own `origin = \"repl://<pod>.<service>:8444\"`");
                     continue;
                 };
-                let Some(cert) = crate::manifest::kanidm::partner_certs_for(&m.stream, &origin).into_iter().next() else {
-                    c.fail("plans", name, format!("{}: no pod trusts a `partner_cert` for {origin}", m.rel_path.display()), "set the partner's `partner_cert` under `[replication.\"<origin>\"]`");
+                let Some(cert) = crate::manifest::kanidm::partner_certs_for(&m.stream, &origin)
+                    .into_iter()
+                    .next()
+                else {
+                    c.fail(
+                        "plans",
+                        name,
+                        format!(
+                            "{}: no pod trusts a `partner_cert` for {origin}",
+                            m.rel_path.display()
+                        ),
+                        "set the partner's `partner_cert` under `[replication.\"<origin>\"]`",
+                    );
                     continue;
                 };
                 let args = kanidm_recert::Args {
@@ -228,26 +275,40 @@ fn plans(ctx: &Context, c: &mut Checks) {
             show_plan: None,
         },
     ) {
-        Ok(o) => c.ok("plans", "kanidm-restore", format!("the newest backup downloads and verifies; {} steps planned", o.plan.len())),
-        Err(e) => c.fail("plans", "kanidm-restore", e.to_string(), plan_fix("kanidm-restore")),
+        Ok(o) => c.ok(
+            "plans",
+            "kanidm-restore",
+            format!(
+                "the newest backup downloads and verifies; {} steps planned",
+                o.plan.len()
+            ),
+        ),
+        Err(e) => c.fail(
+            "plans",
+            "kanidm-restore",
+            e.to_string(),
+            plan_fix("kanidm-restore"),
+        ),
     }
 
     // etcd-recover refuses to plan while etcd is healthy (as it should):
     // its snapshot is checked here, talosctl and the nodes below.
-    let snapshot = tempfile::tempdir().map_err(|e| e.to_string()).and_then(|d| {
-        etcd_recover::snapshot(
-            ctx,
-            &etcd_recover::Args {
-                snapshot: "latest".into(),
-                data_dir_copy: false,
-                dry_run: true,
-                yes: false,
-                show_plan: None,
-            },
-            d.path(),
-        )
+    let snapshot = tempfile::tempdir()
         .map_err(|e| e.to_string())
-    });
+        .and_then(|d| {
+            etcd_recover::snapshot(
+                ctx,
+                &etcd_recover::Args {
+                    snapshot: "latest".into(),
+                    data_dir_copy: false,
+                    dry_run: true,
+                    yes: false,
+                    show_plan: None,
+                },
+                d.path(),
+            )
+            .map_err(|e| e.to_string())
+        });
     match snapshot {
         Ok(s) => c.ok(
             "plans",
@@ -259,7 +320,12 @@ fn plans(ctx: &Context, c: &mut Checks) {
                 s.taken.map(|t| format!(", taken {t}")).unwrap_or_default()
             ),
         ),
-        Err(e) => c.fail("plans", "etcd-recover", e, "check `[talos] etcd_prefix` and that `talosctl etcd snapshot` uploads run"),
+        Err(e) => c.fail(
+            "plans",
+            "etcd-recover",
+            e,
+            "check `[talos] etcd_prefix` and that `talosctl etcd snapshot` uploads run",
+        ),
     }
 }
 
@@ -281,7 +347,12 @@ fn store(ctx: &Context, c: &mut Checks) {
                 c.fail("store", "backups status --check", problems.join("; "), "`drgit backups status` shows each problem; fix the backup job or schedule that stopped");
             }
         }
-        Err(e) => c.fail("store", "backups status --check", e.to_string(), "check `[backup] url` and that the credentials may list and read the bucket"),
+        Err(e) => c.fail(
+            "store",
+            "backups status --check",
+            e.to_string(),
+            "check `[backup] url` and that the credentials may list and read the bucket",
+        ),
     }
 }
 
@@ -289,7 +360,12 @@ fn git(ctx: &Context, c: &mut Checks) {
     let repo = match crate::gitops::WorkRepo::open(&ctx.repo_dir) {
         Ok(r) => r,
         Err(e) => {
-            c.fail("git", "repository", e.to_string(), "run drgit in the GitOps repository's working copy (or pass --repo)");
+            c.fail(
+                "git",
+                "repository",
+                e.to_string(),
+                "run drgit in the GitOps repository's working copy (or pass --repo)",
+            );
             return;
         }
     };
@@ -297,16 +373,22 @@ fn git(ctx: &Context, c: &mut Checks) {
     let url = match repo.remote_url(remote) {
         Ok(u) => u,
         Err(e) => {
-            c.fail("git", format!("remote {remote}"), e.to_string(), format!("add the remote (`git remote add {remote} <url>`) or set `[git] remote`"));
+            c.fail(
+                "git",
+                format!("remote {remote}"),
+                e.to_string(),
+                format!("add the remote (`git remote add {remote} <url>`) or set `[git] remote`"),
+            );
             return;
         }
     };
     match repo.check_push(remote) {
         Ok(refs) => c.ok("git", format!("push to {remote}"), format!("{url} accepts a push connection ({refs} refs listed; nothing sent)")),
-        Err(e) => c.fail("git", format!("push to {remote}"), e.to_string(), "give drgit's credentials write access: DRGIT_GIT_TOKEN or GITHUB_TOKEN for HTTPS, an ssh-agent key for SSH"),
+        Err(e) => c.fail("git", format!("push to {remote}"), e.to_string(), "check the remote's URL (`git remote -v`) and that drgit's credentials may push there: DRGIT_GIT_TOKEN or GITHUB_TOKEN for HTTPS, an ssh-agent key for SSH"),
     }
     let forge = &ctx.config.forge;
-    let app = forge.app_id.is_some() && forge.app_key_file.is_some() && forge.installation_id.is_some();
+    let app =
+        forge.app_id.is_some() && forge.app_key_file.is_some() && forge.installation_id.is_some();
     let gh = match crate::gitops::forge::GitHub::connect(forge, &url) {
         Ok(gh) => gh,
         Err(crate::gitops::forge::ForgeError::NoCredentials) => {
@@ -314,7 +396,12 @@ fn git(ctx: &Context, c: &mut Checks) {
             return;
         }
         Err(e) => {
-            c.fail("git", "GitHub", e.to_string(), "check `[forge] repo` and `api_url`");
+            c.fail(
+                "git",
+                "GitHub",
+                e.to_string(),
+                "check `[forge] repo` and `api_url`",
+            );
             return;
         }
     };
@@ -337,14 +424,24 @@ fn kubernetes(ctx: &Context, c: &mut Checks) {
     let kube = match Kube::connect(ctx.kubeconfig.as_deref(), ctx.kube_context.as_deref()) {
         Ok(k) => k,
         Err(e) => {
-            c.fail("kubernetes", "API", e.to_string(), "point --kubeconfig / --context (or KUBECONFIG) at the cluster");
+            c.fail(
+                "kubernetes",
+                "API",
+                e.to_string(),
+                "point --kubeconfig / --context (or KUBECONFIG) at the cluster",
+            );
             return;
         }
     };
     match kube.server_version() {
         Ok(v) => c.ok("kubernetes", "API", format!("the API server answers ({v})")),
         Err(e) => {
-            c.fail("kubernetes", "API", e.to_string(), "check the kubeconfig's server and credentials, and the network to the cluster");
+            c.fail(
+                "kubernetes",
+                "API",
+                e.to_string(),
+                "check the kubeconfig's server and credentials, and the network to the cluster",
+            );
             return;
         }
     }
@@ -356,31 +453,54 @@ fn kubernetes(ctx: &Context, c: &mut Checks) {
                 Ok((true, _)) => {}
                 Ok((false, _)) => denied.push(access.clone()),
                 Err(e) => {
-                    c.fail("kubernetes", format!("RBAC {procedure}"), e.to_string(), "the API must answer SelfSubjectAccessReview (authorization.k8s.io/v1)");
+                    c.fail(
+                        "kubernetes",
+                        format!("RBAC {procedure}"),
+                        e.to_string(),
+                        "the API must answer SelfSubjectAccessReview (authorization.k8s.io/v1)",
+                    );
                     denied.clear();
                     break;
                 }
             }
         }
         if denied.is_empty() {
-            c.ok("kubernetes", format!("RBAC {procedure}"), format!("{} access(es) allowed", needs.len()));
+            c.ok(
+                "kubernetes",
+                format!("RBAC {procedure}"),
+                format!("{} access(es) allowed", needs.len()),
+            );
         }
         for access in denied {
             c.fail(
                 "kubernetes",
                 format!("RBAC {procedure}"),
                 format!("may not {}", access.describe()),
-                format!("grant it to the user or ServiceAccount drgit runs as; check with `{}`", access.can_i()),
+                format!(
+                    "grant it to the user or ServiceAccount drgit runs as; check with `{}`",
+                    access.can_i()
+                ),
             );
         }
     }
     let cfg = &ctx.config;
     let apps = [
-        ("postgres", cfg.argocd.application.as_deref(), &cfg.postgres.manifest),
-        ("kanidm", cfg.kanidm.application.as_deref(), &cfg.kanidm.repl_configmap),
+        (
+            "postgres",
+            cfg.argocd.application.as_deref(),
+            &cfg.postgres.manifest,
+        ),
+        (
+            "kanidm",
+            cfg.kanidm.application.as_deref(),
+            &cfg.kanidm.repl_configmap,
+        ),
     ];
     for (what, name, manifest) in apps {
-        let dir = manifest.parent().map(|p| p.display().to_string()).unwrap_or_default();
+        let dir = manifest
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         let check = format!("Argo CD {what}");
         match kube.find_application(&cfg.argocd.namespace, name, &dir) {
             Ok(app) if !app.automated => c.warn("argocd", check, format!("Application {} deploys {dir} without automated sync", app.name), "drgit starts each sync itself; turn on `syncPolicy.automated` to have Argo CD follow merges"),
@@ -397,7 +517,16 @@ fn talos(ctx: &Context, c: &mut Checks) {
     let client = match talos.run(&[], &["version", "--client"]) {
         Ok(out) if out.success => crate::cluster::talos::parse_version(&out.stdout).client,
         Ok(out) => {
-            c.fail("talos", "talosctl", format!("`{}` failed: {}", talos.command_line(&[], &["version", "--client"]), out.tail(3)), "check the talosctl binary and `[talos] talosconfig` / `context`");
+            c.fail(
+                "talos",
+                "talosctl",
+                format!(
+                    "`{}` failed: {}",
+                    talos.command_line(&[], &["version", "--client"]),
+                    out.tail(3)
+                ),
+                "check the talosctl binary and `[talos] talosconfig` / `context`",
+            );
             return;
         }
         Err(e) => {
@@ -408,7 +537,12 @@ fn talos(ctx: &Context, c: &mut Checks) {
     let client = client.unwrap_or_else(|| "unknown".into());
     c.ok("talos", "talosctl", format!("{} {client}", t.talosctl));
     if t.control_plane.is_empty() {
-        c.warn("talos", "control plane", "`[talos] control_plane` is empty: etcd-recover cannot run", "list the control-plane nodes' addresses in `[talos] control_plane`");
+        c.warn(
+            "talos",
+            "control plane",
+            "`[talos] control_plane` is empty: etcd-recover cannot run",
+            "list the control-plane nodes' addresses in `[talos] control_plane`",
+        );
         return;
     }
     let out = match talos.run(&t.control_plane, &["version"]) {

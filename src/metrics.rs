@@ -254,9 +254,11 @@ pub fn push(url: &str, job: &str, text: &str) -> Result<(), PushError> {
         url: url.to_string(),
         detail,
     };
-    let rest = url.strip_prefix("http://").ok_or_else(|| PushError::Scheme {
-        url: url.to_string(),
-    })?;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| PushError::Scheme {
+            url: url.to_string(),
+        })?;
     let (host, base) = match rest.split_once('/') {
         Some((h, p)) => (h, format!("/{}", p.trim_end_matches('/'))),
         None => (rest, String::new()),
@@ -269,8 +271,10 @@ pub fn push(url: &str, job: &str, text: &str) -> Result<(), PushError> {
     };
     let timeout = Some(std::time::Duration::from_secs(30));
     let mut s = std::net::TcpStream::connect(&addr).map_err(|e| fail(e.to_string()))?;
-    s.set_read_timeout(timeout).map_err(|e| fail(e.to_string()))?;
-    s.set_write_timeout(timeout).map_err(|e| fail(e.to_string()))?;
+    s.set_read_timeout(timeout)
+        .map_err(|e| fail(e.to_string()))?;
+    s.set_write_timeout(timeout)
+        .map_err(|e| fail(e.to_string()))?;
     let body = text.as_bytes();
     let head = format!(
         "PUT {base}/metrics/job/{job} HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",

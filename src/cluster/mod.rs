@@ -6,8 +6,8 @@
 //! stay plain sequential code.
 
 pub mod argocd;
-pub mod rbac;
 pub mod cnpg;
+pub mod rbac;
 pub mod talos;
 pub mod workload;
 

@@ -69,7 +69,9 @@ impl Access {
             .as_deref()
             .map(|n| format!("/{n}"))
             .unwrap_or_default();
-        let sub = sub.map(|s| format!(" --subresource={s}")).unwrap_or_default();
+        let sub = sub
+            .map(|s| format!(" --subresource={s}"))
+            .unwrap_or_default();
         format!(
             "kubectl auth can-i {} {res}{group}{name}{sub} -n {}",
             self.verb, self.namespace

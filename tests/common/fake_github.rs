@@ -64,6 +64,9 @@ pub struct State {
     pub hide_from_next_list: bool,
     /// A merge fast-forwards `main` of this bare repository to the head branch.
     pub bare_repo: Option<std::path::PathBuf>,
+    /// What `GET /repos/{owner}/{repo}` says a token may do (`permissions`,
+    /// present for a user's token: docs.github.com/rest/repos/repos#get-a-repository).
+    pub can_push: bool,
 }
 
 /// Fast-forwards main to the pull request's head in the bare repository;
@@ -101,6 +104,7 @@ impl FakeGitHub {
         let url = format!("http://127.0.0.1:{port}");
         let state = Arc::new(Mutex::new(State {
             tokens: vec![token.to_string()],
+            can_push: true,
             ..State::default()
         }));
         let (s2, st2, base) = (server.clone(), state.clone(), url.clone());
@@ -273,7 +277,7 @@ fn handle(
     match (method, segs.as_slice()) {
         ("GET", []) => (
             200,
-            json!({"full_name": format!("{owner}/{repo}"), "default_branch": "main"}),
+            json!({"full_name": format!("{owner}/{repo}"), "default_branch": "main", "permissions": {"admin": false, "maintain": false, "push": st.can_push, "triage": st.can_push, "pull": true}}),
             vec![],
         ),
         ("GET", ["pulls"]) => {
