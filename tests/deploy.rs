@@ -236,3 +236,44 @@ fn every_manifest_deserializes_and_the_role_is_what_the_code_calls() {
         "base backup, WAL gap, etcd, Kanidm, the check itself"
     );
 }
+
+#[test]
+fn the_release_workflow_builds_every_promised_binary_and_the_image() {
+    let root = common::project();
+    let text = std::fs::read_to_string(root.join(".github/workflows/release.yml")).unwrap();
+    let wf = yaml::Resolver::stream(&yaml::parse(&text).unwrap())[0].to_json();
+    let targets: Vec<&str> = wf["jobs"]["build"]["strategy"]["matrix"]["include"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["target"].as_str().unwrap())
+        .collect();
+    for t in [
+        "x86_64-unknown-linux-musl",
+        "aarch64-unknown-linux-musl",
+        "x86_64-apple-darwin",
+        "aarch64-apple-darwin",
+    ] {
+        assert!(targets.contains(&t), "{t} missing from {targets:?}");
+    }
+    // The feature the workflow builds with exists.
+    let cargo = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    assert!(text.contains("--features vendored") && cargo.contains("\nvendored = ["));
+    // Checksums published; the image built from the Dockerfile, per platform.
+    assert!(text.contains("SHA256SUMS"));
+    let docker = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    assert!(docker.contains("COPY bin/linux/${TARGETARCH}/drgit"));
+    assert!(docker.contains("distroless/static"));
+    let image = &wf["jobs"]["image"]["steps"];
+    let build = image
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| {
+            s["uses"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("docker/build-push-action"))
+        })
+        .unwrap();
+    assert_eq!(build["with"]["platforms"], "linux/amd64,linux/arm64");
+}
