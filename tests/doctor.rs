@@ -199,8 +199,55 @@ fn each_check_fails_on_its_own_with_its_fix() {
     .unwrap();
     let store = not_ok(&w.json(), &w.f);
     std::fs::write(w.f.repo().join("drgit.toml"), &kept).unwrap();
+    let mut others = Vec::new();
 
-    let all = [
+    // talosctl missing, the Argo CD Application named not there, the
+    // Cluster named in the config not in its manifest.
+    for (case, extra) in [
+        (
+            "talosctl",
+            "[talos]\ntalosctl = \"/nonexistent/talosctl\"\n",
+        ),
+        ("argocd", "[argocd]\napplication = \"nope\"\n"),
+        ("pg plan", "[postgres]\ncluster = \"not-there\"\n"),
+    ] {
+        let mut cfg = kept.clone();
+        if case == "talosctl" {
+            cfg = cfg.replace(
+                &format!(
+                    "talosctl = \"{}\"",
+                    project()
+                        .join("tests/support/talosctl-standin.py")
+                        .display()
+                ),
+                "talosctl = \"/nonexistent/talosctl\"",
+            );
+        } else {
+            cfg = cfg.replace("[expect]", &format!("{extra}\n[expect]"));
+        }
+        std::fs::write(w.f.repo().join("drgit.toml"), &cfg).unwrap();
+        others.push((case, not_ok(&w.json(), &w.f)));
+    }
+    std::fs::write(w.f.repo().join("drgit.toml"), &kept).unwrap();
+    // The API does not answer.
+    let dead = w.f.dir.path().join("dead-kubeconfig");
+    std::fs::write(
+        &dead,
+        std::fs::read_to_string(&w.kubeconfig)
+            .unwrap()
+            .replace(&w.kube.url, "http://127.0.0.1:9"),
+    )
+    .unwrap();
+    let api = w.f.drgit_env(
+        &["--kubeconfig", dead.to_str().unwrap(), "--json", "doctor"],
+        &[
+            ("GITHUB_TOKEN", TOKEN),
+            ("TALOSCTL_STANDIN_STATE", w.talos_state.to_str().unwrap()),
+        ],
+    );
+    others.push(("api", not_ok(&api.json(), &w.f)));
+
+    let mut all = vec![
         ("rbac", rbac),
         ("github", github),
         ("talos", talos),
@@ -209,6 +256,7 @@ fn each_check_fails_on_its_own_with_its_fix() {
         ("path", path),
         ("store", store),
     ];
+    all.extend(others);
     let mut text = String::new();
     for (case, lines) in &all {
         assert!(!lines.is_empty(), "{case}: a check must say so");
