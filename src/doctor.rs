@@ -122,8 +122,7 @@ pub fn config_error(e: &Error) -> Report {
 }
 
 fn config(ctx: &Context, c: &mut Checks) {
-    let file = ctx.config_base.join("drgit.toml");
-    if file.is_file() {
+    if let Some(file) = &ctx.config_file {
         c.ok(
             "config",
             "configuration",
@@ -222,7 +221,15 @@ fn plans(ctx: &Context, c: &mut Checks) {
         ),
         Ok(m) => {
             let sts = &ctx.config.kanidm.statefulset;
-            for i in 0..2 {
+            // Every pod the StatefulSet manifest asks for (two when it
+            // cannot be read: kanidm-restore's check names that).
+            let replicas =
+                std::fs::read_to_string(ctx.repo_dir.join(&ctx.config.kanidm.statefulset_manifest))
+                    .ok()
+                    .and_then(|t| crate::manifest::yaml::parse(&t).ok())
+                    .and_then(|s| crate::manifest::statefulset::find(&s, sts).ok())
+                    .map_or(2, |f| f.replicas.max(1));
+            for i in 0..replicas {
                 let pod = format!("{sts}-{i}");
                 let name = format!("kanidm-recert {pod}");
                 let Some(origin) = crate::manifest::kanidm::origin_of(&m.stream, &pod) else {
@@ -446,8 +453,13 @@ fn kubernetes(ctx: &Context, c: &mut Checks) {
         }
     }
     for procedure in rbac::PROCEDURES {
+        // The Secret is read only when the environment has no S3 keys.
+        if procedure == "backups-status" && ctx.s3_credentials_are_own() {
+            continue;
+        }
         let needs = rbac::needs(procedure, &ctx.config);
         let mut denied = Vec::new();
+        let mut failed = false;
         for access in &needs {
             match kube.may(access) {
                 Ok((true, _)) => {}
@@ -459,10 +471,13 @@ fn kubernetes(ctx: &Context, c: &mut Checks) {
                         e.to_string(),
                         "the API must answer SelfSubjectAccessReview (authorization.k8s.io/v1)",
                     );
-                    denied.clear();
+                    failed = true;
                     break;
                 }
             }
+        }
+        if failed {
+            continue;
         }
         if denied.is_empty() {
             c.ok(
@@ -474,7 +489,7 @@ fn kubernetes(ctx: &Context, c: &mut Checks) {
         for access in denied {
             c.fail(
                 "kubernetes",
-                format!("RBAC {procedure}"),
+                format!("RBAC {procedure}: {} {}", access.verb, access.resource),
                 format!("may not {}", access.describe()),
                 format!(
                     "grant it to the user or ServiceAccount drgit runs as; check with `{}`",

@@ -233,6 +233,59 @@ pub fn doctor(r: &doctor::Report) -> String {
     t.finish()
 }
 
+/// Drill results: when each kind was last drilled, whether it succeeded,
+/// and its measured recovery time.
+pub fn drills(reports: &[crate::scenario::drill::DrillReport], now: Timestamp) -> String {
+    let mut t = Text(String::new());
+    let families: [(&str, Option<&str>, &str); 5] = [
+        (
+            "drgit_drill_timestamp_seconds",
+            Some("seconds"),
+            "When the drill ran.",
+        ),
+        (
+            "drgit_drill_success",
+            None,
+            "1 when the backup restored and its checks passed.",
+        ),
+        (
+            "drgit_drill_rto_seconds",
+            Some("seconds"),
+            "The whole drill: the measured time to recover.",
+        ),
+        (
+            "drgit_drill_restore_seconds",
+            Some("seconds"),
+            "Time to restore the base backup or snapshot.",
+        ),
+        (
+            "drgit_drill_replay_seconds",
+            Some("seconds"),
+            "Time from start to promotion (WAL replay) or to answering.",
+        ),
+    ];
+    for (name, unit, help) in families {
+        t.family(name, unit, help);
+        for r in reports {
+            let v = match name {
+                "drgit_drill_timestamp_seconds" => seconds(now),
+                "drgit_drill_success" => {
+                    if r.ok() {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                }
+                "drgit_drill_rto_seconds" => r.total_secs,
+                "drgit_drill_restore_seconds" => r.restore_secs,
+                _ => r.replay_secs,
+            };
+            t.sample(name, &[("kind", &r.kind), ("mode", &r.mode)], v);
+        }
+    }
+    t.finish()
+}
+
 /// Why the metrics could not be pushed.
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
@@ -259,6 +312,12 @@ pub fn push(url: &str, job: &str, text: &str) -> Result<(), PushError> {
         .ok_or_else(|| PushError::Scheme {
             url: url.to_string(),
         })?;
+    if rest.split('/').next().is_some_and(|h| h.contains('@')) {
+        return Err(PushError::Failed {
+            url: "the address given".into(),
+            detail: "credentials in the URL are not supported (and not echoed)".into(),
+        });
+    }
     let (host, base) = match rest.split_once('/') {
         Some((h, p)) => (h, format!("/{}", p.trim_end_matches('/'))),
         None => (rest, String::new()),
@@ -270,7 +329,12 @@ pub fn push(url: &str, job: &str, text: &str) -> Result<(), PushError> {
         format!("{host}:80")
     };
     let timeout = Some(std::time::Duration::from_secs(30));
-    let mut s = std::net::TcpStream::connect(&addr).map_err(|e| fail(e.to_string()))?;
+    let target = std::net::ToSocketAddrs::to_socket_addrs(&addr)
+        .map_err(|e| fail(e.to_string()))?
+        .next()
+        .ok_or_else(|| fail(format!("{host} has no address")))?;
+    let mut s = std::net::TcpStream::connect_timeout(&target, std::time::Duration::from_secs(10))
+        .map_err(|e| fail(e.to_string()))?;
     s.set_read_timeout(timeout)
         .map_err(|e| fail(e.to_string()))?;
     s.set_write_timeout(timeout)

@@ -276,4 +276,17 @@ fn the_release_workflow_builds_every_promised_binary_and_the_image() {
         })
         .unwrap();
     assert_eq!(build["with"]["platforms"], "linux/amd64,linux/arm64");
+    // The image tag the CronJob pulls is the one the workflow pushes for
+    // this version (semver without the `v`).
+    assert!(text.contains("type=semver,pattern={{version}}"));
+    let version = cargo
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap();
+    let cronjob = std::fs::read_to_string(root.join("deploy/cronjob.yaml")).unwrap();
+    assert!(
+        cronjob.contains(&format!("image: ghcr.io/drgit/drgit:{version}\n")),
+        "deploy/cronjob.yaml pulls the version being released ({version})"
+    );
 }

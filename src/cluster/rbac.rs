@@ -107,7 +107,9 @@ pub fn needs(procedure: &str, cfg: &Config) -> Vec<Access> {
             name: Some(cfg.postgres.credentials_secret.clone()),
             ..a("get", "", "secrets", &pg)
         }],
-        // pg_wait: cnpg.rs, workload.rs, the psql check over exec.
+        // pg_wait: cnpg.rs, workload.rs, the psql check over exec. Exec is
+        // a WebSocket upgrade of a GET: authorized as `get pods/exec` before
+        // Kubernetes 1.35 and as `create` since (kubernetes#78741), so both.
         "pg-recover" => vec![
             a("get", "postgresql.cnpg.io", "clusters", &pg),
             a("patch", "postgresql.cnpg.io", "clusters", &pg),
@@ -117,11 +119,13 @@ pub fn needs(procedure: &str, cfg: &Config) -> Vec<Access> {
             a("get", "batch", "jobs", &pg),
             a("list", "", "pods", &pg),
             a("get", "", "pods/log", &pg),
+            a("get", "", "pods/exec", &pg),
             a("create", "", "pods/exec", &pg),
         ],
         // kanidm_recert: the certificate and the refresh over exec, the
         // rollout (StatefulSet, Reloader's ConfigMap annotation).
         "kanidm-recert" => vec![
+            a("get", "", "pods/exec", &kn),
             a("create", "", "pods/exec", &kn),
             a("get", "apps", "statefulsets", &kn),
             a("get", "", "configmaps", &kn),
@@ -134,8 +138,11 @@ pub fn needs(procedure: &str, cfg: &Config) -> Vec<Access> {
             a("create", "", "pods", &kn),
             a("delete", "", "pods", &kn),
             a("get", "", "pods/log", &kn),
+            a("get", "", "pods/exec", &kn),
             a("create", "", "pods/exec", &kn),
             a("get", "apps", "statefulsets", &kn),
+            // The restart wait after the recert (kanidm_recert::restart_state).
+            a("get", "", "configmaps", &kn),
         ],
         // delivery: find the Application, refresh it, start a sync.
         "argocd" => vec![

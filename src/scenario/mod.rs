@@ -5,6 +5,7 @@
 //! returns an [`Outcome`] that `output` renders for people or as JSON.
 
 pub mod delivery;
+pub mod drill;
 pub mod etcd_recover;
 pub mod kanidm_recert;
 pub mod kanidm_restore;
@@ -65,6 +66,8 @@ pub struct Context {
     /// The GitOps working copy (`--repo`).
     pub repo_dir: PathBuf,
     pub config: Config,
+    /// The configuration file read (None: the built-in defaults).
+    pub config_file: Option<PathBuf>,
     /// Where relative paths in the config resolve from.
     pub config_base: PathBuf,
     /// `--backup-url`, else `[backup] url`.
@@ -83,6 +86,9 @@ impl Context {
         now: Timestamp,
     ) -> Result<Context, Error> {
         let (config, config_base) = Config::load(config_file, repo_dir)?;
+        let loaded = config_file
+            .map(Path::to_path_buf)
+            .or_else(|| Some(repo_dir.join("drgit.toml")).filter(|p| p.is_file()));
         // A --backup-url relative path is relative to where the user stands.
         let (backup_url, config_base) = match backup_url {
             Some(u) => (
@@ -92,6 +98,7 @@ impl Context {
             None => (config.backup.url.clone(), config_base),
         };
         Ok(Context {
+            config_file: loaded,
             repo_dir: repo_dir.to_path_buf(),
             config,
             config_base,
@@ -108,22 +115,32 @@ impl Context {
     /// `credential` and `password`) when the cluster can be reached. They
     /// are never printed.
     pub fn open_store(&self) -> Result<Box<dyn crate::backup::BackupStore>, Error> {
-        let s3 = self.backup_url.starts_with("s3://");
-        let has_own = std::env::var_os("AWS_ACCESS_KEY_ID").is_some()
-            || std::env::var_os("AWS_PROFILE").is_some()
-            || std::env::var_os("HOME")
-                .is_some_and(|h| Path::new(&h).join(".aws/credentials").exists());
-        let credentials = if s3 && !has_own {
-            self.cluster_s3_credentials()
-        } else {
-            None
-        };
         Ok(crate::backup::open(
             &self.backup_url,
             &self.config_base,
             &self.config.backup,
-            credentials,
+            self.s3_credentials(),
         )?)
+    }
+
+    /// The S3 keys from the cluster's Secret when the environment has none
+    /// of its own (None: the AWS chain applies, or the store is local).
+    pub fn s3_credentials(&self) -> Option<(String, String)> {
+        let s3 = self.backup_url.starts_with("s3://");
+        if s3 && !self.s3_credentials_are_own() {
+            self.cluster_s3_credentials()
+        } else {
+            None
+        }
+    }
+
+    /// Whether the environment has S3 keys of its own (then the cluster's
+    /// Secret is not read).
+    pub fn s3_credentials_are_own(&self) -> bool {
+        std::env::var_os("AWS_ACCESS_KEY_ID").is_some()
+            || std::env::var_os("AWS_PROFILE").is_some()
+            || std::env::var_os("HOME")
+                .is_some_and(|h| Path::new(&h).join(".aws/credentials").exists())
     }
 
     fn cluster_s3_credentials(&self) -> Option<(String, String)> {
