@@ -36,6 +36,37 @@ pub struct Config {
     pub forge: Forge,
     pub expect: Expect,
     pub argocd: ArgoCd,
+    pub drill: Drill,
+}
+
+/// `drgit drill`: where and how backups are restored to prove them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Drill {
+    /// The directory with PostgreSQL's `postgres`, `pg_ctl` and `psql`
+    /// (default: found on PATH, then /usr/lib/postgresql/<major>/bin).
+    pub postgres_bin: Option<PathBuf>,
+    /// Queries run on the restored database besides `select count(*) from pg_class`.
+    pub pg_checks: Vec<String>,
+    /// The user PostgreSQL and barman-cloud run as when drgit runs as root
+    /// (PostgreSQL refuses root), through `runuser`.
+    pub run_as: Option<String>,
+    /// Where the throwaway data directories go (default: the system's temp dir).
+    pub work_dir: Option<PathBuf>,
+    /// How long a restore and its replay may take, in seconds.
+    pub timeout_secs: u64,
+}
+
+impl Default for Drill {
+    fn default() -> Self {
+        Drill {
+            postgres_bin: None,
+            pg_checks: Vec::new(),
+            run_as: None,
+            work_dir: None,
+            timeout_secs: 1800,
+        }
+    }
 }
 
 /// Where Argo CD runs and how long drgit waits for it.

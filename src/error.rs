@@ -211,6 +211,10 @@ pub enum Error {
     Interrupted { step: String },
     #[error("backups status: {problems} problem(s), listed above")]
     Unhealthy { problems: usize },
+    #[error("drill refused before anything started: {reason}")]
+    DrillRefused { reason: String },
+    #[error("drill: {failed} drill(s) failed, listed above; nothing they made is left")]
+    DrillFailed { failed: usize },
     #[error("doctor: {failed} check(s) failed, listed above with their fixes")]
     ChecksFailed { failed: usize },
     #[error(transparent)]

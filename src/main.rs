@@ -29,7 +29,9 @@ fn main() {
         if cli.json
             && !matches!(
                 e,
-                drgit::error::Error::Unhealthy { .. } | drgit::error::Error::ChecksFailed { .. }
+                drgit::error::Error::Unhealthy { .. }
+                    | drgit::error::Error::ChecksFailed { .. }
+                    | drgit::error::Error::DrillFailed { .. }
             )
         {
             println!(

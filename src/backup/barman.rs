@@ -66,6 +66,9 @@ pub struct BaseBackup {
     pub compression: Option<String>,
     /// Bytes of every object in the backup's folder.
     pub size: u64,
+    /// The server's version (`version=150018`: PostgreSQL 15.18).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pg_version: Option<u32>,
 }
 
 /// One archived WAL segment.
@@ -373,6 +376,7 @@ impl Catalog {
                 end_wal: kv.get("end_wal").cloned(),
                 timeline: kv.get("timeline").and_then(|t| t.parse().ok()),
                 compression: kv.get("compression").cloned(),
+                pg_version: kv.get("version").and_then(|v| v.parse().ok()),
                 size: sizes.get(&id).copied().unwrap_or(0),
                 id,
             });

@@ -116,31 +116,13 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     // newest one in the archived WAL. The target is truncated to
     // PostgreSQL's microseconds before it is checked, so that what is
     // written is what was checked.
-    let (target, base_backup) = match &args.target_time {
-        Some(t) => {
-            let t = timearg::to_micros(timearg::parse_target_time(
-                t,
-                args.timezone.as_deref(),
-                ctx.now,
-            )?);
-            let check = catalog.check_target(t)?;
-            (Some(t), Some(check.backup))
-        }
-        None => {
-            let newest = catalog
-                .newest_restorable()
-                .ok_or_else(|| catalog.usable_windows().err())
-                .map_err(|e| match e {
-                    Some(e) => Error::from(e),
-                    None => Error::Catalog(crate::backup::barman::CatalogError::Unusable {
-                        location: catalog.location.clone(),
-                        detail: "no base backup's WAL chain reaches the newest archived segment"
-                            .into(),
-                    }),
-                })?;
-            (None, Some(newest))
-        }
-    };
+    let (target, base_backup) = choose_target(
+        ctx,
+        &catalog,
+        args.target_time.as_deref(),
+        args.timezone.as_deref(),
+    )?;
+    let base_backup = Some(base_backup);
     let written_target = target.map(timearg::postgres);
     let target_text = target.map(|t| t.to_string());
 
@@ -294,6 +276,38 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
     }
     outcome.published = Some(published);
     Ok(outcome)
+}
+
+/// The target (truncated to PostgreSQL's microseconds, checked against the
+/// window) and the base backup it is reached from; without a target, the
+/// newest restorable backup and the end of the archived WAL.
+pub fn choose_target(
+    ctx: &Context,
+    catalog: &Catalog,
+    target_time: Option<&str>,
+    timezone: Option<&str>,
+) -> Result<(Option<jiff::Timestamp>, String), Error> {
+    match target_time {
+        Some(t) => {
+            let t = timearg::to_micros(timearg::parse_target_time(t, timezone, ctx.now)?);
+            let check = catalog.check_target(t)?;
+            Ok((Some(t), check.backup))
+        }
+        None => {
+            let newest = catalog
+                .newest_restorable()
+                .ok_or_else(|| catalog.usable_windows().err())
+                .map_err(|e| match e {
+                    Some(e) => Error::from(e),
+                    None => Error::Catalog(crate::backup::barman::CatalogError::Unusable {
+                        location: catalog.location.clone(),
+                        detail: "no base backup's WAL chain reaches the newest archived segment"
+                            .into(),
+                    }),
+                })?;
+            Ok((None, newest))
+        }
+    }
 }
 
 /// The first lineage from `first` on with no objects in the store yet

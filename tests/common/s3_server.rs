@@ -63,6 +63,10 @@ impl S3Server {
     }
 
     fn python(&self, script: &str, args: &[&str]) {
+        self.python_out(script, args);
+    }
+
+    fn python_out(&self, script: &str, args: &[&str]) -> String {
         let out = Command::new("python3")
             .arg("-c")
             .arg(script)
@@ -77,6 +81,26 @@ impl S3Server {
             out.status.success(),
             "boto3: {}",
             String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Every key under `prefix`.
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        self.python_out(
+            "import sys, boto3\ns3 = boto3.client('s3', endpoint_url=sys.argv[1])\nfor p in s3.get_paginator('list_objects_v2').paginate(Bucket=sys.argv[2], Prefix=sys.argv[3]):\n    for o in p.get('Contents', []):\n        print(o['Key'])",
+            &[bucket, prefix],
+        )
+        .lines()
+        .map(str::to_string)
+        .collect()
+    }
+
+    /// Puts one object with the given content.
+    pub fn put(&self, bucket: &str, key: &str, body: &[u8]) {
+        self.python(
+            "import sys, boto3\nboto3.client('s3', endpoint_url=sys.argv[1]).put_object(Bucket=sys.argv[2], Key=sys.argv[3], Body=sys.argv[4].encode())",
+            &[bucket, key, &String::from_utf8_lossy(body)],
         );
     }
 

@@ -1,0 +1,728 @@
+//! `drgit drill`: a backup is only as good as its last restore. Each drill
+//! restores one backup somewhere harmless, checks the result, measures how
+//! long it took, and removes what it made, also when it fails.
+//!
+//! * `pg --local`: `barman-cloud-restore` of the base backup the target
+//!   needs into a throwaway data directory, PostgreSQL of the backup's
+//!   major version started on a private socket with `restore_command`
+//!   (`barman-cloud-wal-restore`) and the target written exactly as
+//!   pg-recover writes it, promoted at the target; then the check queries.
+//!   The S3 keys reach barman-cloud and PostgreSQL through the environment,
+//!   never through a file.
+//! * `etcd`: the snapshot downloaded and verified as etcd-recover does,
+//!   restored with `etcdutl snapshot restore` (`etcdctl` where only that
+//!   exists), a throwaway etcd started on loopback from it, the keys under
+//!   `/registry/` counted by resource kind.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{Context, read_cluster_manifest};
+use crate::backup::barman::Catalog;
+use crate::config::{StoreUrl, parse_store_url};
+use crate::error::Error;
+
+/// What a drill found and how long it took.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct DrillReport {
+    /// `pg`, `etcd` or `kanidm`.
+    pub kind: String,
+    /// `local` or `in-cluster`.
+    pub mode: String,
+    /// The base backup, snapshot or backup restored.
+    pub backup: String,
+    /// The target written (PostgreSQL's form), or none: the end of the WAL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The restored copy came up and answered (PostgreSQL: promoted at the target).
+    pub reached: bool,
+    pub bytes_restored: u64,
+    /// Seconds to restore the base backup (or snapshot).
+    pub restore_secs: f64,
+    /// Seconds from start to promotion (WAL replay), or to etcd answering.
+    pub replay_secs: f64,
+    /// The whole drill: the measured time to recover.
+    pub total_secs: f64,
+    pub checks: Vec<CheckResult>,
+    /// etcd: keys under /registry/ by resource kind.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub keys: BTreeMap<String, u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Why the drill failed, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckResult {
+    pub query: String,
+    pub ok: bool,
+    pub result: String,
+}
+
+impl DrillReport {
+    pub fn ok(&self) -> bool {
+        self.error.is_none() && self.reached && self.checks.iter().all(|c| c.ok)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PgArgs {
+    pub target_time: Option<String>,
+    pub timezone: Option<String>,
+}
+
+/// A drill refused before anything started.
+fn refuse(reason: impl Into<String>) -> Error {
+    Error::DrillRefused {
+        reason: reason.into(),
+    }
+}
+
+/// `program` when it is on PATH.
+fn on_path(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Runs a command as `[drill] run_as` when set (through `runuser`), else
+/// as drgit's own user.
+struct Runner {
+    run_as: Option<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Runner {
+    fn command(&self, program: &Path) -> Command {
+        let mut c = match &self.run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(program);
+                c
+            }
+            None => Command::new(program),
+        };
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// Runs to the end; its stderr's last lines on failure.
+    fn run(&self, what: &str, program: &Path, args: &[&str]) -> Result<String, String> {
+        let out = self
+            .command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr);
+            Err(format!(
+                "{what} failed ({}): {}",
+                out.status,
+                super::kanidm_recert::tail(&err, 6)
+            ))
+        }
+    }
+}
+
+/// The user drgit runs as is root: PostgreSQL will not run so.
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// A throwaway directory, removed when dropped (also after a failure).
+fn scratch(ctx: &Context, kind: &str, run_as: Option<&str>) -> Result<tempfile::TempDir, Error> {
+    let parent = ctx
+        .config
+        .drill
+        .work_dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("drgit-drill-{kind}-"))
+        .tempdir_in(&parent)
+        .map_err(|source| Error::ReadFile {
+            file: parent.display().to_string(),
+            source,
+        })?;
+    if let Some(user) = run_as {
+        // The user the tools run as owns the directory.
+        let out = Command::new("chown")
+            .arg(user)
+            .arg(dir.path())
+            .output()
+            .map_err(|source| Error::ReadFile {
+                file: dir.path().display().to_string(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(refuse(format!(
+                "cannot give {} to `{user}` ([drill] run_as): {}",
+                dir.path().display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+    }
+    Ok(dir)
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&p) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// PostgreSQL's bin directory and its major version.
+fn postgres_bin(ctx: &Context, want_major: Option<u32>) -> Result<(PathBuf, u32), Error> {
+    let candidates: Vec<PathBuf> = match &ctx.config.drill.postgres_bin {
+        Some(dir) => vec![dir.clone()],
+        None => {
+            // A `postgres` on PATH is often a link into the real bin
+            // directory, where pg_ctl and psql are.
+            let mut v: Vec<PathBuf> = on_path("postgres")
+                .map(|p| p.canonicalize().unwrap_or(p))
+                .and_then(|p| p.parent().map(Path::to_path_buf))
+                .into_iter()
+                .collect();
+            if let Some(m) = want_major {
+                v.push(PathBuf::from(format!("/usr/lib/postgresql/{m}/bin")));
+            }
+            v
+        }
+    };
+    let mut seen = Vec::new();
+    for dir in &candidates {
+        if !["pg_ctl", "psql"].iter().all(|t| dir.join(t).is_file()) {
+            seen.push(format!("{} has no pg_ctl and psql", dir.display()));
+            continue;
+        }
+        let Ok(out) = Command::new(dir.join("postgres")).arg("--version").output() else {
+            continue;
+        };
+        // `postgres (PostgreSQL) 15.14 (Debian 15.14-0+deb12u1)`
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let major = text
+            .split_whitespace()
+            .nth(2)
+            .and_then(|v| v.split('.').next())
+            .and_then(|m| m.parse::<u32>().ok());
+        if let Some(major) = major {
+            if want_major.is_none_or(|w| w == major) {
+                return Ok((dir.clone(), major));
+            }
+            seen.push(format!("{} is PostgreSQL {major}", dir.display()));
+        }
+    }
+    Err(refuse(match want_major {
+        Some(m) => format!(
+            "the backup is of PostgreSQL {m}; no PostgreSQL {m} found ({}). Install it, or point `[drill] postgres_bin` at its bin directory",
+            if seen.is_empty() {
+                "none on PATH".to_string()
+            } else {
+                seen.join(", ")
+            }
+        ),
+        None => "no PostgreSQL found on PATH; set `[drill] postgres_bin`".into(),
+    }))
+}
+
+/// `drill pg --local`.
+pub fn pg_local(ctx: &Context, args: &PgArgs) -> Result<DrillReport, Error> {
+    let started = Instant::now();
+    let pg = &ctx.config.postgres;
+    // What a recovery would read, checked as pg-recover checks it.
+    let manifest = read_cluster_manifest(ctx)?;
+    super::check_backup_location(ctx, &manifest)?;
+    let StoreUrl::S3 { bucket, prefix } = parse_store_url(&ctx.backup_url, &ctx.config_base)?
+    else {
+        return Err(refuse(format!(
+            "barman-cloud reads S3 only: `{}` is a local directory; point `[backup] url` (or --backup-url) at the bucket",
+            ctx.backup_url
+        )));
+    };
+    let store = ctx.open_store()?;
+    let lineage = manifest.cluster.recovery_lineage().to_string();
+    let catalog = Catalog::read(
+        store.as_ref(),
+        &format!("{}{lineage}/", pg.catalog_prefix),
+        &lineage,
+    )?;
+    let (target, backup_id) = super::pg_recover::choose_target(
+        ctx,
+        &catalog,
+        args.target_time.as_deref(),
+        args.timezone.as_deref(),
+    )?;
+    let backup = catalog
+        .backups
+        .iter()
+        .find(|b| b.id == backup_id)
+        .ok_or_else(|| refuse(format!("base backup {backup_id} is not in the catalog")))?;
+    let major = backup.pg_version.map(|v| v / 10000);
+
+    // The tools, before anything starts.
+    let restore = on_path("barman-cloud-restore").ok_or_else(|| {
+        refuse("barman-cloud-restore is not on PATH: install barman-cli-cloud (the tool CNPG's restore uses)")
+    })?;
+    let wal_restore = on_path("barman-cloud-wal-restore").ok_or_else(|| {
+        refuse("barman-cloud-wal-restore is not on PATH: install barman-cli-cloud")
+    })?;
+    let (bin, found) = postgres_bin(ctx, major)?;
+    let run_as = ctx.config.drill.run_as.clone();
+    if run_as.is_none() && is_root() {
+        return Err(refuse(
+            "PostgreSQL does not run as root: set `[drill] run_as` (e.g. \"postgres\") or run drgit as another user",
+        ));
+    }
+
+    let mut env: Vec<(String, String)> = vec![(
+        "AWS_DEFAULT_REGION".into(),
+        ctx.config.backup.region.clone(),
+    )];
+    if let Some((id, secret)) = ctx.s3_credentials() {
+        env.push(("AWS_ACCESS_KEY_ID".into(), id));
+        env.push(("AWS_SECRET_ACCESS_KEY".into(), secret));
+    }
+    let runner = Runner {
+        run_as: run_as.clone(),
+        env,
+    };
+    let dir = scratch(ctx, "pg", run_as.as_deref())?;
+    let data = dir.path().join("data");
+    let dest = format!("s3://{bucket}/{prefix}{}", pg.catalog_prefix);
+    let endpoint = &ctx.config.backup.endpoint;
+    let mut report = DrillReport {
+        kind: "pg".into(),
+        mode: "local".into(),
+        backup: backup_id.clone(),
+        target: target.map(crate::timearg::postgres),
+        version: Some(format!("PostgreSQL {found}")),
+        ..Default::default()
+    };
+    crate::progress(&format!(
+        "drill: restoring base backup {backup_id} of `{lineage}` into {}",
+        data.display()
+    ));
+
+    // The base backup.
+    let t0 = Instant::now();
+    let mut restore_args: Vec<&str> = Vec::new();
+    if !endpoint.is_empty() {
+        restore_args.extend(["--endpoint-url", endpoint]);
+    }
+    let data_s = data.display().to_string();
+    restore_args.extend([dest.as_str(), lineage.as_str(), backup_id.as_str(), &data_s]);
+    if let Err(e) = runner.run("barman-cloud-restore", &restore, &restore_args) {
+        report.error = Some(e);
+        report.total_secs = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+    report.restore_secs = t0.elapsed().as_secs_f64();
+    report.bytes_restored = dir_size(&data);
+
+    // Recovery settings, the target as pg-recover writes it.
+    let socket = dir.path().display().to_string();
+    let mut conf = format!(
+        "\n# drgit drill\nport = 5432\nlisten_addresses = ''\nunix_socket_directories = '{socket}'\narchive_mode = off\nrestore_command = '{} {}{} {lineage} %f %p'\nrecovery_target_action = 'promote'\n",
+        wal_restore.display(),
+        if endpoint.is_empty() {
+            String::new()
+        } else {
+            format!("--endpoint-url {endpoint} ")
+        },
+        dest,
+    );
+    if let Some(t) = &report.target {
+        conf.push_str(&format!("recovery_target_time = '{t}'\n"));
+    }
+    let written = std::fs::OpenOptions::new()
+        .append(true)
+        .open(data.join("postgresql.auto.conf"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, conf.as_bytes()))
+        .and_then(|_| std::fs::write(data.join("recovery.signal"), b""));
+    if let Err(e) = written {
+        report.error = Some(format!("cannot write the recovery settings: {e}"));
+        return Ok(report);
+    }
+    if let Some(user) = &run_as {
+        let _ = Command::new("chown")
+            .arg(user)
+            .arg(data.join("recovery.signal"))
+            .output();
+    }
+
+    // Start, wait for the promotion, run the checks, stop.
+    let log = dir.path().join("postgres.log");
+    let log_s = log.display().to_string();
+    let t1 = Instant::now();
+    if let Err(e) = runner.run(
+        "pg_ctl start",
+        &bin.join("pg_ctl"),
+        &["-D", &data_s, "-l", &log_s, "-W", "start"],
+    ) {
+        report.error = Some(e);
+        return Ok(report);
+    }
+    let stop = StopOnDrop {
+        runner: &runner,
+        pg_ctl: bin.join("pg_ctl"),
+        data: data_s.clone(),
+    };
+    let psql = |q: &str| {
+        runner.run(
+            "psql",
+            &bin.join("psql"),
+            &[
+                "-h", &socket, "-p", "5432", "-U", "postgres", "-qAt", "-c", q,
+            ],
+        )
+    };
+    let deadline = Duration::from_secs(ctx.config.drill.timeout_secs);
+    loop {
+        if let Some(fatal) = fatal_line(&log) {
+            report.error = Some(format!("PostgreSQL stopped: {fatal}"));
+            break;
+        }
+        let answer = psql("select pg_is_in_recovery()");
+        if answer.as_ref().is_ok_and(|o| o.trim() == "f") {
+            report.reached = true;
+            report.replay_secs = t1.elapsed().as_secs_f64();
+            break;
+        }
+        tracing::debug!(?answer, "not promoted yet");
+        if t1.elapsed() > deadline {
+            report.error = Some(format!(
+                "not promoted within {}s (`[drill] timeout_secs`); the last look: {}",
+                deadline.as_secs(),
+                match answer {
+                    Ok(o) => format!("pg_is_in_recovery() = {}", o.trim()),
+                    Err(e) => e,
+                }
+            ));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if report.reached {
+        let mut queries = vec!["select count(*) from pg_class".to_string()];
+        queries.extend(ctx.config.drill.pg_checks.iter().cloned());
+        for q in queries {
+            let (ok, result) = match psql(&q) {
+                Ok(out) => (true, out.trim().to_string()),
+                Err(e) => (false, e),
+            };
+            report.checks.push(CheckResult {
+                query: q,
+                ok,
+                result,
+            });
+        }
+    }
+    drop(stop);
+    drop(dir);
+    report.total_secs = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Stops the throwaway PostgreSQL, however the drill ends.
+struct StopOnDrop<'a> {
+    runner: &'a Runner,
+    pg_ctl: PathBuf,
+    data: String,
+}
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.runner.run(
+            "pg_ctl stop",
+            &self.pg_ctl,
+            &["-D", &self.data, "-m", "fast", "-w", "stop"],
+        );
+    }
+}
+
+/// The line that says why PostgreSQL stopped (recovery ended before the
+/// target, a bad setting), not the refusals polling connections get.
+fn fatal_line(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines()
+        .filter(|l| l.contains("FATAL") || l.contains("PANIC"))
+        .find(|l| {
+            !l.contains("the database system is starting up")
+                && !l.contains("the database system is not yet accepting connections")
+        })
+        .map(str::to_string)
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EtcdArgs {
+    /// `latest`, a snapshot's name in the store, or a local file.
+    pub snapshot: String,
+}
+
+fn free_port() -> Result<u16, Error> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|source| Error::ReadFile {
+            file: "a free loopback port".into(),
+            source,
+        })
+}
+
+/// Kills the throwaway etcd, however the drill ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `drill etcd`.
+pub fn etcd(ctx: &Context, args: &EtcdArgs) -> Result<DrillReport, Error> {
+    let started = Instant::now();
+    let etcd_bin = on_path("etcd")
+        .ok_or_else(|| refuse("etcd is not on PATH: install etcd (the server) to restore into"))?;
+    let etcdctl = on_path("etcdctl")
+        .ok_or_else(|| refuse("etcdctl is not on PATH: install etcd's client"))?;
+    let dir = scratch(ctx, "etcd", None)?;
+    let snapshot = super::etcd_recover::snapshot(
+        ctx,
+        &super::etcd_recover::Args {
+            snapshot: args.snapshot.clone(),
+            data_dir_copy: false,
+            dry_run: true,
+            yes: false,
+            show_plan: None,
+        },
+        dir.path(),
+    )?;
+    let mut report = DrillReport {
+        kind: "etcd".into(),
+        mode: "local".into(),
+        backup: snapshot.source.clone(),
+        ..Default::default()
+    };
+    let (peer, client) = (free_port()?, free_port()?);
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let client_url = format!("http://127.0.0.1:{client}");
+    let data = dir.path().join("etcd");
+    let data_s = data.display().to_string();
+    let local = snapshot.local.display().to_string();
+    let cluster = format!("drill={peer_url}");
+    let restore_flags = [
+        "--data-dir",
+        &data_s,
+        "--name",
+        "drill",
+        "--initial-cluster",
+        &cluster,
+        "--initial-advertise-peer-urls",
+        &peer_url,
+    ];
+    // etcdutl since etcd 3.5; etcdctl's own restore before (deprecated there).
+    let (tool, mut restore): (PathBuf, Vec<&str>) = match on_path("etcdutl") {
+        Some(u) => (u, vec!["snapshot", "restore", &local]),
+        None => (etcdctl.clone(), vec!["snapshot", "restore", &local]),
+    };
+    restore.extend(restore_flags);
+    let t0 = Instant::now();
+    let out = Command::new(&tool)
+        .args(&restore)
+        .env("ETCDCTL_API", "3")
+        .output()
+        .map_err(|source| Error::ReadFile {
+            file: tool.display().to_string(),
+            source,
+        })?;
+    if !out.status.success() {
+        report.error = Some(format!(
+            "{} snapshot restore failed: {}",
+            tool.display(),
+            super::kanidm_recert::tail(&String::from_utf8_lossy(&out.stderr), 6)
+        ));
+        report.total_secs = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+    report.restore_secs = t0.elapsed().as_secs_f64();
+    report.bytes_restored = dir_size(&data);
+
+    let log =
+        std::fs::File::create(dir.path().join("etcd.log")).map_err(|source| Error::ReadFile {
+            file: dir.path().join("etcd.log").display().to_string(),
+            source,
+        })?;
+    let t1 = Instant::now();
+    let child = Command::new(&etcd_bin)
+        .args([
+            "--name",
+            "drill",
+            "--data-dir",
+            &data_s,
+            "--listen-client-urls",
+            &client_url,
+            "--advertise-client-urls",
+            &client_url,
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+            "--initial-cluster",
+            &cluster,
+        ])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|source| Error::ReadFile {
+            file: etcd_bin.display().to_string(),
+            source,
+        })?;
+    let etcd = KillOnDrop(child);
+    let ctl = |a: &[&str]| {
+        Command::new(&etcdctl)
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &client_url, "--command-timeout=5s"])
+            .args(a)
+            .output()
+    };
+    let deadline = Duration::from_secs(ctx.config.drill.timeout_secs);
+    while !ctl(&["endpoint", "health"]).is_ok_and(|o| o.status.success()) {
+        if t1.elapsed() > deadline {
+            report.error = Some(format!(
+                "etcd did not answer within {}s; its log: {}",
+                deadline.as_secs(),
+                super::kanidm_recert::tail(
+                    &std::fs::read_to_string(dir.path().join("etcd.log")).unwrap_or_default(),
+                    4
+                )
+            ));
+            report.total_secs = started.elapsed().as_secs_f64();
+            return Ok(report);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    report.replay_secs = t1.elapsed().as_secs_f64();
+    report.reached = true;
+    match ctl(&["get", "/registry/", "--prefix", "--keys-only"]) {
+        Ok(o) if o.status.success() => {
+            for key in String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| !l.is_empty())
+            {
+                // /registry/<kind>/… (apiserver's storage layout).
+                let kind = key.split('/').nth(2).unwrap_or("?").to_string();
+                *report.keys.entry(kind).or_default() += 1;
+            }
+            report.checks.push(CheckResult {
+                query: "keys under /registry/".into(),
+                ok: !report.keys.is_empty(),
+                result: format!("{}", report.keys.values().sum::<u64>()),
+            });
+        }
+        Ok(o) => report.checks.push(CheckResult {
+            query: "keys under /registry/".into(),
+            ok: false,
+            result: String::from_utf8_lossy(&o.stderr).trim().to_string(),
+        }),
+        Err(e) => report.checks.push(CheckResult {
+            query: "keys under /registry/".into(),
+            ok: false,
+            result: e.to_string(),
+        }),
+    }
+    report.version = ctl(&["version"]).ok().and_then(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .next()
+            .map(|l| l.trim().to_string())
+    });
+    drop(etcd);
+    drop(dir);
+    report.total_secs = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The report as a person reads it.
+pub fn render(reports: &[DrillReport]) -> String {
+    let mut out = String::new();
+    for r in reports {
+        out.push_str(&format!(
+            "drgit drill {} ({}): {}\n",
+            r.kind,
+            r.mode,
+            if r.ok() {
+                "restored and checked"
+            } else {
+                "FAILED"
+            }
+        ));
+        out.push_str(&format!("  backup:        {}\n", r.backup));
+        if let Some(t) = &r.target {
+            out.push_str(&format!("  target:        {t}\n"));
+        } else if r.kind == "pg" {
+            out.push_str("  target:        the end of the archived WAL\n");
+        }
+        if let Some(v) = &r.version {
+            out.push_str(&format!("  restored with: {v}\n"));
+        }
+        out.push_str(&format!(
+            "  reached:       {}\n",
+            if r.reached { "yes" } else { "no" }
+        ));
+        out.push_str(&format!(
+            "  restored:      {} bytes in {:.2} s\n",
+            r.bytes_restored, r.restore_secs
+        ));
+        let replay = if r.kind == "pg" {
+            "WAL replay"
+        } else {
+            "start"
+        };
+        out.push_str(&format!("  {replay:<14} {:.2} s\n", r.replay_secs));
+        out.push_str(&format!("  total (RTO):   {:.2} s\n", r.total_secs));
+        for c in &r.checks {
+            out.push_str(&format!(
+                "  check {}: {} {}\n",
+                if c.ok { "ok  " } else { "FAIL" },
+                c.query,
+                c.result
+            ));
+        }
+        for (k, n) in &r.keys {
+            out.push_str(&format!("  keys /registry/{k}/: {n}\n"));
+        }
+        if let Some(e) = &r.error {
+            out.push_str(&format!("  error: {e}\n"));
+        }
+    }
+    out
+}

@@ -1,0 +1,232 @@
+//! `drgit drill` with the real tools: PostgreSQL 15 restoring a real
+//! barman-cloud archive (made by tests/support/barman-pitr.sh on the S3
+//! test server) through barman-cloud-restore and barman-cloud-wal-restore,
+//! and a real etcd restored from the real snapshot fixture. Each drill
+//! leaves nothing behind, also when it fails.
+
+mod common;
+
+use std::process::Command;
+
+use common::s3_server::{KEY_ID, S3Server, SECRET};
+use common::{Fixture, Run, project};
+
+const BUCKET: &str = "drill-pitr";
+
+/// The archive: rows `zero` (before the base backup), `a` and `b`.
+struct Archive {
+    s3: S3Server,
+    a: jiff::Timestamp,
+    b: jiff::Timestamp,
+    _work: tempfile::TempDir,
+}
+
+fn archive() -> Archive {
+    let s3 = S3Server::start(&[]);
+    s3.create_bucket(BUCKET);
+    let work = tempfile::tempdir().unwrap();
+    let out = Command::new(project().join("tests/support/barman-pitr.sh"))
+        .args([
+            &s3.endpoint,
+            BUCKET,
+            work.path().join("src").to_str().unwrap(),
+        ])
+        .env("AWS_ACCESS_KEY_ID", KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "barman run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: std::collections::BTreeMap<String, jiff::Timestamp> =
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(n, t)| {
+                (
+                    n.to_string(),
+                    format!("{}Z", t.replacen(' ', "T", 1)).parse().unwrap(),
+                )
+            })
+            .collect();
+    Archive {
+        s3,
+        a: rows["a"],
+        b: rows["b"],
+        _work: work,
+    }
+}
+
+/// A repository pointed at the archive; drills work in `scratch`.
+fn repo(ar: &Archive, scratch: &std::path::Path) -> Fixture {
+    let f = Fixture::new();
+    f.point_manifest_at(&format!("s3://{BUCKET}/cnpg/"));
+    std::fs::create_dir_all(scratch).unwrap();
+    std::fs::write(
+        f.repo().join("drgit.toml"),
+        format!(
+            "[backup]\nurl = \"s3://{BUCKET}/\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\n\n[drill]\nrun_as = \"postgres\"\ntimeout_secs = 60\nwork_dir = \"{}\"\npg_checks = [\"select string_agg(note, ',' order by at) from t\"]\n",
+            ar.s3.endpoint,
+            scratch.display()
+        ),
+    )
+    .unwrap();
+    f
+}
+
+fn drill(f: &Fixture, args: &[&str]) -> Run {
+    let now = jiff::Timestamp::now().to_string();
+    f.drgit_env(
+        args,
+        &[
+            ("AWS_ACCESS_KEY_ID", KEY_ID),
+            ("AWS_SECRET_ACCESS_KEY", SECRET),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("DRGIT_NOW", now.as_str()),
+        ],
+    )
+}
+
+fn left_in(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn pg_drill_restores_exactly_to_the_target_and_cleans_up() {
+    let ar = archive();
+    let scratch = tempfile::tempdir().unwrap();
+    // postgres (run_as) must reach the scratch directory.
+    Command::new("chmod")
+        .args(["755", scratch.path().to_str().unwrap()])
+        .status()
+        .unwrap();
+    let f = repo(&ar, scratch.path());
+
+    // Between the two commits: `a` restored, `b` not.
+    let between = ar.a + jiff::SignedDuration::from_millis(750);
+    let run = drill(
+        &f,
+        &[
+            "--json",
+            "drill",
+            "pg",
+            "--local",
+            "--target-time",
+            &between.to_string(),
+        ],
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let r = &run.json()["drills"][0];
+    assert_eq!(r["reached"], true, "{r:#}");
+    assert_eq!(r["kind"], "pg");
+    assert_eq!(
+        r["target"].as_str().unwrap(),
+        drgit::timearg::postgres(between),
+        "the target as pg-recover writes it"
+    );
+    assert_eq!(r["checks"][1]["result"], "zero,a", "{r:#}");
+    assert!(
+        r["checks"][0]["result"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 100
+    );
+    assert!(r["bytes_restored"].as_u64().unwrap() > 10_000_000);
+    assert!(r["restore_secs"].as_f64().unwrap() > 0.0);
+    assert!(r["replay_secs"].as_f64().unwrap() > 0.0);
+    assert!(
+        left_in(scratch.path()).is_empty(),
+        "{:?}",
+        left_in(scratch.path())
+    );
+
+    // No target: the end of the archived WAL, both rows.
+    let run = drill(&f, &["--json", "drill", "pg"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.json()["drills"][0]["checks"][1]["result"], "zero,a,b");
+
+    // After the last commit: refused before anything starts.
+    let after = ar.b + jiff::SignedDuration::from_secs(2);
+    let run = drill(&f, &["drill", "pg", "--target-time", &after.to_string()]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("is not before the last transaction"),
+        "{}",
+        run.stderr
+    );
+    assert!(left_in(scratch.path()).is_empty());
+}
+
+#[test]
+fn a_corrupted_base_backup_fails_with_barmans_error_and_leaves_nothing() {
+    let ar = archive();
+    let scratch = tempfile::tempdir().unwrap();
+    Command::new("chmod")
+        .args(["755", scratch.path().to_str().unwrap()])
+        .status()
+        .unwrap();
+    let f = repo(&ar, scratch.path());
+    // The base backup's data replaced by junk, as a damaged upload would be.
+    let keys = ar.s3.keys(BUCKET, "cnpg/shared-pg/base/");
+    let data = keys
+        .iter()
+        .find(|k| k.contains("/data.tar"))
+        .unwrap_or_else(|| panic!("{keys:?}"));
+    ar.s3.put(BUCKET, data, b"this is not a tar archive");
+    let run = drill(&f, &["drill", "pg"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("FAILED"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("barman-cloud-restore failed"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        left_in(scratch.path()).is_empty(),
+        "{:?}",
+        left_in(scratch.path())
+    );
+}
+
+#[test]
+fn etcd_drill_counts_the_fixtures_keys_and_refuses_a_corrupted_copy() {
+    let f = Fixture::new();
+    let scratch = tempfile::tempdir().unwrap();
+    f.config(&format!(
+        "[drill]\nwork_dir = \"{}\"\n",
+        scratch.path().display()
+    ));
+    let run = f.drgit(&["--json", "drill", "etcd"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let r = &run.json()["drills"][0];
+    // scripts/make-backup-fixture wrote /registry/fixture/key-1…20.
+    assert_eq!(r["keys"]["fixture"], 20, "{r:#}");
+    assert_eq!(r["reached"], true);
+    assert!(left_in(scratch.path()).is_empty());
+
+    // A copy with one byte changed fails its SHA-256 trailer: refused.
+    let copy = f.dir.path().join("corrupt.db");
+    let mut bytes = std::fs::read(f.store().join("etcd/20261126T030246Z.db")).unwrap();
+    bytes[5000] ^= 0xff;
+    std::fs::write(&copy, bytes).unwrap();
+    let run = f.drgit(&["drill", "etcd", "--snapshot", copy.to_str().unwrap()]);
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("corrupt.db"), "{}", run.stderr);
+    assert!(left_in(scratch.path()).is_empty());
+
+    // As metrics, for the in-cluster CronJob.
+    let run = f.drgit(&["drill", "etcd", "--format", "openmetrics"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("drgit_drill_success{kind=\"etcd\",mode=\"local\"} 1\n")
+    );
+    assert!(run.stdout.ends_with("# EOF\n"));
+}
