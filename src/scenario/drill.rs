@@ -703,15 +703,15 @@ pub fn render(reports: &[DrillReport]) -> String {
             r.bytes_restored, r.restore_secs
         ));
         let replay = if r.kind == "pg" {
-            "WAL replay"
+            "WAL replay:"
         } else {
-            "start"
+            "started in:"
         };
         out.push_str(&format!("  {replay:<14} {:.2} s\n", r.replay_secs));
         out.push_str(&format!("  total (RTO):   {:.2} s\n", r.total_secs));
         for c in &r.checks {
             out.push_str(&format!(
-                "  check {}: {} {}\n",
+                "  check {}  {} → {}\n",
                 if c.ok { "ok  " } else { "FAIL" },
                 c.query,
                 c.result
