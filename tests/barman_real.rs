@@ -244,32 +244,7 @@ fn postgres_restores_to_exactly_the_target_drgit_writes_and_no_further() {
     let s3 = S3Server::start(&[]);
     s3.create_bucket(PITR);
     let work = tempfile::tempdir().unwrap();
-    let out = Command::new(project().join("tests/support/barman-pitr.sh"))
-        .args([
-            &s3.endpoint,
-            PITR,
-            work.path().join("src").to_str().unwrap(),
-        ])
-        .env("AWS_ACCESS_KEY_ID", KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "barman run: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: std::collections::BTreeMap<String, jiff::Timestamp> =
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once(' '))
-            .map(|(n, t)| {
-                (
-                    n.to_string(),
-                    format!("{}Z", t.replacen(' ', "T", 1)).parse().unwrap(),
-                )
-            })
-            .collect();
+    let rows = common::pitr_archive(&s3.endpoint, PITR, &work.path().join("src"));
     let (a, b) = (rows["a"], rows["b"]);
 
     let f = Fixture::new();

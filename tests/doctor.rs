@@ -73,6 +73,23 @@ impl World {
         )
     }
 
+    /// `doctor --format openmetrics`.
+    fn doctor_metrics(&self) -> Run {
+        self.f.drgit_env(
+            &[
+                "--kubeconfig",
+                self.kubeconfig.to_str().unwrap(),
+                "doctor",
+                "--format",
+                "openmetrics",
+            ],
+            &[
+                ("GITHUB_TOKEN", TOKEN),
+                ("TALOSCTL_STANDIN_STATE", self.talos_state.to_str().unwrap()),
+            ],
+        )
+    }
+
     fn json(&self) -> Value {
         self.doctor(&["--json"]).json()
     }
@@ -306,19 +323,7 @@ fn no_secret_reaches_the_output() {
             assert!(!out.contains(secret), "{secret} in:\n{out}");
         }
     }
-    let run = w.f.drgit_env(
-        &[
-            "--kubeconfig",
-            w.kubeconfig.to_str().unwrap(),
-            "doctor",
-            "--format",
-            "openmetrics",
-        ],
-        &[
-            ("GITHUB_TOKEN", TOKEN),
-            ("TALOSCTL_STANDIN_STATE", w.talos_state.to_str().unwrap()),
-        ],
-    );
+    let run = w.doctor_metrics();
     assert!(!run.stdout.contains(TOKEN));
 }
 
@@ -388,19 +393,7 @@ fn backups_status_and_doctor_as_openmetrics_parse() {
         Some(1_795_665_600.0)
     );
 
-    let run = w.f.drgit_env(
-        &[
-            "--kubeconfig",
-            w.kubeconfig.to_str().unwrap(),
-            "doctor",
-            "--format",
-            "openmetrics",
-        ],
-        &[
-            ("GITHUB_TOKEN", TOKEN),
-            ("TALOSCTL_STANDIN_STATE", w.talos_state.to_str().unwrap()),
-        ],
-    );
+    let run = w.doctor_metrics();
     assert_eq!(run.code, 0, "{}", run.stderr);
     let m = parse_openmetrics(&run.stdout);
     assert_eq!(

@@ -9,7 +9,7 @@ mod common;
 use std::process::Command;
 
 use common::s3_server::{KEY_ID, S3Server, SECRET};
-use common::{Fixture, Run, project};
+use common::{Fixture, Run};
 
 const BUCKET: &str = "drill-pitr";
 
@@ -25,32 +25,7 @@ fn archive() -> Archive {
     let s3 = S3Server::start(&[]);
     s3.create_bucket(BUCKET);
     let work = tempfile::tempdir().unwrap();
-    let out = Command::new(project().join("tests/support/barman-pitr.sh"))
-        .args([
-            &s3.endpoint,
-            BUCKET,
-            work.path().join("src").to_str().unwrap(),
-        ])
-        .env("AWS_ACCESS_KEY_ID", KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "barman run: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: std::collections::BTreeMap<String, jiff::Timestamp> =
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once(' '))
-            .map(|(n, t)| {
-                (
-                    n.to_string(),
-                    format!("{}Z", t.replacen(' ', "T", 1)).parse().unwrap(),
-                )
-            })
-            .collect();
+    let rows = common::pitr_archive(&s3.endpoint, BUCKET, &work.path().join("src"));
     Archive {
         s3,
         a: rows["a"],
@@ -76,6 +51,16 @@ fn repo(ar: &Archive, scratch: &std::path::Path) -> Fixture {
     f
 }
 
+/// Where the drills work; postgres (`run_as`) must reach it.
+fn scratch() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    Command::new("chmod")
+        .args(["755", dir.path().to_str().unwrap()])
+        .status()
+        .unwrap();
+    dir
+}
+
 fn drill(f: &Fixture, args: &[&str]) -> Run {
     let now = jiff::Timestamp::now().to_string();
     f.drgit_env(
@@ -99,12 +84,7 @@ fn left_in(dir: &std::path::Path) -> Vec<String> {
 #[test]
 fn pg_drill_restores_exactly_to_the_target_and_cleans_up() {
     let ar = archive();
-    let scratch = tempfile::tempdir().unwrap();
-    // postgres (run_as) must reach the scratch directory.
-    Command::new("chmod")
-        .args(["755", scratch.path().to_str().unwrap()])
-        .status()
-        .unwrap();
+    let scratch = scratch();
     let f = repo(&ar, scratch.path());
 
     // Between the two commits: `a` restored, `b` not.
@@ -167,11 +147,7 @@ fn pg_drill_restores_exactly_to_the_target_and_cleans_up() {
 #[test]
 fn a_corrupted_base_backup_fails_with_barmans_error_and_leaves_nothing() {
     let ar = archive();
-    let scratch = tempfile::tempdir().unwrap();
-    Command::new("chmod")
-        .args(["755", scratch.path().to_str().unwrap()])
-        .status()
-        .unwrap();
+    let scratch = scratch();
     let f = repo(&ar, scratch.path());
     // The base backup's data replaced by junk, as a damaged upload would be.
     let keys = ar.s3.keys(BUCKET, "cnpg/shared-pg/base/");

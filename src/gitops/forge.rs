@@ -327,13 +327,18 @@ impl GitHub {
         })
     }
 
-    pub fn default_branch(&self) -> Result<String, ForgeError> {
-        let v = self.call(
+    /// `GET /repos/{owner}/{repo}`.
+    fn repository(&self) -> Result<Value, ForgeError> {
+        self.call(
             "GET",
             &self.repo_path(),
             None,
             &format!("the repository {}", self.full_name()),
-        )?;
+        )
+    }
+
+    pub fn default_branch(&self) -> Result<String, ForgeError> {
+        let v = self.repository()?;
         Ok(v["default_branch"].as_str().unwrap_or("main").to_string())
     }
 
@@ -342,12 +347,7 @@ impl GitHub {
     /// push, triage, pull); None when the answer has none (an App's
     /// installation token gets the App's permissions, not listed there).
     pub fn repo_permissions(&self) -> Result<Option<Vec<(String, bool)>>, ForgeError> {
-        let v = self.call(
-            "GET",
-            &self.repo_path(),
-            None,
-            &format!("the repository {}", self.full_name()),
-        )?;
+        let v = self.repository()?;
         Ok(v["permissions"].as_object().map(|m| {
             m.iter()
                 .map(|(k, v)| (k.clone(), v.as_bool().unwrap_or(false)))

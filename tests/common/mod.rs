@@ -352,3 +352,34 @@ pub fn redact(s: &str, f: &Fixture) -> String {
     s.replace(&tmp.display().to_string(), "[TMP]")
         .replace(&f.dir.path().display().to_string(), "[TMP]")
 }
+
+/// A real barman-cloud archive for point-in-time tests in `bucket`
+/// (tests/support/barman-pitr.sh: rows `zero`, `a`, `b`); each row's
+/// insert time.
+pub fn pitr_archive(
+    endpoint: &str,
+    bucket: &str,
+    work: &Path,
+) -> BTreeMap<String, jiff::Timestamp> {
+    let out = Command::new(project().join("tests/support/barman-pitr.sh"))
+        .args([endpoint, bucket, work.to_str().unwrap()])
+        .env("AWS_ACCESS_KEY_ID", s3_server::KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", s3_server::SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "barman run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(n, t)| {
+            (
+                n.to_string(),
+                format!("{}Z", t.replacen(' ', "T", 1)).parse().unwrap(),
+            )
+        })
+        .collect()
+}
