@@ -169,8 +169,11 @@ pub enum DrillCommand {
         #[arg(long)]
         timezone: Option<String>,
         /// Restore on this machine (the default).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "in_cluster")]
         local: bool,
+        /// Restore into a throwaway Cluster created through the API (one instance, no backup section, deleted afterwards, also on failure and Ctrl-C; `drgit resume` deletes one a killed run left).
+        #[arg(long)]
+        in_cluster: bool,
         #[command(flatten)]
         report: ReportFlags,
     },
@@ -504,17 +507,20 @@ fn drill(cli: &Cli, ctx: &Context, d: &DrillCommand) -> Result<(), Error> {
             target_time,
             timezone,
             local: _,
+            in_cluster,
             report,
-        } => (
-            vec![drill::pg_local(
-                ctx,
-                &PgArgs {
-                    target_time: target_time.clone(),
-                    timezone: timezone.clone(),
-                },
-            )?],
-            report,
-        ),
+        } => {
+            let args = PgArgs {
+                target_time: target_time.clone(),
+                timezone: timezone.clone(),
+            };
+            let r = if *in_cluster {
+                drill::pg_in_cluster(ctx, &args)?
+            } else {
+                drill::pg_local(ctx, &args)?
+            };
+            (vec![r], report)
+        }
         DrillCommand::Etcd { snapshot, report } => (
             vec![drill::etcd(
                 ctx,

@@ -206,3 +206,195 @@ fn etcd_drill_counts_the_fixtures_keys_and_refuses_a_corrupted_copy() {
     );
     assert!(run.stdout.ends_with("# EOF\n"));
 }
+
+// --- in the cluster, against the fake Kubernetes API server -----------------
+
+use common::fake_cluster::{Behaviour, FakeCluster};
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+const DRILL_PREFIX: &str =
+    "/apis/postgresql.cnpg.io/v1/namespaces/database/clusters/shared-pg-drill-";
+
+struct InCluster {
+    f: Fixture,
+    kube: FakeCluster,
+    kubeconfig: std::path::PathBuf,
+}
+
+fn in_cluster(behaviour: Behaviour) -> InCluster {
+    let f = Fixture::new();
+    let kube = FakeCluster::start(std::path::PathBuf::from("/nonexistent"), behaviour);
+    let kubeconfig = kube.kubeconfig(f.dir.path());
+    f.config("[postgres]\nhealth_poll_ms = 20\nrecovery_timeout_secs = 30\n");
+    InCluster {
+        f,
+        kube,
+        kubeconfig,
+    }
+}
+
+impl InCluster {
+    fn args<'a>(&'a self, rest: &[&'a str]) -> Vec<&'a str> {
+        let mut v = vec!["--kubeconfig", self.kubeconfig.to_str().unwrap()];
+        v.extend_from_slice(rest);
+        v
+    }
+
+    /// The drill Clusters the API server holds now.
+    fn live(&self) -> Vec<String> {
+        let st = self.kube.state.lock().unwrap();
+        st.objects
+            .keys()
+            .filter(|k| k.starts_with(DRILL_PREFIX))
+            .cloned()
+            .collect()
+    }
+
+    /// Every drill Cluster created, as sent.
+    fn created(&self) -> Vec<serde_json::Value> {
+        let st = self.kube.state.lock().unwrap();
+        st.created
+            .iter()
+            .filter(|o| o["kind"] == "Cluster")
+            .cloned()
+            .collect()
+    }
+
+    fn journal(&self) -> std::path::PathBuf {
+        self.f.repo().join(".git/drgit/journal.json")
+    }
+}
+
+#[test]
+fn in_cluster_drill_recovers_into_a_throwaway_cluster_that_archives_nowhere() {
+    let w = in_cluster(Behaviour::default());
+    let run = w.f.drgit(&w.args(&[
+        "--json",
+        "drill",
+        "pg",
+        "--in-cluster",
+        "--target-time",
+        common::TARGET,
+    ]));
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let r = &run.json()["drills"][0];
+    assert_eq!(r["mode"], "in-cluster");
+    assert_eq!(r["reached"], true, "{r:#}");
+    assert_eq!(r["checks"][0]["result"], "415");
+    let created = w.created();
+    assert_eq!(created.len(), 1);
+    let spec = &created[0]["spec"];
+    // It must never write to any lineage: no backup section, no plugin.
+    assert!(spec.get("backup").is_none(), "{spec:#}");
+    assert!(spec.get("plugins").is_none(), "{spec:#}");
+    assert_eq!(spec["instances"], 1);
+    assert_eq!(
+        spec["bootstrap"]["recovery"]["source"],
+        "drgit-drill-source"
+    );
+    assert_eq!(
+        spec["bootstrap"]["recovery"]["recoveryTarget"]["targetTime"],
+        r["target"]
+    );
+    let source = &spec["externalClusters"][0];
+    assert_eq!(source["name"], "drgit-drill-source");
+    assert_eq!(source["barmanObjectStore"]["serverName"], "shared-pg");
+    assert_eq!(
+        source["barmanObjectStore"]["destinationPath"],
+        "s3://home-cluster-backup/cnpg/"
+    );
+    // Deleted afterwards, nothing journaled any more.
+    assert!(w.live().is_empty(), "{:?}", w.live());
+    assert!(!w.journal().exists());
+    let report = run.json();
+    let mut shown = report["drills"][0].clone();
+    for k in ["restore_secs", "replay_secs", "total_secs"] {
+        shown[k] = serde_json::json!("[secs]");
+    }
+    insta::assert_snapshot!(serde_json::to_string_pretty(&shown).unwrap());
+}
+
+#[test]
+fn a_failed_in_cluster_drill_still_deletes_its_cluster() {
+    let w = in_cluster(Behaviour {
+        drill_fails: Some("recovery ended before configured recovery target was reached"),
+        ..Behaviour::default()
+    });
+    let run = w.f.drgit(&w.args(&["drill", "pg", "--in-cluster"]));
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("recovery ended before configured recovery target was reached"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(w.created().len(), 1);
+    assert!(w.live().is_empty(), "{:?}", w.live());
+    assert!(!w.journal().exists());
+}
+
+#[test]
+fn an_interrupted_drill_deletes_its_cluster_and_resume_cleans_up_after_a_kill() {
+    // Never healthy: the drill waits until it is stopped.
+    let w = in_cluster(Behaviour {
+        drill_fails: Some("waiting for the full-recovery Job"),
+        ..Behaviour::default()
+    });
+    let start = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_drgit"))
+            .args(w.args(&[
+                "--repo",
+                w.f.repo().to_str().unwrap(),
+                "drill",
+                "pg",
+                "--in-cluster",
+            ]))
+            .env("DRGIT_NOW", common::NOW)
+            .env("HOME", std::env::temp_dir().join("drgit-test-home"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let wait_created = |n: usize| {
+        for _ in 0..400 {
+            if w.created().len() >= n && !w.live().is_empty() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("no drill Cluster created");
+    };
+
+    // Ctrl-C: the drill deletes its Cluster and says it was interrupted.
+    let child = start();
+    wait_created(1);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    unsafe { libc_kill(child.id() as i32, 2) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(w.live().is_empty(), "{:?}", w.live());
+    assert!(!w.journal().exists());
+
+    // Killed outright: the journal names the Cluster; resume deletes it.
+    let mut child = start();
+    wait_created(2);
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert_eq!(w.live().len(), 1);
+    assert!(w.journal().exists());
+    let run = w.f.drgit(&w.args(&["--json", "resume"]));
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("cleaned_up"), "{}", run.stdout);
+    assert!(w.live().is_empty(), "{:?}", w.live());
+    assert!(!w.journal().exists());
+}

@@ -207,6 +207,26 @@ impl Kube {
         Ok(obj.as_ref().map(ClusterState::from_object))
     }
 
+    /// Creates a Cluster from `object`; returns its uid.
+    pub fn create_cnpg_cluster(
+        &self,
+        namespace: &str,
+        object: &Value,
+    ) -> Result<String, ClusterError> {
+        let obj: DynamicObject =
+            serde_json::from_value(object.clone()).map_err(|e| ClusterError::Config {
+                path: None,
+                source: Box::new(e),
+            })?;
+        let name = obj.metadata.name.clone().unwrap_or_default();
+        let api = self.cnpg_clusters(namespace);
+        let pp = kube::api::PostParams::default();
+        let created = self.call(format!("create Cluster {namespace}/{name}"), || {
+            api.create(&pp, &obj)
+        })?;
+        Ok(created.metadata.uid.unwrap_or_default())
+    }
+
     /// Fences every instance of the Cluster: PostgreSQL stops, the pods stay.
     pub fn fence_cnpg_cluster(&self, namespace: &str, name: &str) -> Result<(), ClusterError> {
         let patch = json!({"metadata": {"annotations": {FENCED_INSTANCES: FENCE_ALL}}});

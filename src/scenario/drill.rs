@@ -726,3 +726,261 @@ pub fn render(reports: &[DrillReport]) -> String {
     }
     out
 }
+
+/// The journal's scenario name of an in-cluster drill (`drgit resume`
+/// deletes what it made).
+pub const SCENARIO: &str = "drill-pg-in-cluster";
+
+/// What an interrupted in-cluster drill left: the throwaway Cluster.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+struct Throwaway {
+    namespace: String,
+    name: String,
+    uid: Option<String>,
+}
+
+/// The throwaway Cluster: the manifest's spec with one instance, its
+/// `backup` section and plugins removed (it must never archive into any
+/// lineage), and `bootstrap.recovery` from the lineage through an
+/// external cluster built from the manifest's own store.
+fn throwaway_cluster(
+    manifest: &super::Manifest,
+    name: &str,
+    namespace: &str,
+    lineage: &str,
+    backup_id: &str,
+    target: Option<&str>,
+) -> Result<serde_json::Value, Error> {
+    use crate::manifest::cnpg::BackupKind;
+    use crate::manifest::yaml;
+    use serde_json::json;
+    let doc = manifest
+        .stream
+        .docs
+        .get(manifest.cluster.doc)
+        .ok_or_else(|| {
+            refuse(format!(
+                "{}: the Cluster document is gone",
+                manifest.display()
+            ))
+        })?;
+    let mut spec = yaml::Resolver::document(doc).to_json()["spec"].take();
+    let source = match &manifest.cluster.backup {
+        BackupKind::InTree { .. } => {
+            let mut store = spec["backup"]["barmanObjectStore"].take();
+            store["serverName"] = json!(lineage);
+            json!({"name": "drgit-drill-source", "barmanObjectStore": store})
+        }
+        BackupKind::Plugin { object_name, .. } => json!({
+            "name": "drgit-drill-source",
+            "plugin": {
+                "name": crate::manifest::cnpg::BARMAN_PLUGIN,
+                "parameters": {"barmanObjectName": object_name, "serverName": lineage}
+            }
+        }),
+    };
+    let Some(obj) = spec.as_object_mut() else {
+        return Err(refuse(format!(
+            "{}: the Cluster has no spec",
+            manifest.display()
+        )));
+    };
+    obj.remove("backup");
+    obj.remove("plugins");
+    obj.insert("instances".into(), json!(1));
+    obj.insert("externalClusters".into(), json!([source]));
+    let mut recovery = json!({"source": "drgit-drill-source"});
+    let mut target_spec = json!({"backupID": backup_id});
+    if let Some(t) = target {
+        target_spec["targetTime"] = json!(t);
+    }
+    recovery["recoveryTarget"] = target_spec;
+    obj.insert("bootstrap".into(), json!({"recovery": recovery}));
+    Ok(json!({
+        "apiVersion": "postgresql.cnpg.io/v1",
+        "kind": "Cluster",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": "drgit", "drgit.io/drill": "true"}
+        },
+        "spec": spec,
+    }))
+}
+
+/// `drill pg --in-cluster`.
+pub fn pg_in_cluster(ctx: &Context, args: &PgArgs) -> Result<DrillReport, Error> {
+    let started = Instant::now();
+    let pg = &ctx.config.postgres;
+    let manifest = read_cluster_manifest(ctx)?;
+    super::check_backup_location(ctx, &manifest)?;
+    let store = ctx.open_store()?;
+    let lineage = manifest.cluster.recovery_lineage().to_string();
+    let catalog = Catalog::read(
+        store.as_ref(),
+        &format!("{}{lineage}/", pg.catalog_prefix),
+        &lineage,
+    )?;
+    let (target, backup_id) = super::pg_recover::choose_target(
+        ctx,
+        &catalog,
+        args.target_time.as_deref(),
+        args.timezone.as_deref(),
+    )?;
+    let written = target.map(crate::timearg::postgres);
+    let name = format!(
+        "{}-drill-{}",
+        pg.cluster,
+        crate::timearg::compact(ctx.now).to_lowercase()
+    );
+    let object = throwaway_cluster(
+        &manifest,
+        &name,
+        &pg.namespace,
+        &lineage,
+        &backup_id,
+        written.as_deref(),
+    )?;
+    let kube =
+        crate::cluster::Kube::connect(ctx.kubeconfig.as_deref(), ctx.kube_context.as_deref())?;
+    // Recorded before it exists: a run killed at any point leaves a
+    // journal `drgit resume` cleans up with.
+    let repo = crate::gitops::WorkRepo::open(&ctx.repo_dir)?;
+    let mut throwaway = Throwaway {
+        namespace: pg.namespace.clone(),
+        name: name.clone(),
+        uid: None,
+    };
+    let mut journal = crate::plan::Journal::start(
+        &repo.git_dir(),
+        SCENARIO,
+        serde_json::to_value(&throwaway).unwrap_or_default(),
+    )?;
+    let mut report = DrillReport {
+        kind: "pg".into(),
+        mode: "in-cluster".into(),
+        backup: backup_id.clone(),
+        target: written.clone(),
+        ..Default::default()
+    };
+    crate::progress(&format!(
+        "drill: creating Cluster {}/{name} (no backup section: it archives nowhere), recovering `{lineage}` from base backup {backup_id}",
+        pg.namespace
+    ));
+    let t0 = Instant::now();
+    let outcome = (|| -> Result<(), Error> {
+        let uid = kube.create_cnpg_cluster(&pg.namespace, &object)?;
+        throwaway.uid = Some(uid);
+        journal.data.params = serde_json::to_value(&throwaway).unwrap_or_default();
+        journal.save()?;
+        let state =
+            super::pg_wait::watch_recovery_of(ctx, &kube, &name, None, crate::plan::stop_flag())?;
+        report.reached = state.healthy();
+        report.replay_secs = t0.elapsed().as_secs_f64();
+        let primary = state
+            .current_primary
+            .clone()
+            .unwrap_or_else(|| format!("{name}-1"));
+        let mut queries = vec!["select count(*) from pg_class".to_string()];
+        queries.extend(ctx.config.drill.pg_checks.iter().cloned());
+        for q in queries {
+            let out = kube.exec(
+                &pg.namespace,
+                &primary,
+                Some("postgres"),
+                &["psql", "-U", "postgres", "-AtX", "-c", &q],
+            )?;
+            report.checks.push(CheckResult {
+                query: q,
+                ok: out.success,
+                result: if out.success {
+                    out.stdout.trim().to_string()
+                } else {
+                    out.stderr.trim().to_string()
+                },
+            });
+        }
+        Ok(())
+    })();
+    let interrupted = match outcome {
+        Err(e @ Error::Interrupted { .. }) => Some(e),
+        Err(e) => {
+            report.error = Some(e.to_string());
+            None
+        }
+        Ok(()) => None,
+    };
+    // Deleted whatever happened: on success, on failure, on Ctrl-C.
+    match delete_throwaway(&kube, &throwaway) {
+        Ok(()) => journal.close(),
+        Err(e) => {
+            report.error = Some(format!(
+                "{}; and the throwaway Cluster {}/{} could not be deleted ({e}): `drgit resume` deletes it",
+                report
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "the drill ran".into()),
+                throwaway.namespace,
+                throwaway.name
+            ));
+        }
+    }
+    report.total_secs = started.elapsed().as_secs_f64();
+    match interrupted {
+        // Ctrl-C: cleaned up above; the exit says it was interrupted.
+        Some(e) if report.error.is_none() => Err(e),
+        _ => Ok(report),
+    }
+}
+
+/// Deletes the throwaway Cluster (by uid when known) and waits until it is gone.
+fn delete_throwaway(kube: &crate::cluster::Kube, t: &Throwaway) -> Result<(), Error> {
+    let Some(state) = kube.cnpg_cluster(&t.namespace, &t.name)? else {
+        return Ok(());
+    };
+    let uid = match (&t.uid, &state.uid) {
+        (Some(mine), Some(live)) if mine != live => {
+            // Another object took the name: not ours to delete.
+            return Ok(());
+        }
+        (_, Some(live)) => live.clone(),
+        _ => return Ok(()),
+    };
+    crate::progress(&format!(
+        "drill: deleting Cluster {}/{}",
+        t.namespace, t.name
+    ));
+    kube.delete_cnpg_cluster(&t.namespace, &t.name, &uid)?;
+    for _ in 0..600 {
+        if kube.cnpg_cluster(&t.namespace, &t.name)?.is_none() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(Error::NotDone {
+        step: "drill cleanup".into(),
+        detail: format!(
+            "Cluster {}/{} still exists a minute after its deletion",
+            t.namespace, t.name
+        ),
+    })
+}
+
+/// `drgit resume` after an interrupted in-cluster drill: deletes the
+/// throwaway Cluster it created; the drill is not resumed.
+pub fn resume(
+    ctx: &Context,
+    journal: crate::plan::Journal,
+    _yes: bool,
+) -> Result<serde_json::Value, Error> {
+    let t: Throwaway = journal.params_as()?;
+    let kube =
+        crate::cluster::Kube::connect(ctx.kubeconfig.as_deref(), ctx.kube_context.as_deref())?;
+    delete_throwaway(&kube, &t)?;
+    let summary = serde_json::json!({
+        "scenario": SCENARIO,
+        "cleaned_up": format!("Cluster {}/{}", t.namespace, t.name),
+    });
+    journal.close();
+    Ok(summary)
+}

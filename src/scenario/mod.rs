@@ -33,6 +33,7 @@ const PLANS: &[(&str, Resume)] = &[
     (kanidm_recert::SCENARIO, kanidm_recert::resume),
     (kanidm_restore::SCENARIO, kanidm_restore::resume),
     (etcd_recover::SCENARIO, etcd_recover::resume),
+    (drill::SCENARIO, drill::resume),
 ];
 
 /// `drgit resume`: the interrupted plan, whichever scenario it belongs to,

@@ -589,8 +589,20 @@ pub fn watch_recovery(
     old_uid: Option<&str>,
     stop: &AtomicBool,
 ) -> Result<ClusterState, Error> {
+    watch_recovery_of(ctx, kube, &ctx.config.postgres.cluster, old_uid, stop)
+}
+
+/// [`watch_recovery`] of the Cluster `name` (a drill's throwaway one).
+pub fn watch_recovery_of(
+    ctx: &Context,
+    kube: &Kube,
+    name: &str,
+    old_uid: Option<&str>,
+    stop: &AtomicBool,
+) -> Result<ClusterState, Error> {
     let pg = &ctx.config.postgres;
-    let (ns, name) = (&pg.namespace, &pg.cluster);
+    let ns = &pg.namespace;
+    let name = &name.to_string();
     let job_name = format!("{name}-1-full-recovery");
     let mut last_state = None;
     let polled = plan::poll_until(

@@ -36,6 +36,12 @@
 //!
 //! Kanidm (namespace `kanidm`, Application `kanidm` deploying
 //! `manifests/kanidm`):
+//! * D1 a Cluster created through the API (a drill's throwaway one)
+//!   recovers as CNPG's does: "Setting up primary", then "Cluster in
+//!   healthy state" with its instances ready and Ready True; one whose
+//!   recovery cannot finish keeps "Setting up primary" with PostgreSQL's
+//!   words as its phase reason (cloudnative-pg api/v1 cluster_types.go).
+//!   Its primary's psql answers `select count(*) from pg_class`.
 //! * K1 Reloader (stakater/Reloader README): when a ConfigMap named in the
 //!   StatefulSet's `configmap.reloader.stakater.com/reload` annotation
 //!   changes, it updates the pod template (an env var holding the data's
@@ -111,6 +117,9 @@ pub struct Behaviour {
     /// Accesses the SelfSubjectAccessReview denies: `verb resource` as
     /// `kubectl auth can-i` names them (`create pods/exec`, `get secrets`).
     pub denied: Vec<&'static str>,
+    /// A Cluster created through the API (a drill's) never gets healthy:
+    /// its status carries this text (D1).
+    pub drill_fails: Option<&'static str>,
 }
 
 /// A line as kanidmd's tracing-forest logger prints it (K3).
@@ -192,6 +201,7 @@ impl Default for Behaviour {
             restore_fails: None,
             pod_certs: Vec::new(),
             denied: Vec::new(),
+            drill_fails: None,
         }
     }
 }
@@ -898,6 +908,20 @@ impl FakeCluster {
                                 String::new(),
                                 0,
                             )
+                        } else if cmd.first().map(String::as_str) == Some("psql")
+                            && exec_pod.contains("-drill-")
+                        {
+                            // D1: the drill's restored PostgreSQL answers.
+                            let sql = cmd.last().cloned().unwrap_or_default();
+                            if sql == "select count(*) from pg_class" {
+                                ("415\n".into(), String::new(), 0)
+                            } else {
+                                (
+                                    String::new(),
+                                    format!("ERROR: relation in {sql} does not exist\n"),
+                                    1,
+                                )
+                            }
                         } else if cmd.first().map(String::as_str) == Some("psql") {
                             let sql = cmd.last().cloned().unwrap_or_default();
                             world.psql(&mut st, &sql)
@@ -1248,6 +1272,39 @@ fn handle(
                 Some(l) => (200, Value::String(l.clone())),
                 None => not_found(&format!("pods \"{pod}\"")),
             }
+        }
+        // D1: a Cluster created through the API (not the one Argo CD
+        // deploys) recovers as CNPG's does: phase "Setting up primary"
+        // while the full-recovery Job runs, then "Cluster in healthy state"
+        // with its instances ready and the Ready condition True
+        // (cloudnative-pg api/v1 cluster_types.go, PhaseHealthy); a
+        // recovery that cannot finish stays there, with PostgreSQL's words
+        // as the phase reason.
+        ("GET", p) if st.objects.contains_key(p) && st.objects[p]["kind"] == "Cluster" => {
+            let fails = st.behaviour.drill_fails;
+            let obj = st.objects.get_mut(p).unwrap();
+            let looks = obj["drgit_fake_gets"].as_u64().unwrap_or(0) + 1;
+            obj["drgit_fake_gets"] = json!(looks);
+            let name = obj["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let instances = obj["spec"]["instances"].as_i64().unwrap_or(1);
+            obj["status"] = match (looks, fails) {
+                (_, Some(text)) => {
+                    json!({"phase": "Setting up primary", "phaseReason": text, "readyInstances": 0})
+                }
+                (1, None) => json!({"phase": "Setting up primary", "readyInstances": 0}),
+                _ => json!({
+                    "phase": "Cluster in healthy state",
+                    "readyInstances": instances,
+                    "currentPrimary": format!("{name}-1"),
+                    "conditions": [{"type": "Ready", "status": "True", "message": "Cluster is Ready"}]
+                }),
+            };
+            let mut shown = obj.clone();
+            shown.as_object_mut().map(|o| o.remove("drgit_fake_gets"));
+            (200, shown)
         }
         ("GET", p) if st.objects.contains_key(p) => {
             let obj = st.objects[p].clone();
