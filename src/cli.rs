@@ -185,7 +185,18 @@ pub enum DrillCommand {
         #[command(flatten)]
         report: ReportFlags,
     },
-    /// The PostgreSQL and etcd drills, one after the other.
+    /// Restore a Kanidm backup in a throwaway pod (an emptyDir, the backup's kanidmd series), check it with `kanidmd domain show`, delete the pod.
+    Kanidm {
+        /// The backup's file name (as `backups status --json` lists it), or `latest`.
+        #[arg(long, default_value = "latest")]
+        backup: String,
+        /// The kanidmd image (default `[kanidm] image`); it must be of the backup's series.
+        #[arg(long)]
+        image: Option<String>,
+        #[command(flatten)]
+        report: ReportFlags,
+    },
+    /// The PostgreSQL (local), etcd and Kanidm drills, one after the other; a refused one counts as failed.
     All {
         #[command(flatten)]
         report: ReportFlags,
@@ -530,11 +541,30 @@ fn drill(cli: &Cli, ctx: &Context, d: &DrillCommand) -> Result<(), Error> {
             )?],
             report,
         ),
+        DrillCommand::Kanidm {
+            backup,
+            image,
+            report,
+        } => (
+            vec![drill::kanidm(
+                ctx,
+                &drill::KanidmArgs {
+                    backup: backup.clone(),
+                    image: image.clone(),
+                },
+            )?],
+            report,
+        ),
         DrillCommand::All { report } => {
             // A drill refused is a failed drill here: the others still run.
             let refused = |kind: &str, e: Error| drill::DrillReport {
                 kind: kind.into(),
-                mode: "local".into(),
+                mode: if kind == "kanidm" {
+                    "in-cluster"
+                } else {
+                    "local"
+                }
+                .into(),
                 error: Some(e.to_string()),
                 ..Default::default()
             };
@@ -546,7 +576,15 @@ fn drill(cli: &Cli, ctx: &Context, d: &DrillCommand) -> Result<(), Error> {
                 },
             )
             .unwrap_or_else(|e| refused("etcd", e));
-            (vec![pg, etcd], report)
+            let kanidm = drill::kanidm(
+                ctx,
+                &drill::KanidmArgs {
+                    backup: "latest".into(),
+                    image: None,
+                },
+            )
+            .unwrap_or_else(|e| refused("kanidm", e));
+            (vec![pg, etcd, kanidm], report)
         }
     };
     flags.write(

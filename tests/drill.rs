@@ -398,3 +398,67 @@ fn an_interrupted_drill_deletes_its_cluster_and_resume_cleans_up_after_a_kill() 
     assert!(w.live().is_empty(), "{:?}", w.live());
     assert!(!w.journal().exists());
 }
+
+const KANIDM_DRILL_POD: &str = "/api/v1/namespaces/kanidm/pods/drgit-kanidm-drill-";
+
+impl InCluster {
+    fn drill_pods(&self) -> Vec<String> {
+        let st = self.kube.state.lock().unwrap();
+        st.objects
+            .keys()
+            .filter(|k| k.starts_with(KANIDM_DRILL_POD))
+            .cloned()
+            .collect()
+    }
+}
+
+#[test]
+fn kanidm_drill_restores_into_a_throwaway_pod_and_deletes_it() {
+    let w = in_cluster(Behaviour::default());
+    let run = w.f.drgit(&w.args(&["--json", "drill", "kanidm"]));
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let r = &run.json()["drills"][0];
+    assert_eq!(r["kind"], "kanidm");
+    assert_eq!(r["reached"], true, "{r:#}");
+    assert_eq!(r["checks"][0]["result"], "Restore Success");
+    assert!(
+        r["checks"][1]["result"]
+            .as_str()
+            .unwrap()
+            .contains("Domain Name"),
+        "{r:#}"
+    );
+    assert!(r["keys"]["entries"].as_u64().unwrap() > 0, "{r:#}");
+    // The pod held the data in an emptyDir only, and is gone.
+    let st = w.kube.state.lock().unwrap();
+    let pod = st
+        .created
+        .iter()
+        .find(|o| o["kind"] == "Pod")
+        .expect("a drill pod");
+    let volumes = pod["spec"]["volumes"].to_string();
+    assert!(
+        volumes.contains("emptyDir") && !volumes.contains("persistentVolumeClaim"),
+        "{volumes}"
+    );
+    drop(st);
+    assert!(w.drill_pods().is_empty(), "{:?}", w.drill_pods());
+    assert!(!w.journal().exists());
+}
+
+#[test]
+fn a_kanidm_backup_that_does_not_restore_fails_the_drill_and_the_pod_goes() {
+    let w = in_cluster(Behaviour {
+        restore_fails: Some("MismatchedRestoreVersion"),
+        ..Behaviour::default()
+    });
+    let run = w.f.drgit(&w.args(&["drill", "kanidm"]));
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("FAIL") && run.stdout.contains("MismatchedRestoreVersion"),
+        "{}",
+        run.stdout
+    );
+    assert!(w.drill_pods().is_empty(), "{:?}", w.drill_pods());
+    assert!(!w.journal().exists());
+}

@@ -984,3 +984,260 @@ pub fn resume(
     journal.close();
     Ok(summary)
 }
+
+/// The journal's scenario name of a Kanidm drill.
+pub const KANIDM_SCENARIO: &str = "drill-kanidm";
+
+#[derive(Debug, Clone, Default)]
+pub struct KanidmArgs {
+    /// The backup's file name, or `latest`.
+    pub backup: String,
+    /// The kanidmd image (default `[kanidm] image`); of the backup's series.
+    pub image: Option<String>,
+}
+
+/// Entries in a kanidmd backup (`entries` of its JSON, gzip or not).
+fn backup_entries(path: &Path, gzip: bool) -> Option<u64> {
+    let file = std::fs::File::open(path).ok()?;
+    let v: serde_json::Value = if gzip {
+        serde_json::from_reader(flate2::read::GzDecoder::new(file)).ok()?
+    } else {
+        serde_json::from_reader(std::io::BufReader::new(file)).ok()?
+    };
+    v["entries"].as_array().map(|e| e.len() as u64)
+}
+
+/// The drill pod: the backup streamed into an emptyDir by a first init
+/// container (the helper image's shell), restored by a second with
+/// `kanidmd database restore`, then `kanidmd domain show` on the restored
+/// database; nothing of it outlives the pod, and it serves nothing.
+fn drill_pod(ctx: &Context, name: &str, image: &str, file: &str) -> serde_json::Value {
+    let k = &ctx.config.kanidm;
+    // The server's ConfigMap at /config, as the StatefulSet mounts it.
+    let config = k.server_config_path.clone();
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": k.namespace,
+            "labels": {"app.kubernetes.io/managed-by": "drgit", "drgit.io/drill": "true"}},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000},
+            "initContainers": [
+                {"name": "receive", "image": k.helper_image,
+                 "command": ["sh", "-c", "while [ ! -f /data/.done ]; do sleep 0.2; done"],
+                 "volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+                {"name": "restore", "image": image,
+                 "command": ["kanidmd", "database", "restore", "-c", config, format!("/data/{file}")],
+                 "volumeMounts": [{"name": "data", "mountPath": "/data"},
+                                  {"name": "config", "mountPath": "/config", "readOnly": true}]}
+            ],
+            "containers": [
+                {"name": "check", "image": image,
+                 "command": ["kanidmd", "domain", "show", "-c", config],
+                 "volumeMounts": [{"name": "data", "mountPath": "/data"},
+                                  {"name": "config", "mountPath": "/config", "readOnly": true}]}
+            ],
+            "volumes": [
+                {"name": "data", "emptyDir": {}},
+                {"name": "config", "configMap": {"name": k.server_configmap}}
+            ]
+        }
+    })
+}
+
+/// `drill kanidm`.
+pub fn kanidm(ctx: &Context, args: &KanidmArgs) -> Result<DrillReport, Error> {
+    let started = Instant::now();
+    let k = &ctx.config.kanidm;
+    let dir = scratch(ctx, "kanidm", None)?;
+    let backup = super::kanidm_restore::fetch_backup(ctx, &args.backup, dir.path())?;
+    let image = args.image.clone().unwrap_or_else(|| k.image.clone());
+    crate::backup::kinds::restore_image_matches(&backup.version, &image)
+        .map_err(|why| refuse(format!("{}: {why}", backup.key)))?;
+    let entries = backup_entries(&backup.local, backup.gzip);
+    let name = format!(
+        "drgit-kanidm-drill-{}",
+        crate::timearg::compact(ctx.now).to_lowercase()
+    );
+    let pod: k8s_openapi::api::core::v1::Pod =
+        serde_json::from_value(drill_pod(ctx, &name, &image, &backup.restore_name))
+            .map_err(|e| refuse(format!("cannot build the drill pod: {e}")))?;
+    let kube =
+        crate::cluster::Kube::connect(ctx.kubeconfig.as_deref(), ctx.kube_context.as_deref())?;
+    let repo = crate::gitops::WorkRepo::open(&ctx.repo_dir)?;
+    let throwaway = Throwaway {
+        namespace: k.namespace.clone(),
+        name: name.clone(),
+        uid: None,
+    };
+    let journal = crate::plan::Journal::start(
+        &repo.git_dir(),
+        KANIDM_SCENARIO,
+        serde_json::to_value(&throwaway).unwrap_or_default(),
+    )?;
+    let mut report = DrillReport {
+        kind: "kanidm".into(),
+        mode: "in-cluster".into(),
+        backup: backup.key.clone(),
+        version: Some(format!("kanidmd {} ({image})", backup.version)),
+        bytes_restored: backup.size,
+        ..Default::default()
+    };
+    crate::progress(&format!(
+        "drill: restoring {} into pod {}/{name} (an emptyDir; it serves nothing)",
+        backup.key, k.namespace
+    ));
+    let stop = crate::plan::stop_flag();
+    let deadline = Duration::from_secs(k.restore_timeout_secs + k.restore_run_timeout_secs);
+    let t0 = Instant::now();
+    let outcome = (|| -> Result<(), Error> {
+        kube.create_pod(&k.namespace, &pod)?;
+        // The backup into the receiving init container, checked by SHA-256.
+        let dest = format!("/data/{}", backup.restore_name);
+        let script = format!(
+            "head -c {} > '{dest}.part' && mv '{dest}.part' '{dest}' && sha256sum '{dest}' && touch /data/.done",
+            backup.size
+        );
+        let mut copied = None;
+        while copied.is_none() {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(Error::Interrupted {
+                    step: "copy".into(),
+                });
+            }
+            let mut file =
+                std::fs::File::open(&backup.local).map_err(|source| Error::ReadFile {
+                    file: backup.local.display().to_string(),
+                    source,
+                })?;
+            match kube.exec_with_input(
+                &k.namespace,
+                &name,
+                Some("receive"),
+                &["sh", "-c", &script],
+                &mut file,
+            ) {
+                Ok(out) => copied = Some(out),
+                // Not running yet (the image being pulled): again shortly.
+                Err(e) if t0.elapsed() < deadline => {
+                    tracing::debug!(%e, "the receiving container does not answer yet");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let stdout = copied.map(|o| o.stdout).unwrap_or_default();
+        let written = stdout.split_whitespace().next().unwrap_or_default();
+        if written != backup.sha256 {
+            return Err(Error::NotDone {
+                step: "copy".into(),
+                detail: format!(
+                    "the copy in the pod has SHA-256 {written}, not {} as downloaded",
+                    backup.sha256
+                ),
+            });
+        }
+        report.restore_secs = t0.elapsed().as_secs_f64();
+        // The restore and the check run; the pod ends.
+        let t1 = Instant::now();
+        let phase = loop {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(Error::Interrupted {
+                    step: "restore".into(),
+                });
+            }
+            let phase = kube.pod(&k.namespace, &name)?.map(|p| p.phase);
+            match phase.as_deref() {
+                Some("Succeeded") | Some("Failed") => break phase.unwrap_or_default(),
+                _ if t0.elapsed() > deadline => {
+                    return Err(Error::NotDone {
+                        step: "restore".into(),
+                        detail: format!(
+                            "pod {name} still {} after {}s",
+                            phase.unwrap_or_else(|| "missing".into()),
+                            deadline.as_secs()
+                        ),
+                    });
+                }
+                _ => std::thread::sleep(Duration::from_millis(200)),
+            }
+        };
+        report.replay_secs = t1.elapsed().as_secs_f64();
+        let restore_log = kube.pod_log(&k.namespace, &name, Some("restore"), Some(50))?;
+        let restored = super::kanidm_restore::judge_restore(&restore_log);
+        report.checks.push(CheckResult {
+            query: "kanidmd database restore".into(),
+            ok: restored.is_ok(),
+            result: match &restored {
+                Ok(()) => "Restore Success".into(),
+                Err(why) => format!("{why}: {}", super::kanidm_recert::tail(&restore_log, 5)),
+            },
+        });
+        if restored.is_ok() {
+            let shown = kube.pod_log(&k.namespace, &name, Some("check"), Some(50))?;
+            let domain: Vec<&str> = shown
+                .lines()
+                .filter(|l| l.to_lowercase().contains("domain"))
+                .collect();
+            report.checks.push(CheckResult {
+                query: "kanidmd domain show".into(),
+                ok: phase == "Succeeded" && !domain.is_empty(),
+                result: if domain.is_empty() {
+                    super::kanidm_recert::tail(&shown, 5)
+                } else {
+                    domain.join(" | ")
+                },
+            });
+        }
+        report.reached = phase == "Succeeded" && restored.is_ok();
+        if let Some(n) = entries {
+            report.keys.insert("entries".into(), n);
+        }
+        Ok(())
+    })();
+    let interrupted = match outcome {
+        Err(e @ Error::Interrupted { .. }) => Some(e),
+        Err(e) => {
+            report.error = Some(e.to_string());
+            None
+        }
+        Ok(()) => None,
+    };
+    match kube.delete_pod(&k.namespace, &name) {
+        Ok(()) => journal.close(),
+        Err(e) => {
+            report.error = Some(format!(
+                "{}; and the drill pod {}/{name} could not be deleted ({e}): `drgit resume` deletes it",
+                report
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "the drill ran".into()),
+                k.namespace
+            ));
+        }
+    }
+    drop(dir);
+    report.total_secs = started.elapsed().as_secs_f64();
+    match interrupted {
+        Some(e) if report.error.is_none() => Err(e),
+        _ => Ok(report),
+    }
+}
+
+/// `drgit resume` after an interrupted Kanidm drill: deletes its pod.
+pub fn resume_kanidm(
+    ctx: &Context,
+    journal: crate::plan::Journal,
+    _yes: bool,
+) -> Result<serde_json::Value, Error> {
+    let t: Throwaway = journal.params_as()?;
+    let kube =
+        crate::cluster::Kube::connect(ctx.kubeconfig.as_deref(), ctx.kube_context.as_deref())?;
+    kube.delete_pod(&t.namespace, &t.name)?;
+    let summary = serde_json::json!({
+        "scenario": KANIDM_SCENARIO,
+        "cleaned_up": format!("pod {}/{}", t.namespace, t.name),
+    });
+    journal.close();
+    Ok(summary)
+}

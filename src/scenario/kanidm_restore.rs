@@ -132,7 +132,7 @@ fn volume_of(pod: &str) -> String {
 }
 
 /// Step 1: the backup, downloaded into `dir` and verified.
-fn fetch_backup(ctx: &Context, name: &str, dir: &Path) -> Result<BackupFile, Error> {
+pub fn fetch_backup(ctx: &Context, name: &str, dir: &Path) -> Result<BackupFile, Error> {
     let k = &ctx.config.kanidm;
     let store = ctx.open_store()?;
     let item = kinds::find(store.as_ref(), Kind::Kanidm, &k.backup_prefix, name)?;

@@ -34,6 +34,7 @@ const PLANS: &[(&str, Resume)] = &[
     (kanidm_restore::SCENARIO, kanidm_restore::resume),
     (etcd_recover::SCENARIO, etcd_recover::resume),
     (drill::SCENARIO, drill::resume),
+    (drill::KANIDM_SCENARIO, drill::resume_kanidm),
 ];
 
 /// `drgit resume`: the interrupted plan, whichever scenario it belongs to,

@@ -33,15 +33,15 @@
 //!   CNPG (internal/controller/cluster_cleanup.go).
 //! * C5 an on-demand Backup goes pending → running → completed, and
 //!   `ContinuousArchiving` is True once WAL archiving works.
-//!
-//! Kanidm (namespace `kanidm`, Application `kanidm` deploying
-//! `manifests/kanidm`):
 //! * D1 a Cluster created through the API (a drill's throwaway one)
 //!   recovers as CNPG's does: "Setting up primary", then "Cluster in
 //!   healthy state" with its instances ready and Ready True; one whose
 //!   recovery cannot finish keeps "Setting up primary" with PostgreSQL's
 //!   words as its phase reason (cloudnative-pg api/v1 cluster_types.go).
 //!   Its primary's psql answers `select count(*) from pg_class`.
+//!
+//! Kanidm (namespace `kanidm`, Application `kanidm` deploying
+//! `manifests/kanidm`):
 //! * K1 Reloader (stakater/Reloader README): when a ConfigMap named in the
 //!   StatefulSet's `configmap.reloader.stakater.com/reload` annotation
 //!   changes, it updates the pod template (an env var holding the data's
@@ -66,6 +66,11 @@
 //!   under another name fails to parse; success logs `✅ Restore
 //!   Success!`. The StatefulSet's `spec.replicas` comes from Git (A2) and
 //!   pods go and come one ordinal at a time (K2).
+//! * K5 the Kanidm drill pod: its init container `receive` takes the copy
+//!   over exec (a running init container can be exec'd into), `restore`
+//!   runs K4, `check` prints `kanidmd domain show` (server/daemon/src/
+//!   main.rs, DomainSettingsCmds::Show: name, UUID, level); the pod
+//!   Succeeds when the restore succeeded (restartPolicy Never).
 
 #![allow(dead_code)]
 
@@ -1262,6 +1267,58 @@ fn handle(
             st.objects.insert(key, obj.clone());
             (201, obj)
         }
+        // K5 (see the module doc).
+        ("GET", p) if p.ends_with("/log") && p.contains("/pods/drgit-kanidm-drill-") => {
+            let key = p.trim_end_matches("/log");
+            let Some(pod) = st.objects.get(key).cloned() else {
+                return not_found(p);
+            };
+            let container = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("container="))
+                .unwrap_or_default();
+            let restore: Vec<String> = pod["spec"]["initContainers"][1]["command"]
+                .as_array()
+                .map(|c| {
+                    c.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            match container {
+                "restore" => (200, Value::String(restore_log(st, &restore).0)),
+                "check" => (
+                    200,
+                    Value::String(
+                        kanidmd_line("INFO", "Domain UUID: 00000000-0000-0000-0000-ffff00000025")
+                            + &kanidmd_line("INFO", "Domain Name: idm.home.example")
+                            + &kanidmd_line("INFO", "Domain Level: 10"),
+                    ),
+                ),
+                _ => (400, json!({"message": "a container name must be given"})),
+            }
+        }
+        ("GET", p) if st.objects.contains_key(p) && p.contains("/pods/drgit-kanidm-drill-") => {
+            let restore: Vec<String> = st.objects[p]["spec"]["initContainers"][1]["command"]
+                .as_array()
+                .map(|c| {
+                    c.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let copied = restore.last().is_some_and(|f| st.volume.contains_key(f));
+            let status = if !copied {
+                json!({"phase": "Pending", "initContainerStatuses": [{"name": "receive", "ready": false, "restartCount": 0, "image": "", "imageID": "", "state": {"running": {}}}]})
+            } else {
+                let (log, code) = restore_log(st, &restore);
+                let ok = code == 0 && log.contains("Restore Success");
+                json!({"phase": if ok { "Succeeded" } else { "Failed" }})
+            };
+            let obj = st.objects.get_mut(p).unwrap();
+            obj["status"] = status;
+            (200, obj.clone())
+        }
         ("GET", p) if p.ends_with("/log") => {
             let pod = p
                 .trim_end_matches("/log")
@@ -1471,8 +1528,8 @@ fn serve_exec_input(req: tiny_http::Request, cmd: &[String], state: &Arc<Mutex<S
     let dest = script
         .split("sha256sum ")
         .nth(1)
+        .and_then(|r| r.split_whitespace().next())
         .unwrap_or_default()
-        .trim()
         .trim_matches('\'')
         .to_string();
     let mut ws = upgrade(req);
