@@ -462,3 +462,59 @@ fn a_kanidm_backup_that_does_not_restore_fails_the_drill_and_the_pod_goes() {
     assert!(w.drill_pods().is_empty(), "{:?}", w.drill_pods());
     assert!(!w.journal().exists());
 }
+
+#[test]
+fn an_interrupted_kanidm_drill_deletes_its_pod_and_resume_cleans_up_after_a_kill() {
+    // The restore never ends: the drill waits until it is stopped.
+    let w = in_cluster(Behaviour {
+        restore_pending: true,
+        ..Behaviour::default()
+    });
+    let start = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_drgit"))
+            .args(w.args(&["--repo", w.f.repo().to_str().unwrap(), "drill", "kanidm"]))
+            .env("DRGIT_NOW", common::NOW)
+            .env("HOME", std::env::temp_dir().join("drgit-test-home"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let wait_copied = || {
+        for _ in 0..400 {
+            if !w.drill_pods().is_empty() && !w.kube.state.lock().unwrap().volume.is_empty() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("the drill pod never got its copy");
+    };
+
+    // Ctrl-C while the restore runs: the pod goes, the exit says why.
+    let child = start();
+    wait_copied();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    unsafe { libc_kill(child.id() as i32, 2) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(w.drill_pods().is_empty(), "{:?}", w.drill_pods());
+    assert!(!w.journal().exists());
+
+    // Killed outright: resume deletes the pod.
+    w.kube.state.lock().unwrap().volume.clear();
+    let mut child = start();
+    wait_copied();
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert_eq!(w.drill_pods().len(), 1);
+    let run = w.f.drgit(&w.args(&["--json", "resume"]));
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("cleaned_up"), "{}", run.stdout);
+    assert!(w.drill_pods().is_empty(), "{:?}", w.drill_pods());
+    assert!(!w.journal().exists());
+}

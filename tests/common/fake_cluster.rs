@@ -1308,7 +1308,7 @@ fn handle(
                 })
                 .unwrap_or_default();
             let copied = restore.last().is_some_and(|f| st.volume.contains_key(f));
-            let status = if !copied {
+            let status = if !copied || st.behaviour.restore_pending {
                 json!({"phase": "Pending", "initContainerStatuses": [{"name": "receive", "ready": false, "restartCount": 0, "image": "", "imageID": "", "state": {"running": {}}}]})
             } else {
                 let (log, code) = restore_log(st, &restore);
