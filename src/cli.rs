@@ -138,15 +138,18 @@ impl ReportFlags {
         job: &str,
         json: impl FnOnce() -> serde_json::Value,
         human: impl FnOnce() -> String,
-        metrics: impl Fn() -> String,
+        metrics: impl FnOnce() -> String,
     ) -> Result<(), Error> {
-        match self.format(cli) {
+        let format = self.format(cli);
+        // Rendered once, for the output and the push alike.
+        let text = (format == Format::Openmetrics || self.push_to.is_some()).then(metrics);
+        match format {
             Format::Json => write_json(&json())?,
             Format::Human => write_out(&human())?,
-            Format::Openmetrics => write_out(&metrics())?,
+            Format::Openmetrics => write_out(text.as_deref().unwrap_or_default())?,
         }
-        if let Some(url) = &self.push_to {
-            crate::metrics::push(url, job, &metrics())?;
+        if let (Some(url), Some(text)) = (&self.push_to, &text) {
+            crate::metrics::push(url, job, text)?;
         }
         Ok(())
     }

@@ -267,6 +267,58 @@ impl InCluster {
     fn journal(&self) -> std::path::PathBuf {
         self.f.repo().join(".git/drgit/journal.json")
     }
+
+    /// Starts `drgit <drill…>` in the background.
+    fn spawn(&self, drill: &[&str]) -> std::process::Child {
+        let repo = self.f.repo();
+        let mut args = vec!["--repo", repo.to_str().unwrap()];
+        args.extend_from_slice(drill);
+        std::process::Command::new(env!("CARGO_BIN_EXE_drgit"))
+            .args(self.args(&args))
+            .env("DRGIT_NOW", common::NOW)
+            .env("HOME", std::env::temp_dir().join("drgit-test-home"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Waits (10 s at most) until `ready` holds.
+    fn until(&self, what: &str, ready: impl Fn() -> bool) {
+        for _ in 0..400 {
+            if ready() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("never reached: {what}");
+    }
+
+    /// Ctrl-C (SIGINT): the drill exits with 130, as interrupted.
+    fn interrupt(&self, child: std::process::Child) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        unsafe { libc_kill(child.id() as i32, 2) };
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(130),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Killed outright (SIGKILL): no cleanup of its own.
+    fn kill(&self, mut child: std::process::Child) {
+        child.kill().unwrap();
+        let _ = child.wait();
+    }
+
+    /// `drgit resume` deletes what the journal names.
+    fn resume_cleans_up(&self) {
+        let run = self.f.drgit(&self.args(&["--json", "resume"]));
+        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+        assert!(run.stdout.contains("cleaned_up"), "{}", run.stdout);
+    }
 }
 
 #[test]
@@ -344,57 +396,24 @@ fn an_interrupted_drill_deletes_its_cluster_and_resume_cleans_up_after_a_kill() 
         drill_fails: Some("waiting for the full-recovery Job"),
         ..Behaviour::default()
     });
-    let start = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_drgit"))
-            .args(w.args(&[
-                "--repo",
-                w.f.repo().to_str().unwrap(),
-                "drill",
-                "pg",
-                "--in-cluster",
-            ]))
-            .env("DRGIT_NOW", common::NOW)
-            .env("HOME", std::env::temp_dir().join("drgit-test-home"))
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let wait_created = |n: usize| {
-        for _ in 0..400 {
-            if w.created().len() >= n && !w.live().is_empty() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(25));
-        }
-        panic!("no drill Cluster created");
-    };
+    let drill = ["drill", "pg", "--in-cluster"];
+    let w = &w;
+    let created = |n: usize| move || w.created().len() >= n && !w.live().is_empty();
 
     // Ctrl-C: the drill deletes its Cluster and says it was interrupted.
-    let child = start();
-    wait_created(1);
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    unsafe { libc_kill(child.id() as i32, 2) };
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let child = w.spawn(&drill);
+    w.until("a drill Cluster", created(1));
+    w.interrupt(child);
     assert!(w.live().is_empty(), "{:?}", w.live());
     assert!(!w.journal().exists());
 
     // Killed outright: the journal names the Cluster; resume deletes it.
-    let mut child = start();
-    wait_created(2);
-    child.kill().unwrap();
-    let _ = child.wait();
+    let child = w.spawn(&drill);
+    w.until("a second drill Cluster", created(2));
+    w.kill(child);
     assert_eq!(w.live().len(), 1);
     assert!(w.journal().exists());
-    let run = w.f.drgit(&w.args(&["--json", "resume"]));
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("cleaned_up"), "{}", run.stdout);
+    w.resume_cleans_up();
     assert!(w.live().is_empty(), "{:?}", w.live());
     assert!(!w.journal().exists());
 }
@@ -470,51 +489,23 @@ fn an_interrupted_kanidm_drill_deletes_its_pod_and_resume_cleans_up_after_a_kill
         restore_pending: true,
         ..Behaviour::default()
     });
-    let start = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_drgit"))
-            .args(w.args(&["--repo", w.f.repo().to_str().unwrap(), "drill", "kanidm"]))
-            .env("DRGIT_NOW", common::NOW)
-            .env("HOME", std::env::temp_dir().join("drgit-test-home"))
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let wait_copied = || {
-        for _ in 0..400 {
-            if !w.drill_pods().is_empty() && !w.kube.state.lock().unwrap().volume.is_empty() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(25));
-        }
-        panic!("the drill pod never got its copy");
-    };
+    let drill = ["drill", "kanidm"];
+    let copied = || !w.drill_pods().is_empty() && !w.kube.state.lock().unwrap().volume.is_empty();
 
     // Ctrl-C while the restore runs: the pod goes, the exit says why.
-    let child = start();
-    wait_copied();
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    unsafe { libc_kill(child.id() as i32, 2) };
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let child = w.spawn(&drill);
+    w.until("the drill pod's copy", copied);
+    w.interrupt(child);
     assert!(w.drill_pods().is_empty(), "{:?}", w.drill_pods());
     assert!(!w.journal().exists());
 
     // Killed outright: resume deletes the pod.
     w.kube.state.lock().unwrap().volume.clear();
-    let mut child = start();
-    wait_copied();
-    child.kill().unwrap();
-    let _ = child.wait();
+    let child = w.spawn(&drill);
+    w.until("the drill pod's copy", copied);
+    w.kill(child);
     assert_eq!(w.drill_pods().len(), 1);
-    let run = w.f.drgit(&w.args(&["--json", "resume"]));
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("cleaned_up"), "{}", run.stdout);
+    w.resume_cleans_up();
     assert!(w.drill_pods().is_empty(), "{:?}", w.drill_pods());
     assert!(!w.journal().exists());
 }

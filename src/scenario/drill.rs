@@ -253,25 +253,29 @@ fn postgres_bin(ctx: &Context, want_major: Option<u32>) -> Result<(PathBuf, u32)
     }))
 }
 
-/// `drill pg --local`.
-pub fn pg_local(ctx: &Context, args: &PgArgs) -> Result<DrillReport, Error> {
-    let started = Instant::now();
-    let pg = &ctx.config.postgres;
-    // What a recovery would read, checked as pg-recover checks it.
+/// What a PostgreSQL drill restores: the lineage a recovery would read,
+/// its catalog, and the target and base backup, checked as pg-recover
+/// checks them.
+struct PgSource {
+    manifest: super::Manifest,
+    lineage: String,
+    catalog: Catalog,
+    target: Option<jiff::Timestamp>,
+    backup_id: String,
+}
+
+fn pg_source(
+    ctx: &Context,
+    args: &PgArgs,
+    credentials: Option<(String, String)>,
+) -> Result<PgSource, Error> {
     let manifest = read_cluster_manifest(ctx)?;
     super::check_backup_location(ctx, &manifest)?;
-    let StoreUrl::S3 { bucket, prefix } = parse_store_url(&ctx.backup_url, &ctx.config_base)?
-    else {
-        return Err(refuse(format!(
-            "barman-cloud reads S3 only: `{}` is a local directory; point `[backup] url` (or --backup-url) at the bucket",
-            ctx.backup_url
-        )));
-    };
-    let store = ctx.open_store()?;
+    let store = ctx.open_store_with(credentials)?;
     let lineage = manifest.cluster.recovery_lineage().to_string();
     let catalog = Catalog::read(
         store.as_ref(),
-        &format!("{}{lineage}/", pg.catalog_prefix),
+        &format!("{}{lineage}/", ctx.config.postgres.catalog_prefix),
         &lineage,
     )?;
     let (target, backup_id) = super::pg_recover::choose_target(
@@ -280,6 +284,35 @@ pub fn pg_local(ctx: &Context, args: &PgArgs) -> Result<DrillReport, Error> {
         args.target_time.as_deref(),
         args.timezone.as_deref(),
     )?;
+    Ok(PgSource {
+        manifest,
+        lineage,
+        catalog,
+        target,
+        backup_id,
+    })
+}
+
+/// `drill pg --local`.
+pub fn pg_local(ctx: &Context, args: &PgArgs) -> Result<DrillReport, Error> {
+    let started = Instant::now();
+    let pg = &ctx.config.postgres;
+    let StoreUrl::S3 { bucket, prefix } = parse_store_url(&ctx.backup_url, &ctx.config_base)?
+    else {
+        return Err(refuse(format!(
+            "barman-cloud reads S3 only: `{}` is a local directory; point `[backup] url` (or --backup-url) at the bucket",
+            ctx.backup_url
+        )));
+    };
+    // The keys read once: for the catalog here, and for barman-cloud.
+    let credentials = ctx.s3_credentials();
+    let PgSource {
+        lineage,
+        catalog,
+        target,
+        backup_id,
+        ..
+    } = pg_source(ctx, args, credentials.clone())?;
     let backup = catalog
         .backups
         .iter()
@@ -306,7 +339,7 @@ pub fn pg_local(ctx: &Context, args: &PgArgs) -> Result<DrillReport, Error> {
         "AWS_DEFAULT_REGION".into(),
         ctx.config.backup.region.clone(),
     )];
-    if let Some((id, secret)) = ctx.s3_credentials() {
+    if let Some((id, secret)) = credentials {
         env.push(("AWS_ACCESS_KEY_ID".into(), id));
         env.push(("AWS_SECRET_ACCESS_KEY".into(), secret));
     }
@@ -812,21 +845,13 @@ fn throwaway_cluster(
 pub fn pg_in_cluster(ctx: &Context, args: &PgArgs) -> Result<DrillReport, Error> {
     let started = Instant::now();
     let pg = &ctx.config.postgres;
-    let manifest = read_cluster_manifest(ctx)?;
-    super::check_backup_location(ctx, &manifest)?;
-    let store = ctx.open_store()?;
-    let lineage = manifest.cluster.recovery_lineage().to_string();
-    let catalog = Catalog::read(
-        store.as_ref(),
-        &format!("{}{lineage}/", pg.catalog_prefix),
-        &lineage,
-    )?;
-    let (target, backup_id) = super::pg_recover::choose_target(
-        ctx,
-        &catalog,
-        args.target_time.as_deref(),
-        args.timezone.as_deref(),
-    )?;
+    let PgSource {
+        manifest,
+        lineage,
+        target,
+        backup_id,
+        ..
+    } = pg_source(ctx, args, ctx.s3_credentials())?;
     let written = target.map(crate::timearg::postgres);
     let name = format!(
         "{}-drill-{}",
@@ -841,21 +866,7 @@ pub fn pg_in_cluster(ctx: &Context, args: &PgArgs) -> Result<DrillReport, Error>
         &backup_id,
         written.as_deref(),
     )?;
-    let kube =
-        crate::cluster::Kube::connect(ctx.kubeconfig.as_deref(), ctx.kube_context.as_deref())?;
-    // Recorded before it exists: a run killed at any point leaves a
-    // journal `drgit resume` cleans up with.
-    let repo = crate::gitops::WorkRepo::open(&ctx.repo_dir)?;
-    let mut throwaway = Throwaway {
-        namespace: pg.namespace.clone(),
-        name: name.clone(),
-        uid: None,
-    };
-    let mut journal = crate::plan::Journal::start(
-        &repo.git_dir(),
-        SCENARIO,
-        serde_json::to_value(&throwaway).unwrap_or_default(),
-    )?;
+    let (kube, mut throwaway, mut journal) = start_throwaway(ctx, SCENARIO, &pg.namespace, &name)?;
     let mut report = DrillReport {
         kind: "pg".into(),
         mode: "in-cluster".into(),
@@ -902,6 +913,54 @@ pub fn pg_in_cluster(ctx: &Context, args: &PgArgs) -> Result<DrillReport, Error>
         }
         Ok(())
     })();
+    // Deleted whatever happened: on success, on failure, on Ctrl-C.
+    let deleted = delete_throwaway(&kube, &throwaway);
+    finish(
+        report,
+        outcome,
+        deleted,
+        journal,
+        &format!("the throwaway Cluster {}/{name}", pg.namespace),
+        started,
+    )
+}
+
+/// The Kubernetes client and the journal of an in-cluster drill, the
+/// throwaway object recorded before it exists: a run killed at any point
+/// leaves a journal `drgit resume` cleans up with.
+fn start_throwaway(
+    ctx: &Context,
+    scenario: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<(crate::cluster::Kube, Throwaway, crate::plan::Journal), Error> {
+    let kube =
+        crate::cluster::Kube::connect(ctx.kubeconfig.as_deref(), ctx.kube_context.as_deref())?;
+    let repo = crate::gitops::WorkRepo::open(&ctx.repo_dir)?;
+    let throwaway = Throwaway {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        uid: None,
+    };
+    let journal = crate::plan::Journal::start(
+        &repo.git_dir(),
+        scenario,
+        serde_json::to_value(&throwaway).unwrap_or_default(),
+    )?;
+    Ok((kube, throwaway, journal))
+}
+
+/// An in-cluster drill's end: its error, if any, in the report; the
+/// journal closed once the throwaway object (`what`) is deleted, else
+/// kept for `drgit resume`; an interruption cleaned up is reported as one.
+fn finish(
+    mut report: DrillReport,
+    outcome: Result<(), Error>,
+    deleted: Result<(), Error>,
+    journal: crate::plan::Journal,
+    what: &str,
+    started: Instant,
+) -> Result<DrillReport, Error> {
     let interrupted = match outcome {
         Err(e @ Error::Interrupted { .. }) => Some(e),
         Err(e) => {
@@ -910,24 +969,21 @@ pub fn pg_in_cluster(ctx: &Context, args: &PgArgs) -> Result<DrillReport, Error>
         }
         Ok(()) => None,
     };
-    // Deleted whatever happened: on success, on failure, on Ctrl-C.
-    match delete_throwaway(&kube, &throwaway) {
+    match deleted {
         Ok(()) => journal.close(),
         Err(e) => {
             report.error = Some(format!(
-                "{}; and the throwaway Cluster {}/{} could not be deleted ({e}): `drgit resume` deletes it",
+                "{}; and {what} could not be deleted ({e}): `drgit resume` deletes it",
                 report
                     .error
                     .clone()
                     .unwrap_or_else(|| "the drill ran".into()),
-                throwaway.namespace,
-                throwaway.name
             ));
         }
     }
     report.total_secs = started.elapsed().as_secs_f64();
     match interrupted {
-        // Ctrl-C: cleaned up above; the exit says it was interrupted.
+        // Ctrl-C: cleaned up; the exit says it was interrupted.
         Some(e) if report.error.is_none() => Err(e),
         _ => Ok(report),
     }
@@ -973,13 +1029,23 @@ pub fn resume(
     journal: crate::plan::Journal,
     _yes: bool,
 ) -> Result<serde_json::Value, Error> {
+    clean_up_after(ctx, journal, "Cluster", delete_throwaway)
+}
+
+/// Deletes what an interrupted drill's journal names, then closes it.
+fn clean_up_after(
+    ctx: &Context,
+    journal: crate::plan::Journal,
+    kind: &str,
+    delete: impl Fn(&crate::cluster::Kube, &Throwaway) -> Result<(), Error>,
+) -> Result<serde_json::Value, Error> {
     let t: Throwaway = journal.params_as()?;
     let kube =
         crate::cluster::Kube::connect(ctx.kubeconfig.as_deref(), ctx.kube_context.as_deref())?;
-    delete_throwaway(&kube, &t)?;
+    delete(&kube, &t)?;
     let summary = serde_json::json!({
-        "scenario": SCENARIO,
-        "cleaned_up": format!("Cluster {}/{}", t.namespace, t.name),
+        "scenario": journal.data.scenario,
+        "cleaned_up": format!("{kind} {}/{}", t.namespace, t.name),
     });
     journal.close();
     Ok(summary)
@@ -1062,19 +1128,7 @@ pub fn kanidm(ctx: &Context, args: &KanidmArgs) -> Result<DrillReport, Error> {
     let pod: k8s_openapi::api::core::v1::Pod =
         serde_json::from_value(drill_pod(ctx, &name, &image, &backup.restore_name))
             .map_err(|e| refuse(format!("cannot build the drill pod: {e}")))?;
-    let kube =
-        crate::cluster::Kube::connect(ctx.kubeconfig.as_deref(), ctx.kube_context.as_deref())?;
-    let repo = crate::gitops::WorkRepo::open(&ctx.repo_dir)?;
-    let throwaway = Throwaway {
-        namespace: k.namespace.clone(),
-        name: name.clone(),
-        uid: None,
-    };
-    let journal = crate::plan::Journal::start(
-        &repo.git_dir(),
-        KANIDM_SCENARIO,
-        serde_json::to_value(&throwaway).unwrap_or_default(),
-    )?;
+    let (kube, _, journal) = start_throwaway(ctx, KANIDM_SCENARIO, &k.namespace, &name)?;
     let mut report = DrillReport {
         kind: "kanidm".into(),
         mode: "in-cluster".into(),
@@ -1195,33 +1249,16 @@ pub fn kanidm(ctx: &Context, args: &KanidmArgs) -> Result<DrillReport, Error> {
         }
         Ok(())
     })();
-    let interrupted = match outcome {
-        Err(e @ Error::Interrupted { .. }) => Some(e),
-        Err(e) => {
-            report.error = Some(e.to_string());
-            None
-        }
-        Ok(()) => None,
-    };
-    match kube.delete_pod(&k.namespace, &name) {
-        Ok(()) => journal.close(),
-        Err(e) => {
-            report.error = Some(format!(
-                "{}; and the drill pod {}/{name} could not be deleted ({e}): `drgit resume` deletes it",
-                report
-                    .error
-                    .clone()
-                    .unwrap_or_else(|| "the drill ran".into()),
-                k.namespace
-            ));
-        }
-    }
+    let deleted = kube.delete_pod(&k.namespace, &name).map_err(Error::from);
     drop(dir);
-    report.total_secs = started.elapsed().as_secs_f64();
-    match interrupted {
-        Some(e) if report.error.is_none() => Err(e),
-        _ => Ok(report),
-    }
+    finish(
+        report,
+        outcome,
+        deleted,
+        journal,
+        &format!("the drill pod {}/{name}", k.namespace),
+        started,
+    )
 }
 
 /// `drgit resume` after an interrupted Kanidm drill: deletes its pod.
@@ -1230,14 +1267,7 @@ pub fn resume_kanidm(
     journal: crate::plan::Journal,
     _yes: bool,
 ) -> Result<serde_json::Value, Error> {
-    let t: Throwaway = journal.params_as()?;
-    let kube =
-        crate::cluster::Kube::connect(ctx.kubeconfig.as_deref(), ctx.kube_context.as_deref())?;
-    kube.delete_pod(&t.namespace, &t.name)?;
-    let summary = serde_json::json!({
-        "scenario": KANIDM_SCENARIO,
-        "cleaned_up": format!("pod {}/{}", t.namespace, t.name),
-    });
-    journal.close();
-    Ok(summary)
+    clean_up_after(ctx, journal, "pod", |kube, t| {
+        Ok(kube.delete_pod(&t.namespace, &t.name)?)
+    })
 }

@@ -117,11 +117,20 @@ impl Context {
     /// `credential` and `password`) when the cluster can be reached. They
     /// are never printed.
     pub fn open_store(&self) -> Result<Box<dyn crate::backup::BackupStore>, Error> {
+        self.open_store_with(self.s3_credentials())
+    }
+
+    /// Opens the backup store with credentials [`Context::s3_credentials`]
+    /// gave already (read once for two users).
+    pub fn open_store_with(
+        &self,
+        credentials: Option<(String, String)>,
+    ) -> Result<Box<dyn crate::backup::BackupStore>, Error> {
         Ok(crate::backup::open(
             &self.backup_url,
             &self.config_base,
             &self.config.backup,
-            self.s3_credentials(),
+            credentials,
         )?)
     }
 

@@ -1277,14 +1277,7 @@ fn handle(
                 .split('&')
                 .find_map(|kv| kv.strip_prefix("container="))
                 .unwrap_or_default();
-            let restore: Vec<String> = pod["spec"]["initContainers"][1]["command"]
-                .as_array()
-                .map(|c| {
-                    c.iter()
-                        .filter_map(|v| v.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let restore = command_of(&pod["spec"]["initContainers"][1]);
             match container {
                 "restore" => (200, Value::String(restore_log(st, &restore).0)),
                 "check" => (
@@ -1299,14 +1292,7 @@ fn handle(
             }
         }
         ("GET", p) if st.objects.contains_key(p) && p.contains("/pods/drgit-kanidm-drill-") => {
-            let restore: Vec<String> = st.objects[p]["spec"]["initContainers"][1]["command"]
-                .as_array()
-                .map(|c| {
-                    c.iter()
-                        .filter_map(|v| v.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let restore = command_of(&st.objects[p]["spec"]["initContainers"][1]);
             let copied = restore.last().is_some_and(|f| st.volume.contains_key(f));
             let status = if !copied || st.behaviour.restore_pending {
                 json!({"phase": "Pending", "initContainerStatuses": [{"name": "receive", "ready": false, "restartCount": 0, "image": "", "imageID": "", "state": {"running": {}}}]})
@@ -1372,14 +1358,7 @@ fn handle(
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
-            let command: Vec<String> = obj["spec"]["containers"][0]["command"]
-                .as_array()
-                .map(|c| {
-                    c.iter()
-                        .filter_map(|a| a.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let command = command_of(&obj["spec"]["containers"][0]);
             let containers: Vec<String> = obj["spec"]["containers"]
                 .as_array()
                 .map(|c| {
@@ -1419,6 +1398,18 @@ fn handle(
 /// (K4, server/core/src/lib.rs `restore_server_core`): the file must be
 /// on the volume; gzip is decided by the name (`.gz`); success ends with
 /// `✅ Restore Success!`.
+/// A container's `command`, as strings.
+fn command_of(container: &Value) -> Vec<String> {
+    container["command"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .filter_map(|a| a.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn restore_log(st: &State, command: &[String]) -> (String, i32) {
     let file = command.last().cloned().unwrap_or_default();
     if let Some(why) = st.behaviour.restore_fails {
