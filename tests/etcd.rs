@@ -74,6 +74,14 @@ impl World {
     }
 
     /// The commands that change something, as `verb @nodes`.
+    /// How many times a changing command (`reset`, `bootstrap`, `health`) ran.
+    fn times(&self, verb: &str) -> usize {
+        self.changing()
+            .iter()
+            .filter(|c| c.starts_with(verb))
+            .count()
+    }
+
     fn changing(&self) -> Vec<String> {
         self.argvs()
             .into_iter()
@@ -367,13 +375,7 @@ fn an_interrupted_reset_is_never_repeated() {
     let r = w.run(&["--json", "resume"]).ok().json();
     assert_eq!(steps(&r), ALL_DONE);
     assert_eq!(r["steps"][1]["output"]["reset"], json!([]), "{r}");
-    assert_eq!(
-        w.changing()
-            .iter()
-            .filter(|c| c.starts_with("reset"))
-            .count(),
-        1
-    );
+    assert_eq!(w.times("reset"), 1);
 }
 
 #[test]
@@ -390,13 +392,7 @@ fn a_node_that_does_not_come_back_stops_the_wait_and_resume_goes_on() {
     w.set(|v| v["stuck_rebooting"] = json!(false));
     let r = w.run(&["--json", "resume"]).ok().json();
     assert_eq!(steps(&r), ALL_DONE);
-    assert_eq!(
-        w.changing()
-            .iter()
-            .filter(|c| c.starts_with("reset"))
-            .count(),
-        1
-    );
+    assert_eq!(w.times("reset"), 1);
 }
 
 #[test]
@@ -408,13 +404,7 @@ fn an_interrupted_bootstrap_is_never_repeated() {
     w.set(|v| v["bootstrap_drops"] = json!(false));
     let r = w.run(&["--json", "resume"]).ok().json();
     assert_eq!(steps(&r), ALL_DONE);
-    assert_eq!(
-        w.changing()
-            .iter()
-            .filter(|c| c.starts_with("bootstrap"))
-            .count(),
-        1
-    );
+    assert_eq!(w.times("bootstrap"), 1);
     // After the bootstrap: the others never join, then do.
     let w = world();
     w.set(|v| v["no_join"] = json!(true));
@@ -428,13 +418,7 @@ fn an_interrupted_bootstrap_is_never_repeated() {
     w.set(|v| v["no_join"] = json!(false));
     let r = w.run(&["--json", "resume"]).ok().json();
     assert_eq!(steps(&r), ALL_DONE);
-    assert_eq!(
-        w.changing()
-            .iter()
-            .filter(|c| c.starts_with("bootstrap"))
-            .count(),
-        1
-    );
+    assert_eq!(w.times("bootstrap"), 1);
 }
 
 #[test]
@@ -537,11 +521,5 @@ fn a_snapshot_changed_before_the_bootstrap_stops_it() {
         "{}",
         r.stderr
     );
-    assert_eq!(
-        w.changing()
-            .iter()
-            .filter(|c| c.starts_with("bootstrap"))
-            .count(),
-        0
-    );
+    assert_eq!(w.times("bootstrap"), 0);
 }
