@@ -1245,6 +1245,8 @@ fn handle(
             };
             (201, review)
         }
+        // The API server's build info (`GET /version`, k8s.io/apimachinery
+        // pkg/version.Info), as kube's Client::apiserver_version reads it.
         ("GET", "/version") => (
             200,
             json!({"major": "1", "minor": "33", "gitVersion": "v1.33.4", "gitCommit": "fake", "gitTreeState": "clean", "buildDate": "2025-08-12T00:00:00Z", "goVersion": "go1.24.5", "compiler": "gc", "platform": "linux/amd64"}),
