@@ -458,7 +458,11 @@ pub fn timeline(
 
 /// The human report.
 pub fn render(r: &Report) -> String {
-    let mut s = format!("Backups in {} (now {})\n\n", r.store, r.now);
+    let mut s = format!(
+        "Backups in {} (now {})\n\n",
+        r.store,
+        crate::timearg::Second(r.now)
+    );
     s.push_str("PostgreSQL (barman-cloud)\n");
     if r.postgres.is_empty() {
         s.push_str("  no catalog\n");

@@ -30,7 +30,8 @@ pub enum TimeError {
     #[error("--timezone `{zone}` is not a known IANA time zone (e.g. Asia/Tokyo, UTC)")]
     BadZone { zone: String },
     #[error(
-        "--target-time {target} is in the future (now is {now}); there is nothing to recover there yet"
+        "--target-time {target} is in the future (now is {}); there is nothing to recover there yet",
+        Second(*.now)
     )]
     Future { target: Timestamp, now: Timestamp },
     #[error("DRGIT_NOW `{input}` is not an RFC 3339 time")]

@@ -134,6 +134,37 @@ fn fixture_report() {
 }
 
 #[test]
+fn now_is_shown_to_the_second() {
+    // A clock read mid-second, as a real one is.
+    let f = Fixture::new();
+    let run = f.drgit_env(
+        &["backups", "status"],
+        &[("DRGIT_NOW", "2026-11-26T04:00:00.812802911Z")],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("(now 2026-11-26T04:00:00Z)"),
+        "{}",
+        run.stdout
+    );
+    let run = f.drgit_env(
+        &[
+            "pg-recover",
+            "--target-time",
+            "2026-11-27T00:00:00Z",
+            "--dry-run",
+        ],
+        &[("DRGIT_NOW", "2026-11-26T04:00:00.812802911Z")],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("(now is 2026-11-26T04:00:00Z)"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
 fn healthy_store_passes_the_check() {
     let f = Fixture::new();
     let store = f.dir.path().join("healthy");
