@@ -225,6 +225,66 @@ fn every_compression_barman_cloud_writes_is_read() {
 }
 
 #[test]
+fn zstd_lz4_and_xz_as_barman_3_12_writes_them_are_read() {
+    // barman-cloud-wal-archive --zstd, --lz4 and --xz arrived in barman
+    // 3.12 (Debian 12 ships 3.4, which cannot write them). The segment is
+    // compressed here exactly as barman's own compressors do it
+    // (barman/compression.py, release/3.17.0: ZSTDCompressor
+    // `ZstdCompressor().copy_stream`, LZ4Compressor `lz4.frame.compress`,
+    // XZCompressor `lzma.compress`), with the same Python libraries.
+    let wals = common::project().join("fixtures/backup-store/cnpg/shared-pg/wals/0000000100000000");
+    let name = "00000001000000000000000A";
+    let raw = wal::decompress(
+        &format!("{name}.gz"),
+        &std::fs::read(wals.join(format!("{name}.gz"))).unwrap(),
+    )
+    .unwrap();
+    let start = wal::segment_start(name, 16 << 20).unwrap();
+    let expected = wal::scan(name, start, &raw, None).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().join(name);
+    std::fs::write(&path, &raw).unwrap();
+    let out = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import sys, lzma, zstandard, lz4.frame
+p = sys.argv[1]
+data = open(p, 'rb').read()
+with open(p, 'rb') as i, open(p + '.zst', 'wb') as o:
+    zstandard.ZstdCompressor().copy_stream(i, o)
+open(p + '.lz4', 'wb').write(lz4.frame.compress(data))
+open(p + '.xz', 'wb').write(lzma.compress(data))",
+            path.to_str().unwrap(),
+        ])
+        .output()
+        .expect("/usr/bin/python3 (python3-zstandard, python3-lz4)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for suffix in ["zst", "lz4", "xz"] {
+        let file = format!("{name}.{suffix}");
+        let stored = std::fs::read(work.path().join(&file)).unwrap();
+        assert!(stored.len() < raw.len() / 4, "{suffix}: compressed");
+        let bytes = wal::decompress(&format!("cnpg/x/wals/0000000100000000/{file}"), &stored)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(bytes, raw, "{suffix}");
+        let scanned = wal::scan(name, start, &bytes, None).unwrap();
+        assert_eq!(scanned.xact_ends, expected.xact_ends, "{suffix}");
+        // Cut short: an error naming the object, not a wrong answer.
+        let cut = wal::decompress(&file, &stored[..stored.len() / 2]);
+        assert!(
+            cut.as_ref().is_err_and(|e| e.to_string().contains(&file))
+                || cut
+                    .as_ref()
+                    .is_ok_and(|b| wal::scan(name, start, b, None).is_err()),
+            "{suffix}: a truncated object read as a whole one"
+        );
+    }
+}
+
+#[test]
 fn a_segment_that_starts_inside_a_record() {
     // A busy server's segments start with the rest of a record begun in the
     // previous one: the reader must skip exactly `xlp_rem_len` bytes, across

@@ -112,7 +112,7 @@ pub enum WalError {
     #[error("{name}: not a WAL segment ({detail})")]
     NotWal { name: String, detail: String },
     #[error(
-        "{name}: compressed with `{suffix}`, which drgit cannot read (it reads gzip, bzip2 and snappy, as barman-cloud writes them)"
+        "{name}: compressed with `{suffix}`, which drgit cannot read (it reads gzip, bzip2, snappy, zstd, lz4 and xz, as barman-cloud writes them)"
     )]
     Compression { name: String, suffix: String },
     #[error("{name}: cannot decompress ({source})")]
@@ -122,9 +122,15 @@ pub enum WalError {
     },
 }
 
-/// Decompresses a segment as barman-cloud stored it, by its file suffix:
-/// none, `.gz` (Python's gzip), `.bz2` (bz2) or `.snappy` (python-snappy's
-/// framing format).
+/// Decompresses a segment as barman-cloud stored it, by its file suffix
+/// (barman `barman/clients/cloud_walarchive.py`, release/3.17.0: one
+/// suffix per compression; `barman/compression.py` the formats): none,
+/// `.gz` (Python's gzip), `.bz2` (bz2), `.snappy` (python-snappy's framing
+/// format), and since barman 3.12 `.zst` (one zstandard frame,
+/// `ZstdCompressor.copy_stream`), `.lz4` (the LZ4 frame format,
+/// `lz4.frame.compress`) and `.xz` (Python's `lzma.compress`, the .xz
+/// container). CNPG passes `wal.compression` through as the flag
+/// (cloudnative-pg/barman-cloud v0.5.1 `pkg/archiver/command.go`).
 ///
 /// `name` is the object's key or file name; only the file name's suffix
 /// counts. At most [`MAX_SEGMENT`] bytes are decompressed.
@@ -151,6 +157,27 @@ pub fn decompress(name: &str, bytes: &[u8]) -> Result<Vec<u8>, WalError> {
             .take(MAX_SEGMENT + 1)
             .read_to_end(&mut out)
             .map_err(err)?,
+        "zst" => ruzstd::decoding::StreamingDecoder::new(bytes)
+            .map_err(|e| err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?
+            .take(MAX_SEGMENT + 1)
+            .read_to_end(&mut out)
+            .map_err(err)?,
+        "lz4" => lz4_flex::frame::FrameDecoder::new(bytes)
+            .take(MAX_SEGMENT + 1)
+            .read_to_end(&mut out)
+            .map_err(err)?,
+        "xz" => {
+            let mut w = Bounded(&mut out);
+            lzma_rs::xz_decompress(&mut std::io::BufReader::new(bytes), &mut w).map_err(|e| {
+                err(match e {
+                    lzma_rs::error::Error::IoError(io) => io,
+                    other => {
+                        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{other:?}"))
+                    }
+                })
+            })?;
+            out.len()
+        }
         other => {
             return Err(WalError::Compression {
                 name: name.to_string(),
@@ -159,6 +186,25 @@ pub fn decompress(name: &str, bytes: &[u8]) -> Result<Vec<u8>, WalError> {
         }
     };
     Ok(out)
+}
+
+/// A writer that takes at most [`MAX_SEGMENT`] + 1 bytes (as `take` bounds
+/// the readers above): a decompression bomb stops there.
+struct Bounded<'a>(&'a mut Vec<u8>);
+
+impl std::io::Write for Bounded<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = (MAX_SEGMENT as usize + 1).saturating_sub(self.0.len());
+        if room == 0 {
+            return Err(std::io::Error::other("more than a WAL segment"));
+        }
+        let n = buf.len().min(room);
+        self.0.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The start LSN of a segment from its file name (`TTTTTTTTLLLLLLLLSSSSSSSS`).
@@ -445,8 +491,13 @@ mod tests {
     fn garbage_is_not_wal() {
         let e = scan("000000010000000000000001", 1 << 24, &[0u8; 64], None).unwrap_err();
         assert!(e.to_string().contains("not a WAL segment"), "{e}");
-        let e = decompress("000000010000000000000001.zst", b"x").unwrap_err();
-        assert!(e.to_string().contains("`zst`"), "{e}");
+        let e = decompress("000000010000000000000001.lzo", b"x").unwrap_err();
+        assert!(e.to_string().contains("`lzo`"), "{e}");
+        for suffix in ["zst", "lz4", "xz"] {
+            let e =
+                decompress(&format!("000000010000000000000001.{suffix}"), b"not it").unwrap_err();
+            assert!(e.to_string().contains("cannot decompress"), "{suffix}: {e}");
+        }
         let e = decompress("000000010000000000000001.gz", b"not gzip").unwrap_err();
         assert!(e.to_string().contains("cannot decompress"), "{e}");
     }
