@@ -165,6 +165,15 @@ pub enum Error {
         commit: String,
         status: String,
     },
+    #[error(
+        "the sync drgit started of Argo CD Application {application} ended {phase} {attempts} time(s): {message}; fix what Argo CD names, then `drgit resume`"
+    )]
+    SyncFailed {
+        application: String,
+        phase: String,
+        attempts: u32,
+        message: String,
+    },
     #[error("refusing to delete the Cluster: {reason}")]
     RefuseDelete { reason: String },
     #[error("step `{step}` did not do what it says: {detail}")]

@@ -233,6 +233,82 @@ fn without_self_heal_drgit_starts_the_sync_and_waits_for_the_new_cluster() {
 }
 
 #[test]
+fn drgit_syncs_as_argocd_app_sync_does_and_starts_a_failed_sync_again() {
+    // A4: the operation carries the Application's syncOptions (the
+    // controller reads no others), the revision drgit verified, the Cluster
+    // as its only resource and a retry; one that ends in Error is started
+    // again.
+    let w = world(Behaviour {
+        self_heal: false,
+        sync_options: vec!["ServerSideApply=true", "RespectIgnoreDifferences=true"],
+        sync_errors: 1,
+        ..Behaviour::default()
+    });
+    let r = recover(&w, &["--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let synced = step_output(&r, "argocd-synced")["revision"].clone();
+    let st = w.kube.state.lock().unwrap();
+    assert_eq!(st.operations.len(), 2, "{:?}", st.operations);
+    for op in &st.operations {
+        assert_eq!(
+            op["sync"]["syncOptions"],
+            serde_json::json!(["ServerSideApply=true", "RespectIgnoreDifferences=true"]),
+            "{op}"
+        );
+        assert_eq!(op["sync"]["revision"], synced, "{op}");
+        assert_eq!(
+            op["sync"]["resources"],
+            serde_json::json!([{"group": "postgresql.cnpg.io", "kind": "Cluster", "name": "shared-pg", "namespace": "database"}]),
+            "{op}"
+        );
+        assert_eq!(op["retry"]["limit"], 5, "{op}");
+    }
+    assert!(st.cluster.as_ref().is_some_and(|c| c.recovery));
+}
+
+#[test]
+fn a_sync_that_keeps_failing_stops_with_argo_cds_message() {
+    let w = world(Behaviour {
+        self_heal: false,
+        sync_errors: 10,
+        ..Behaviour::default()
+    });
+    let r = recover(&w, &[]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("ended Error 3 time(s)") && r.stderr.contains("failed calling webhook"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(w.kube.state.lock().unwrap().syncs_started, 3);
+}
+
+#[test]
+fn an_application_without_automated_sync_is_synced_by_drgit() {
+    // A4: nothing applies the recovery change unless someone syncs: drgit
+    // does, at the revision holding the commit, then re-creates the Cluster.
+    let w = world(Behaviour {
+        automated: false,
+        self_heal: false,
+        ..Behaviour::default()
+    });
+    let r = recover(&w, &["--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let merge = w.gh.prs()[0].merge_sha.clone().unwrap();
+    let st = w.kube.state.lock().unwrap();
+    assert_eq!(st.operations.len(), 2, "{:?}", st.operations);
+    // The first applies the whole change, the second only the Cluster.
+    assert_eq!(st.operations[0]["sync"]["revision"], merge.as_str());
+    assert!(st.operations[0]["sync"]["resources"].is_null());
+    assert_eq!(st.operations[1]["sync"]["resources"][0]["kind"], "Cluster");
+    assert!(
+        st.cluster
+            .as_ref()
+            .is_some_and(|c| c.recovery && c.recreated)
+    );
+}
+
+#[test]
 fn a_later_push_does_not_stall_the_sync_wait_and_an_older_revision_is_refused() {
     // A1: someone pushes right after the recovery commit: Argo CD reports
     // the newer head, which contains the recovery commit.
@@ -623,6 +699,25 @@ fn a_failed_backup_is_reported_and_resumable() {
         "{}",
         status.stdout
     );
+}
+
+#[test]
+fn a_backup_with_an_invalid_definition_is_final() {
+    // CNPG 1.30 leaves such a Backup as it is: waiting would only time out.
+    let w = world(Behaviour {
+        backup_invalid: Some("the cluster has no backup configuration"),
+        ..Behaviour::default()
+    });
+    timeouts(&w, 1800, 1);
+    let r = recover(&w, &[]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .contains("failed: the cluster has no backup configuration"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("within"), "{}", r.stderr);
 }
 
 #[test]

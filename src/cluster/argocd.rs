@@ -24,6 +24,16 @@ use serde_json::json;
 
 use super::{ClusterError, Kube};
 
+/// One resource a sync is limited to (argo-cd pkg/apis/application/
+/// v1alpha1/types.go `SyncOperationResource`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncResource {
+    pub group: String,
+    pub kind: String,
+    pub name: String,
+    pub namespace: String,
+}
+
 /// What an Argo CD Application says about itself.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct AppState {
@@ -42,6 +52,18 @@ pub struct AppState {
     /// `status.operationState.phase` of the last operation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operation_phase: Option<String>,
+    /// `status.operationState.message` of the last operation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation_message: Option<String>,
+    /// `spec.syncPolicy.syncOptions` (copied into a sync drgit starts).
+    #[serde(skip)]
+    pub sync_options: Vec<serde_json::Value>,
+    /// `spec.syncPolicy.retry`.
+    #[serde(skip)]
+    pub retry: Option<serde_json::Value>,
+    /// `spec.sources` of a multi-source Application.
+    #[serde(skip)]
+    pub sources: Option<serde_json::Value>,
 }
 
 impl AppState {
@@ -80,7 +102,24 @@ impl AppState {
             operation_phase: d["status"]["operationState"]["phase"]
                 .as_str()
                 .map(str::to_string),
+            operation_message: d["status"]["operationState"]["message"]
+                .as_str()
+                .map(str::to_string),
+            sync_options: d["spec"]["syncPolicy"]["syncOptions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+            retry: Some(d["spec"]["syncPolicy"]["retry"].clone()).filter(|r| r.is_object()),
+            sources: Some(d["spec"]["sources"].clone()).filter(|s| s.is_array()),
         }
+    }
+
+    /// The last operation ended without applying (gitops-engine
+    /// pkg/sync/common/types.go: `Failed` and `Error` are final, like
+    /// `Succeeded`; while Argo CD retries it reports `Running`).
+    pub fn operation_failed(&self) -> bool {
+        !self.operation_running
+            && matches!(self.operation_phase.as_deref(), Some("Failed" | "Error"))
     }
 
     pub fn synced(&self) -> bool {
@@ -158,19 +197,53 @@ impl Kube {
         self.patch_application(namespace, name, &patch, "refresh")
     }
 
-    /// Starts a sync of the Application's target revision, as `argocd app
-    /// sync` does: sets `operation` (and clears the last operation's state,
-    /// as Argo CD's own SetAppOperation does).
-    pub fn sync_application(&self, namespace: &str, name: &str) -> Result<(), ClusterError> {
+    /// Starts a sync as `argocd app sync` does (argo-cd v2.13.0 and
+    /// v3.5.1, server/application/application.go `Sync`): the operation
+    /// carries the Application's `spec.syncPolicy.syncOptions` (the
+    /// controller reads the options of the operation only, controller/
+    /// sync.go `SyncAppState`, so a sync without them would apply
+    /// differently from every other), its `spec.syncPolicy.retry` (else
+    /// the limit automated syncs use, 5), the revision drgit verified
+    /// (`revisions` with the `sources` for a multi-source Application),
+    /// and `resources` when only those should be applied. The last
+    /// operation's state is cleared, as Argo CD's SetAppOperation does.
+    pub fn sync_application(
+        &self,
+        namespace: &str,
+        app: &AppState,
+        revision: &str,
+        resources: &[SyncResource],
+        reason: &str,
+    ) -> Result<(), ClusterError> {
+        let mut sync = json!({"syncStrategy": {"hook": {}}});
+        match &app.sources {
+            Some(sources) => {
+                sync["sources"] = sources.clone();
+                sync["revisions"] = json!(
+                    sources
+                        .as_array()
+                        .map(|s| vec![revision; s.len()])
+                        .unwrap_or_default()
+                );
+            }
+            None => sync["revision"] = json!(revision),
+        }
+        if !app.sync_options.is_empty() {
+            sync["syncOptions"] = json!(app.sync_options);
+        }
+        if !resources.is_empty() {
+            sync["resources"] = json!(resources);
+        }
         let patch = json!({
             "operation": {
                 "initiatedBy": {"username": "drgit"},
-                "info": [{"name": "reason", "value": "re-create the deleted CNPG Cluster in recovery mode"}],
-                "sync": {"syncStrategy": {"hook": {}}}
+                "info": [{"name": "reason", "value": reason}],
+                "sync": sync,
+                "retry": app.retry.clone().unwrap_or_else(|| json!({"limit": 5})),
             },
             "status": {"operationState": null}
         });
-        self.patch_application(namespace, name, &patch, "start a sync of")
+        self.patch_application(namespace, &app.name, &patch, "start a sync of")
     }
 
     fn patch_application(

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Context;
+use crate::cluster::argocd::SyncResource;
 use crate::cluster::{AppState, Kube};
 use crate::error::Error;
 use crate::gitops::forge::{ForgeError, GitHub};
@@ -179,6 +180,67 @@ impl<'a> Delivery<'a> {
     }
 }
 
+/// How often a sync drgit started is started again after it ended
+/// `Failed` or `Error` (each with Argo CD's own retries inside).
+pub const SYNC_ATTEMPTS: u32 = 3;
+
+/// A sync drgit starts where Argo CD would not sync by itself, started
+/// again when it ends `Failed` or `Error`, up to [`SYNC_ATTEMPTS`] times.
+pub struct SyncDriver {
+    pub revision: String,
+    pub resources: Vec<SyncResource>,
+    pub reason: &'static str,
+    pub started: u32,
+}
+
+impl SyncDriver {
+    /// One look at the Application: starts the sync when none runs and
+    /// drgit's last one (if any) ended without applying. A note for the
+    /// wait's status line when it started one or one runs.
+    pub fn poke(
+        &mut self,
+        kube: &Kube,
+        namespace: &str,
+        app: &AppState,
+    ) -> Result<Option<String>, Error> {
+        if app.operation_running {
+            return Ok(Some(format!(
+                "a sync of Argo CD Application {} runs",
+                app.name
+            )));
+        }
+        if self.started > 0 && !app.operation_failed() {
+            return Ok(None);
+        }
+        if self.started >= SYNC_ATTEMPTS {
+            return Err(Error::SyncFailed {
+                application: app.name.clone(),
+                phase: app.operation_phase.clone().unwrap_or_default(),
+                attempts: self.started,
+                message: app
+                    .operation_message
+                    .clone()
+                    .unwrap_or_else(|| "no message".into()),
+            });
+        }
+        let again = if self.started > 0 {
+            format!(
+                " again (the last ended {}: {})",
+                app.operation_phase.as_deref().unwrap_or_default(),
+                app.operation_message.as_deref().unwrap_or("no message")
+            )
+        } else {
+            String::new()
+        };
+        kube.sync_application(namespace, app, &self.revision, &self.resources, self.reason)?;
+        self.started += 1;
+        Ok(Some(format!(
+            "started a sync of Argo CD Application {} at {}{again}",
+            app.name, self.revision
+        )))
+    }
+}
+
 /// The commit reaches the branch Argo CD tracks: its pull request merged,
 /// or (`--direct`) pushed by this step.
 pub struct Merge {
@@ -291,6 +353,10 @@ fn wait_synced(
         &d.target.manifest_dir,
     )?;
     d.kube.refresh_application(&a.namespace, &app.name)?;
+    // Without automated sync nothing applies the change unless someone
+    // starts a sync (argo-cd controller/appcontroller.go `autoSync`
+    // returns at once): drgit does, at the revision that holds the commit.
+    let mut driver: Option<SyncDriver> = None;
     let polled = plan::poll_until(
         step,
         Duration::from_secs(a.sync_timeout_secs),
@@ -298,8 +364,9 @@ fn wait_synced(
         stop,
         |_| {
             let now = d.kube.application(&a.namespace, &app.name)?;
+            let holding = d.revision_holding(&now, commit, files)?;
             if now.synced()
-                && let Some(revision) = d.revision_holding(&now, commit, files)?
+                && let Some(revision) = holding.clone()
             {
                 return Ok(Poll::Ready(Synced {
                     application: now.name.clone(),
@@ -307,10 +374,23 @@ fn wait_synced(
                     self_heal: now.self_heal,
                 }));
             }
+            let mut note = None;
+            if !now.automated
+                && let Some(revision) = holding
+            {
+                let drv = driver.get_or_insert_with(|| SyncDriver {
+                    revision,
+                    resources: Vec::new(),
+                    reason: "apply the recovery change (the Application has no automated sync)",
+                    started: 0,
+                });
+                note = drv.poke(&d.kube, &a.namespace, &now)?;
+            }
             Ok(Poll::Waiting(format!(
-                "Argo CD Application {}: {}",
+                "Argo CD Application {}: {}{}",
                 now.name,
-                now.describe()
+                now.describe(),
+                note.map(|n| format!("; {n}")).unwrap_or_default()
             )))
         },
     )?;

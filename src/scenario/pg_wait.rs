@@ -32,8 +32,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Context;
-use super::delivery::{ArgoSynced, Delivers, Delivery, MAX_POLL, Merge, Synced, Target, ms, value};
+use super::delivery::{
+    ArgoSynced, Delivers, Delivery, MAX_POLL, Merge, SyncDriver, Synced, Target, ms, value,
+};
 use super::pg_revert::AutoRevert;
+use crate::cluster::argocd::SyncResource;
 use crate::cluster::{ClusterState, JobState, Kube};
 use crate::error::Error;
 use crate::gitops::WorkRepo;
@@ -449,7 +452,19 @@ impl<'a> Step<Env<'a>> for Recreate {
         let old = e.old(j)?;
         let synced: Synced = j.output_as("argocd-synced")?;
         let grace = Duration::from_secs(a.self_heal_grace_secs);
-        let mut sync_started = false;
+        // Only the Cluster: the rest of the Application is in sync, and a
+        // partial sync runs no hooks (argo-cd controller/sync.go).
+        let mut driver = SyncDriver {
+            revision: synced.revision.clone(),
+            resources: vec![SyncResource {
+                group: "postgresql.cnpg.io".into(),
+                kind: "Cluster".into(),
+                name: e.params.cluster.clone(),
+                namespace: e.params.namespace.clone(),
+            }],
+            reason: "re-create the deleted CNPG Cluster in recovery mode",
+            started: 0,
+        };
         let polled = plan::poll_until(
             self.name(),
             Duration::from_secs(a.sync_timeout_secs),
@@ -469,17 +484,12 @@ impl<'a> Step<Env<'a>> for Recreate {
                     None => {}
                 }
                 // Argo CD does not re-create a resource deleted at an
-                // already-synced revision without self-heal: start the sync.
-                if !sync_started && (!synced.self_heal || elapsed >= grace) {
+                // already-synced revision without self-heal: start the
+                // sync (again, when it ended Failed or Error).
+                if !synced.self_heal || elapsed >= grace {
                     let app = e.d.kube.application(&a.namespace, &synced.application)?;
-                    if !app.operation_running {
-                        e.d.kube
-                            .sync_application(&a.namespace, &synced.application)?;
-                        sync_started = true;
-                        return Ok(Poll::Waiting(format!(
-                            "deleted; started a sync of Argo CD Application {}",
-                            synced.application
-                        )));
+                    if let Some(note) = driver.poke(&e.d.kube, &a.namespace, &app)? {
+                        return Ok(Poll::Waiting(format!("deleted; {note}")));
                     }
                 }
                 Ok(Poll::Waiting(
@@ -487,6 +497,7 @@ impl<'a> Step<Env<'a>> for Recreate {
                 ))
             },
         )?;
+        let sync_started = driver.started > 0;
         match polled {
             Ok(uid) => Ok(value(NewCluster { uid, sync_started })),
             Err(t) => Err(Error::NotRecreated {
@@ -684,11 +695,17 @@ impl<'a> Step<Env<'a>> for Recovered {
     }
 }
 
-/// A Backup that ended without a base backup: `failed`, or
-/// `walArchivingFailing` (CNPG api/v1/backup_types.go: the WAL it needs is
-/// not being archived, so it cannot complete).
+/// A Backup that ended without a base backup: `failed`,
+/// `walArchivingFailing` (cloudnative-pg api/v1/backup_types.go: the WAL
+/// it needs is not being archived, so it cannot complete), or `invalid
+/// backup definition` (v1.30.0, `BackupPhaseDefinitionInvalid`, #10874:
+/// the webhook-free admission check refused it; CNPG leaves it so until
+/// the definition changes, and nothing changes the one drgit made).
 fn failed(b: &crate::cluster::BackupState) -> bool {
-    matches!(b.phase.as_deref(), Some("failed" | "walArchivingFailing"))
+    matches!(
+        b.phase.as_deref(),
+        Some("failed" | "walArchivingFailing" | "invalid backup definition")
+    )
 }
 
 struct TakeBackup;

@@ -13,6 +13,17 @@
 //!   revision only with `selfHeal`, or when a sync is started by setting
 //!   `operation` (appcontroller.go: "Skipping auto-sync: most recent sync
 //!   already to …"; docs/user-guide/sync-kubectl.md).
+//! * A4 a sync started by setting `operation` applies the operation's
+//!   `sync.revision` (the head when none) with the operation's own
+//!   `syncOptions` (controller/sync.go `SyncAppState` reads only those),
+//!   limited to `sync.resources` when given; it ends in
+//!   `status.operationState.phase` `Succeeded`, or `Failed`/`Error` with a
+//!   message (gitops-engine pkg/sync/common/types.go), after which the
+//!   operation is cleared (appcontroller.go `setOperationState`). Without
+//!   `spec.syncPolicy.automated` nothing else applies a new revision
+//!   (appcontroller.go `autoSync` returns at once); the status still shows
+//!   the compared head as `status.sync.revision`, OutOfSync (argo-cd
+//!   v2.13.0 and v3.5.1).
 //!
 //! CloudNativePG (cloudnative-pg):
 //! * C1 a running, unfenced primary archives under the live spec's
@@ -32,7 +43,10 @@
 //!   holds objects) is in the pod's log only. A completed Job is deleted by
 //!   CNPG (internal/controller/cluster_cleanup.go).
 //! * C5 an on-demand Backup goes pending → running → completed, and
-//!   `ContinuousArchiving` is True once WAL archiving works.
+//!   `ContinuousArchiving` is True once WAL archiving works. One CNPG
+//!   refuses stays in phase `invalid backup definition` with the reason
+//!   in `status.error` (cloudnative-pg v1.30.0 api/v1/backup_types.go
+//!   `BackupPhaseDefinitionInvalid`, `SetAdmissionError`).
 //! * D1 a Cluster created through the API (a drill's throwaway one)
 //!   recovers as CNPG's does: "Setting up primary", then "Cluster in
 //!   healthy state" with its instances ready and Ready True; one whose
@@ -88,6 +102,12 @@ pub struct Behaviour {
     pub keep_old_spec: bool,
     /// `spec.syncPolicy.automated.selfHeal` of the Application (A3).
     pub self_heal: bool,
+    /// `spec.syncPolicy.automated` is set at all (A4).
+    pub automated: bool,
+    /// `spec.syncPolicy.syncOptions` of the Application (A4).
+    pub sync_options: Vec<&'static str>,
+    /// Syncs started by hand that end in `Error` before one succeeds (A4).
+    pub sync_errors: u32,
     /// Argo CD reports Synced at the revision it synced last even though
     /// `main` moved on (a cached comparison: the revision says which).
     pub stale_revision: bool,
@@ -104,6 +124,8 @@ pub struct Behaviour {
     pub job_fails: Option<&'static str>,
     /// The on-demand Backup fails with this error (C5).
     pub backup_fails: Option<&'static str>,
+    /// The on-demand Backup is refused as an invalid definition (C5).
+    pub backup_invalid: Option<&'static str>,
     /// Secret `database/r2-backup-credentials` (credential, password).
     pub secret: Option<(&'static str, &'static str)>,
     /// What `exec` of anything but psql prints: (stdout, stderr, exit code).
@@ -185,6 +207,9 @@ impl Default for Behaviour {
     fn default() -> Self {
         Behaviour {
             never_sync: false,
+            automated: true,
+            sync_options: Vec::new(),
+            sync_errors: 0,
             keep_old_spec: false,
             self_heal: true,
             stale_revision: false,
@@ -198,6 +223,7 @@ impl Default for Behaviour {
             job_retries: 0,
             job_fails: None,
             backup_fails: None,
+            backup_invalid: None,
             secret: None,
             exec: default_exec,
             reloader: true,
@@ -241,6 +267,10 @@ pub struct State {
     pub deletes: u32,
     pub fences: u32,
     pub syncs_started: u32,
+    /// Every `operation` set on the Application, as sent (A4).
+    pub operations: Vec<Value>,
+    /// `status.operationState` of the last operation (A4).
+    pub operation_state: Option<Value>,
     pub pushed_after: bool,
     /// Objects the fake primary archived: store keys.
     pub archived: Vec<String>,
@@ -419,16 +449,33 @@ fn application(st: &State, head: Option<&str>) -> Value {
     let in_sync = st.synced.is_some()
         && (st.behaviour.stale_revision || st.synced.as_deref() == head)
         && st.cluster.as_ref().is_some_and(|c| c.terminating.is_none());
+    let mut policy = json!({});
+    if st.behaviour.automated {
+        policy["automated"] = json!({"prune": true, "selfHeal": st.behaviour.self_heal});
+    }
+    if !st.behaviour.sync_options.is_empty() {
+        policy["syncOptions"] = json!(st.behaviour.sync_options);
+    }
+    // A4: without automated sync the compared head shows, OutOfSync.
+    let revision = if st.behaviour.automated {
+        st.synced.clone()
+    } else {
+        head.map(str::to_string).or_else(|| st.synced.clone())
+    };
+    let mut status = json!({
+        "sync": {"status": if in_sync { "Synced" } else { "OutOfSync" }, "revision": revision.unwrap_or_else(|| "0000000000000000000000000000000000000000".into())},
+        "health": {"status": "Healthy"}
+    });
+    if let Some(op) = &st.operation_state {
+        status["operationState"] = op.clone();
+    }
     json!({
         "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
         "metadata": {"name": "database", "namespace": "argocd", "resourceVersion": "7"},
         "spec": {"project": "default",
                  "source": {"repoURL": "https://github.example/home/home-cluster.git", "path": "manifests/database", "targetRevision": "main"},
-                 "syncPolicy": {"automated": {"prune": true, "selfHeal": st.behaviour.self_heal}}},
-        "status": {
-            "sync": {"status": if in_sync { "Synced" } else { "OutOfSync" }, "revision": st.synced.clone().unwrap_or_else(|| "0000000000000000000000000000000000000000".into())},
-            "health": {"status": "Healthy"}
-        }
+                 "syncPolicy": policy},
+        "status": status
     })
 }
 
@@ -600,25 +647,33 @@ impl World {
         }
         let new_revision = st.synced.as_deref() != Some(head.as_str());
         let missing = st.cluster.is_none();
+        if !st.behaviour.automated {
+            return; // A4: only an operation applies
+        }
         if new_revision {
-            st.synced = Some(head);
-            match st.cluster.as_mut() {
-                Some(c) if c.terminating.is_none() => {
-                    if !st.behaviour.keep_old_spec {
-                        let lineage_changed = c.server_name != server;
-                        c.recovery = recovery;
-                        c.server_name = server.clone();
-                        // C1: the running primary's next segment goes to the new lineage.
-                        if lineage_changed && !c.fenced {
-                            self.archive(st, &server);
-                        }
-                    }
-                }
-                Some(_) => {} // applying to an object being deleted changes nothing
-                None => self.new_cluster(st, recovery, server, true),
-            }
+            self.apply(st, head, recovery, server);
         } else if missing && st.behaviour.self_heal {
             self.new_cluster(st, recovery, server, true);
+        }
+    }
+
+    /// Argo CD applies the manifest at `rev` (A2, A4).
+    fn apply(&self, st: &mut State, rev: String, recovery: bool, server: String) {
+        st.synced = Some(rev);
+        match st.cluster.as_mut() {
+            Some(c) if c.terminating.is_none() => {
+                if !st.behaviour.keep_old_spec {
+                    let lineage_changed = c.server_name != server;
+                    c.recovery = recovery;
+                    c.server_name = server.clone();
+                    // C1: the running primary's next segment goes to the new lineage.
+                    if lineage_changed && !c.fenced {
+                        self.archive(st, &server);
+                    }
+                }
+            }
+            Some(_) => {} // applying to an object being deleted changes nothing
+            None => self.new_cluster(st, recovery, server, true),
         }
     }
 
@@ -833,6 +888,8 @@ impl FakeCluster {
             deletes: 0,
             fences: 0,
             syncs_started: 0,
+            operations: Vec::new(),
+            operation_state: None,
             pushed_after: false,
             archived: Vec::new(),
             reviews: Vec::new(),
@@ -1073,16 +1130,29 @@ fn handle(
         ("PATCH", p) if p == format!("{APP}/database") => {
             let patch: Value = serde_json::from_str(body).unwrap_or_default();
             if patch["operation"]["sync"].is_object() {
-                // A3: a sync started by hand applies everything, creating
-                // what is missing.
+                // A3, A4: a sync started by hand applies its revision,
+                // creating what is missing; it may end in Error first.
                 st.syncs_started += 1;
-                if st.cluster.is_none()
-                    && !st.behaviour.never_sync
-                    && let Some(h) = head()
+                st.operations.push(patch["operation"].clone());
+                let op = &patch["operation"]["sync"];
+                let rev = op["revision"]
+                    .as_str()
+                    .or_else(|| op["revisions"][0].as_str())
+                    .map(str::to_string)
+                    .or_else(head);
+                if st.behaviour.sync_errors > 0 {
+                    st.behaviour.sync_errors -= 1;
+                    st.operation_state = Some(
+                        json!({"phase": "Error", "message": "one or more objects failed to apply, reason: Internal error occurred: failed calling webhook \"mcluster.cnpg.io\": connection refused"}),
+                    );
+                } else if !st.behaviour.never_sync
+                    && let Some(rev) = rev
                 {
-                    let (recovery, server) = manifest_at(&w.bare, &h);
-                    w.new_cluster(st, recovery, server, true);
-                    st.synced = Some(h);
+                    let (recovery, server) = manifest_at(&w.bare, &rev);
+                    w.apply(st, rev, recovery, server);
+                    st.operation_state = Some(
+                        json!({"phase": "Succeeded", "message": "successfully synced (all tasks run)"}),
+                    );
                 }
             } else {
                 w.reconcile(st); // a hard refresh compares at once
@@ -1192,10 +1262,17 @@ fn handle(
         ("GET", p) if p.starts_with(&format!("{BACKUPS}/")) => {
             let name = &p[BACKUPS.len() + 1..];
             let fails = st.behaviour.backup_fails;
+            let invalid = st.behaviour.backup_invalid;
             let Some((_, gets)) = st.backups.iter_mut().find(|(n, _)| n == name) else {
                 return not_found(&format!("backups.postgresql.cnpg.io \"{name}\""));
             };
             *gets += 1;
+            if let Some(why) = invalid {
+                return (
+                    200,
+                    json!({"apiVersion": "postgresql.cnpg.io/v1", "kind": "Backup", "metadata": {"name": name, "namespace": "database"}, "spec": {"cluster": {"name": "shared-pg"}}, "status": {"phase": "invalid backup definition", "error": why}}),
+                );
+            }
             // C5: a Backup that ended stays as it ended.
             let status = match (*gets, fails) {
                 (1, _) => json!({"phase": "running"}),
