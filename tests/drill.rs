@@ -371,6 +371,35 @@ fn in_cluster_drill_recovers_into_a_throwaway_cluster_that_archives_nowhere() {
 }
 
 #[test]
+fn an_in_cluster_drill_starts_on_a_cluster_with_synchronous_replicas() {
+    // D2: a copy of this spec with one instance would be refused by CNPG's
+    // webhook; the throwaway Cluster drops what one instance cannot have.
+    let w = in_cluster(Behaviour::default());
+    let text = w.f.read_manifest().replacen(
+        "  instances: 2\n",
+        "  instances: 3\n  minSyncReplicas: 1\n  maxSyncReplicas: 2\n  postgresql:\n    synchronous:\n      method: any\n      number: 1\n  managed:\n    services:\n      additional:\n        - selectorType: rw\n          serviceTemplate:\n            metadata:\n              name: shared-pg-lb\n            spec:\n              type: LoadBalancer\n",
+        1,
+    );
+    w.f.set_manifest(&text);
+    let run = w.f.drgit(&w.args(&[
+        "--json",
+        "drill",
+        "pg",
+        "--in-cluster",
+        "--target-time",
+        common::TARGET,
+    ]));
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let spec = &w.created()[0]["spec"];
+    for key in ["minSyncReplicas", "maxSyncReplicas", "replica"] {
+        assert!(spec.get(key).is_none(), "{key}: {spec:#}");
+    }
+    assert!(spec["postgresql"].get("synchronous").is_none(), "{spec:#}");
+    assert!(spec["managed"].get("services").is_none(), "{spec:#}");
+    assert!(w.live().is_empty(), "{:?}", w.live());
+}
+
+#[test]
 fn a_failed_in_cluster_drill_still_deletes_its_cluster() {
     let w = in_cluster(Behaviour {
         drill_fails: Some("recovery ended before configured recovery target was reached"),

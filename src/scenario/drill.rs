@@ -820,6 +820,22 @@ fn throwaway_cluster(
     };
     obj.remove("backup");
     obj.remove("plugins");
+    // What one instance cannot have and what would clash with production
+    // (cloudnative-pg v1.30.0 internal/webhook/v1/cluster_webhook.go):
+    // "maxSyncReplicas must be lower than the number of instances", the
+    // synchronous replicas of `postgresql.synchronous` likewise, replica
+    // mode (its source is production's external cluster, dropped here),
+    // and `managed.services` (additional services under names of their
+    // own, which production's Cluster already holds).
+    for key in ["minSyncReplicas", "maxSyncReplicas", "replica"] {
+        obj.remove(key);
+    }
+    if let Some(pg) = obj.get_mut("postgresql").and_then(|v| v.as_object_mut()) {
+        pg.remove("synchronous");
+    }
+    if let Some(managed) = obj.get_mut("managed").and_then(|v| v.as_object_mut()) {
+        managed.remove("services");
+    }
     obj.insert("instances".into(), json!(1));
     obj.insert("externalClusters".into(), json!([source]));
     let mut recovery = json!({"source": "drgit-drill-source"});

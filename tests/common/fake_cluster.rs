@@ -53,6 +53,11 @@
 //!   recovery cannot finish keeps "Setting up primary" with PostgreSQL's
 //!   words as its phase reason (cloudnative-pg api/v1 cluster_types.go).
 //!   Its primary's psql answers `select count(*) from pg_class`.
+//! * D2 CNPG's validating webhook refuses a created Cluster whose
+//!   `maxSyncReplicas` is not below `instances`, whose
+//!   `postgresql.synchronous.number` is not below the instances plus
+//!   standby names, or whose replica source is not an external cluster
+//!   (cloudnative-pg v1.30.0 internal/webhook/v1/cluster_webhook.go).
 //!
 //! Kanidm (namespace `kanidm`, Application `kanidm` deploying
 //! `manifests/kanidm`):
@@ -504,6 +509,47 @@ fn status(phase: &str, reason: Option<&str>, healthy: bool, archiving: bool) -> 
             {"type": "ContinuousArchiving", "status": if archiving { "True" } else { "False" }}
         ]
     })
+}
+
+/// D2: CNPG's validating webhook on a created Cluster, the rules a
+/// copy of production's spec can break (cloudnative-pg v1.30.0
+/// internal/webhook/v1/cluster_webhook.go; the same in v1.25.0
+/// api/v1/cluster_webhook.go).
+fn cnpg_webhook(spec: &Value) -> Option<String> {
+    let instances = spec["instances"].as_i64().unwrap_or(1);
+    if let Some(max) = spec["maxSyncReplicas"].as_i64()
+        && max >= instances
+    {
+        return Some(format!(
+            "spec.maxSyncReplicas: Invalid value: {max}: maxSyncReplicas must be lower than the number of instances"
+        ));
+    }
+    if let Some(n) = spec["postgresql"]["synchronous"]["number"].as_i64() {
+        let names = ["standbyNamesPre", "standbyNamesPost"]
+            .iter()
+            .map(|k| {
+                spec["postgresql"]["synchronous"][k]
+                    .as_array()
+                    .map_or(0, Vec::len) as i64
+            })
+            .sum::<i64>();
+        if n >= instances + names {
+            return Some(format!(
+                "spec.postgresql.synchronous: Invalid value: {n}: Invalid synchronous configuration: the number of synchronous replicas must be less than the total number of instances and the provided standby names."
+            ));
+        }
+    }
+    if spec["replica"]["enabled"] == true
+        && let Some(source) = spec["replica"]["source"].as_str()
+        && !spec["externalClusters"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|c| c["name"] == source))
+    {
+        return Some(format!(
+            "spec.replica.source: Invalid value: \"{source}\": External cluster {source} not found"
+        ));
+    }
+    None
 }
 
 fn cluster_json(c: &Live) -> Value {
@@ -1339,6 +1385,15 @@ fn handle(
                 return (
                     409,
                     json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409, "message": format!("{name} already exists")}),
+                );
+            }
+            if p.ends_with("/clusters")
+                && let Some(why) = cnpg_webhook(&obj["spec"])
+            {
+                return (
+                    422,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid", "code": 422,
+                           "message": format!("admission webhook \"vcluster.cnpg.io\" denied the request: Cluster.postgresql.cnpg.io \"{name}\" is invalid: {why}")}),
                 );
             }
             obj["metadata"]["uid"] = json!(format!("uid-{name}"));
