@@ -238,6 +238,18 @@ fn in_cluster(behaviour: Behaviour) -> InCluster {
 }
 
 impl InCluster {
+    /// `drill pg --in-cluster` to the fixture's target, as JSON.
+    fn drill_pg(&self) -> common::Run {
+        self.f.drgit(&self.args(&[
+            "--json",
+            "drill",
+            "pg",
+            "--in-cluster",
+            "--target-time",
+            common::TARGET,
+        ]))
+    }
+
     fn args<'a>(&'a self, rest: &[&'a str]) -> Vec<&'a str> {
         let mut v = vec!["--kubeconfig", self.kubeconfig.to_str().unwrap()];
         v.extend_from_slice(rest);
@@ -324,14 +336,7 @@ impl InCluster {
 #[test]
 fn in_cluster_drill_recovers_into_a_throwaway_cluster_that_archives_nowhere() {
     let w = in_cluster(Behaviour::default());
-    let run = w.f.drgit(&w.args(&[
-        "--json",
-        "drill",
-        "pg",
-        "--in-cluster",
-        "--target-time",
-        common::TARGET,
-    ]));
+    let run = w.drill_pg();
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let r = &run.json()["drills"][0];
     assert_eq!(r["mode"], "in-cluster");
@@ -381,14 +386,7 @@ fn an_in_cluster_drill_starts_on_a_cluster_with_synchronous_replicas() {
         1,
     );
     w.f.set_manifest(&text);
-    let run = w.f.drgit(&w.args(&[
-        "--json",
-        "drill",
-        "pg",
-        "--in-cluster",
-        "--target-time",
-        common::TARGET,
-    ]));
+    let run = w.drill_pg();
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let spec = &w.created()[0]["spec"];
     for key in ["minSyncReplicas", "maxSyncReplicas", "replica"] {

@@ -152,13 +152,9 @@ fn synthetic_test_segments_read_like_real_ones() {
     assert_eq!(ours.newest(), Some(times[1]));
 }
 
-#[test]
-fn every_compression_barman_cloud_writes_is_read() {
-    use drgit::backup::BackupStore;
-    use drgit::backup::s3::{S3Settings, S3Store};
-    // The fixture's newest segment, archived again by the real
-    // barman-cloud-wal-archive with each of its compressions (gzip -z,
-    // bzip2 -j, snappy --snappy; python3-snappy for the last).
+/// The fixture's newest segment, uncompressed: (name, bytes, start LSN,
+/// what the decoder reads in it).
+fn fixture_segment() -> (&'static str, Vec<u8>, u64, wal::SegmentScan) {
     let wals = common::project().join("fixtures/backup-store/cnpg/shared-pg/wals/0000000100000000");
     let name = "00000001000000000000000A";
     let raw = wal::decompress(
@@ -168,6 +164,17 @@ fn every_compression_barman_cloud_writes_is_read() {
     .unwrap();
     let start = wal::segment_start(name, 16 << 20).unwrap();
     let expected = wal::scan(name, start, &raw, None).unwrap();
+    (name, raw, start, expected)
+}
+
+#[test]
+fn every_compression_barman_cloud_writes_is_read() {
+    use drgit::backup::BackupStore;
+    use drgit::backup::s3::{S3Settings, S3Store};
+    // The fixture's newest segment, archived again by the real
+    // barman-cloud-wal-archive with each of its compressions (gzip -z,
+    // bzip2 -j, snappy --snappy; python3-snappy for the last).
+    let (name, raw, start, expected) = fixture_segment();
     let work = tempfile::tempdir().unwrap();
     let path = work.path().join("pg_wal").join(name);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -232,15 +239,7 @@ fn zstd_lz4_and_xz_as_barman_3_12_writes_them_are_read() {
     // (barman/compression.py, release/3.17.0: ZSTDCompressor
     // `ZstdCompressor().copy_stream`, LZ4Compressor `lz4.frame.compress`,
     // XZCompressor `lzma.compress`), with the same Python libraries.
-    let wals = common::project().join("fixtures/backup-store/cnpg/shared-pg/wals/0000000100000000");
-    let name = "00000001000000000000000A";
-    let raw = wal::decompress(
-        &format!("{name}.gz"),
-        &std::fs::read(wals.join(format!("{name}.gz"))).unwrap(),
-    )
-    .unwrap();
-    let start = wal::segment_start(name, 16 << 20).unwrap();
-    let expected = wal::scan(name, start, &raw, None).unwrap();
+    let (name, raw, start, expected) = fixture_segment();
     let work = tempfile::tempdir().unwrap();
     let path = work.path().join(name);
     std::fs::write(&path, &raw).unwrap();
