@@ -243,11 +243,22 @@ pub fn inspect(stream: &Stream, doc: usize) -> Result<Cluster, ManifestError> {
                 .ok_or_else(|| ManifestError::NoExternalCluster {
                     source_name: source.clone(),
                 })?;
-            let sn = ext
-                .path(&["barmanObjectStore", "serverName"])
-                .or_else(|| ext.path(&["plugin", "parameters", "serverName"]))
-                .and_then(Value::as_str)
-                .unwrap_or(source);
+            // Defaults differ by form: the barman-cloud plugin recovers
+            // from the Cluster's own name (plugin-barman-cloud v0.14.0
+            // internal/cnpgi/operator/config/config.go:
+            // `recoveryServerName = cluster.Name`), the in-tree store from
+            // the external cluster's name (cloudnative-pg v1.30.0
+            // api/v1/cluster_funcs.go `GetServerName`).
+            let sn = match ext.get("plugin") {
+                Some(plugin) => plugin
+                    .path(&["parameters", "serverName"])
+                    .and_then(Value::as_str)
+                    .unwrap_or(&name),
+                None => ext
+                    .path(&["barmanObjectStore", "serverName"])
+                    .and_then(Value::as_str)
+                    .unwrap_or(source),
+            };
             recovery_store = if let Some(p) = ext
                 .path(&["barmanObjectStore", "destinationPath"])
                 .and_then(Value::as_str)
@@ -838,6 +849,37 @@ pub fn rewrite_for_revert(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn recovery_lineage_of(external: &str) -> String {
+        let text = format!(
+            "apiVersion: postgresql.cnpg.io/v1\nkind: Cluster\nmetadata:\n  name: pg\nspec:\n  instances: 1\n  bootstrap:\n    recovery:\n      source: old\n  plugins:\n    - name: barman-cloud.cloudnative-pg.io\n      isWALArchiver: true\n      parameters:\n        barmanObjectName: store\n        serverName: pg-2\n  externalClusters:\n    - name: old\n{external}"
+        );
+        let stream = crate::manifest::yaml::parse(&text).unwrap();
+        inspect(&stream, 0).unwrap().recovery_lineage().to_string()
+    }
+
+    #[test]
+    fn a_source_without_server_name_defaults_as_cnpg_does() {
+        // The plugin: the Cluster's own name; in-tree: the source's name.
+        assert_eq!(
+            recovery_lineage_of(
+                "      plugin:\n        name: barman-cloud.cloudnative-pg.io\n        parameters:\n          barmanObjectName: store\n"
+            ),
+            "pg"
+        );
+        assert_eq!(
+            recovery_lineage_of(
+                "      barmanObjectStore:\n        destinationPath: s3://b/cnpg/\n"
+            ),
+            "old"
+        );
+        assert_eq!(
+            recovery_lineage_of(
+                "      plugin:\n        name: barman-cloud.cloudnative-pg.io\n        parameters:\n          barmanObjectName: store\n          serverName: pg-1\n"
+            ),
+            "pg-1"
+        );
+    }
 
     #[test]
     fn lineage_names() {
