@@ -180,20 +180,35 @@ impl<'a> Delivery<'a> {
     }
 }
 
-/// How often a sync drgit started is started again after it ended
-/// `Failed` or `Error` (each with Argo CD's own retries inside).
+/// How many times in all drgit starts a sync that keeps ending `Failed`
+/// or `Error` (each with Argo CD's own retries inside).
 pub const SYNC_ATTEMPTS: u32 = 3;
 
 /// A sync drgit starts where Argo CD would not sync by itself, started
 /// again when it ends `Failed` or `Error`, up to [`SYNC_ATTEMPTS`] times.
 pub struct SyncDriver {
-    pub revision: String,
-    pub resources: Vec<SyncResource>,
-    pub reason: &'static str,
-    pub started: u32,
+    revision: String,
+    resources: Vec<SyncResource>,
+    reason: &'static str,
+    started: u32,
 }
 
 impl SyncDriver {
+    /// A sync of `revision`, limited to `resources` when any, not started yet.
+    pub fn new(revision: String, resources: Vec<SyncResource>, reason: &'static str) -> Self {
+        SyncDriver {
+            revision,
+            resources,
+            reason,
+            started: 0,
+        }
+    }
+
+    /// Whether drgit started a sync.
+    pub fn started(&self) -> bool {
+        self.started > 0
+    }
+
     /// One look at the Application: starts the sync when none runs and
     /// drgit's last one (if any) ended without applying. A note for the
     /// wait's status line when it started one or one runs.
@@ -378,11 +393,12 @@ fn wait_synced(
             if !now.automated
                 && let Some(revision) = holding
             {
-                let drv = driver.get_or_insert_with(|| SyncDriver {
-                    revision,
-                    resources: Vec::new(),
-                    reason: "apply the recovery change (the Application has no automated sync)",
-                    started: 0,
+                let drv = driver.get_or_insert_with(|| {
+                    SyncDriver::new(
+                        revision,
+                        Vec::new(),
+                        "apply the recovery change (the Application has no automated sync)",
+                    )
                 });
                 note = drv.poke(&d.kube, &a.namespace, &now)?;
             }

@@ -454,17 +454,16 @@ impl<'a> Step<Env<'a>> for Recreate {
         let grace = Duration::from_secs(a.self_heal_grace_secs);
         // Only the Cluster: the rest of the Application is in sync, and a
         // partial sync runs no hooks (argo-cd controller/sync.go).
-        let mut driver = SyncDriver {
-            revision: synced.revision.clone(),
-            resources: vec![SyncResource {
+        let mut driver = SyncDriver::new(
+            synced.revision.clone(),
+            vec![SyncResource {
                 group: "postgresql.cnpg.io".into(),
                 kind: "Cluster".into(),
                 name: e.params.cluster.clone(),
                 namespace: e.params.namespace.clone(),
             }],
-            reason: "re-create the deleted CNPG Cluster in recovery mode",
-            started: 0,
-        };
+            "re-create the deleted CNPG Cluster in recovery mode",
+        );
         let polled = plan::poll_until(
             self.name(),
             Duration::from_secs(a.sync_timeout_secs),
@@ -497,7 +496,7 @@ impl<'a> Step<Env<'a>> for Recreate {
                 ))
             },
         )?;
-        let sync_started = driver.started > 0;
+        let sync_started = driver.started();
         match polled {
             Ok(uid) => Ok(value(NewCluster { uid, sync_started })),
             Err(t) => Err(Error::NotRecreated {
