@@ -437,25 +437,22 @@ pub fn rewrite_for_recovery(
         }
         Bootstrap::Initdb | Bootstrap::Default => {
             let mut recovery = vec![("source".to_string(), Out::str(spec.source))];
-            // CNPG applies these after promotion (BootstrapRecovery has
-            // `database`, `owner`, `secret`): the application's database
-            // and role stay as initdb made them.
-            let initdb = value_at(
-                &ed.value(),
-                &[Seg::key("spec"), Seg::key("bootstrap"), Seg::key("initdb")],
-            )
-            .cloned();
-            for key in ["database", "owner", "secret"] {
+            let initdb_path = [Seg::key("spec"), Seg::key("bootstrap"), Seg::key("initdb")];
+            let initdb = value_at(&ed.value(), &initdb_path).cloned();
+            for key in RECOVERY_KEEPS {
                 if let Some(v) = initdb.as_ref().and_then(|i| i.get(key)) {
                     recovery.push((key.to_string(), Out::from_value(v)));
                 }
             }
-            if let Some(t) = recovery_target(spec, Vec::new()) {
+            let target = recovery_target(spec, Vec::new());
+            if let Some(t) = target.clone() {
                 recovery.push(("recoveryTarget".to_string(), t));
             }
             let recovery = Out::Map(recovery);
             if cluster.bootstrap == Bootstrap::Initdb {
-                ed.replace_entry(&boot, "initdb", "recovery", recovery)?;
+                if !initdb_in_place(&mut ed, &initdb_path, spec.source, target)? {
+                    ed.replace_entry(&boot, "initdb", "recovery", recovery)?;
+                }
             } else if ed
                 .root()
                 .entry("spec")
@@ -567,6 +564,56 @@ pub fn rewrite_for_recovery(
         text: ed.finish()?,
         changes,
     })
+}
+
+/// What `initdb` and `recovery` share (CNPG's BootstrapRecovery has
+/// `database`, `owner`, `secret`, applied after promotion): the
+/// application's database and role stay as initdb made them.
+const RECOVERY_KEEPS: [&str; 3] = ["database", "owner", "secret"];
+
+/// Turns a block `initdb:` mapping into `recovery:` where it stands: the
+/// key renamed, what recovery does not take removed (with the comments
+/// above it), `source` and `recoveryTarget` added after the kept keys. The
+/// kept keys, and the comments on them, stay byte for byte. False (nothing
+/// done) for a shape this cannot keep: flow style, an alias or merge key,
+/// or nothing kept.
+fn initdb_in_place(
+    ed: &mut DocEditor,
+    path: &[Seg],
+    source: &str,
+    target: Option<Out>,
+) -> Result<bool, ManifestError> {
+    let Some(node) = ed.locate(path)? else {
+        return Ok(false);
+    };
+    let Some(entries) = node.entries().filter(|_| !node.flow) else {
+        return Ok(false);
+    };
+    let keys: Vec<String> = entries
+        .iter()
+        .map(|e| e.key.scalar().unwrap_or_default().to_string())
+        .collect();
+    let last_kept = keys
+        .iter()
+        .rev()
+        .find(|k| RECOVERY_KEEPS.contains(&k.as_str()))
+        .cloned();
+    let Some(last_kept) = last_kept.filter(|_| !keys.iter().any(|k| k == "<<" || k.is_empty()))
+    else {
+        return Ok(false);
+    };
+    for key in keys
+        .iter()
+        .filter(|k| !RECOVERY_KEEPS.contains(&k.as_str()))
+    {
+        ed.remove_entry_and_comments(path, key)?;
+    }
+    ed.insert_entry_after(path, &last_kept, "source", Out::str(source))?;
+    if let Some(t) = target {
+        ed.insert_entry_after(path, &last_kept, "recoveryTarget", t)?;
+    }
+    ed.rename_key(&path[..path.len() - 1], "initdb", "recovery")?;
+    Ok(true)
 }
 
 /// The dotted path of the Cluster's own serverName.
@@ -878,6 +925,44 @@ mod tests {
                 "      plugin:\n        name: barman-cloud.cloudnative-pg.io\n        parameters:\n          barmanObjectName: store\n          serverName: pg-1\n"
             ),
             "pg-1"
+        );
+    }
+
+    /// The `bootstrap` block of `initdb` rewritten for recovery.
+    fn bootstrap_after(initdb: &str) -> String {
+        let text = format!(
+            "apiVersion: postgresql.cnpg.io/v1\nkind: Cluster\nmetadata:\n  name: pg\nspec:\n  instances: 1\n  bootstrap:\n{initdb}  backup:\n    barmanObjectStore:\n      destinationPath: s3://b/cnpg/\n"
+        );
+        let stream = crate::manifest::yaml::parse(&text).unwrap();
+        let cluster = inspect(&stream, 0).unwrap();
+        let spec = RecoverySpec {
+            source: "pg-backup",
+            target_time: None,
+            backup_id: Some("20261124T030000"),
+            new_server_name: "pg-2",
+        };
+        let out = rewrite_for_recovery(&text, stream, &cluster, &spec).unwrap();
+        let start = out.text.find("  bootstrap:\n").unwrap();
+        let end = out.text.find("  backup:\n").unwrap();
+        out.text[start..end].to_string()
+    }
+
+    #[test]
+    fn kept_initdb_keys_keep_their_comments_and_what_recovery_lacks_goes_with_its_own() {
+        assert_eq!(
+            bootstrap_after(
+                "    initdb: # made once\n      # The app's database.\n      database: app\n      owner: app # the role\n      # Extensions, run once after initdb.\n      postInitApplicationSQL:\n        - CREATE EXTENSION vector;\n"
+            ),
+            "  bootstrap:\n    recovery: # made once\n      # The app's database.\n      database: app\n      owner: app # the role\n      source: pg-backup\n      recoveryTarget:\n        backupID: \"20261124T030000\"\n"
+        );
+        // Nothing kept, or flow style: the block is written anew.
+        assert_eq!(
+            bootstrap_after("    initdb:\n      dataChecksums: true\n"),
+            "  bootstrap:\n    recovery:\n      source: pg-backup\n      recoveryTarget:\n        backupID: \"20261124T030000\"\n"
+        );
+        assert_eq!(
+            bootstrap_after("    initdb: {database: app, encoding: UTF8}\n"),
+            "  bootstrap:\n    recovery:\n      source: pg-backup\n      database: app\n      recoveryTarget:\n        backupID: \"20261124T030000\"\n"
         );
     }
 

@@ -133,6 +133,8 @@ fn scalar_key(k: &Value) -> String {
 enum Op {
     Set(Vec<Seg>, Value),
     Remove(Vec<Seg>),
+    /// The key `old` of the mapping at the path becomes `new`, in place.
+    Rename(Vec<Seg>, String, String),
 }
 
 #[derive(Debug, Clone)]
@@ -551,6 +553,26 @@ impl<'t> DocEditor<'t> {
 
     /// Removes the entry `path.key` with its lines (block mappings only).
     pub fn remove_entry(&mut self, path: &[Seg], key: &str) -> Result<(), ManifestError> {
+        self.remove_entry_lines(path, key, false)
+    }
+
+    /// [`DocEditor::remove_entry`], with the comment lines right above the
+    /// key: they speak of it, and would otherwise be left speaking of the
+    /// entry before.
+    pub fn remove_entry_and_comments(
+        &mut self,
+        path: &[Seg],
+        key: &str,
+    ) -> Result<(), ManifestError> {
+        self.remove_entry_lines(path, key, true)
+    }
+
+    fn remove_entry_lines(
+        &mut self,
+        path: &[Seg],
+        key: &str,
+        comments: bool,
+    ) -> Result<(), ManifestError> {
         let map = self.locate_mapping(path)?;
         let entry = self.entry_of(map, key, path)?;
         let full = with(path, Seg::key(key));
@@ -562,6 +584,9 @@ impl<'t> DocEditor<'t> {
             });
         }
         let mut start = self.line_start(entry.key.start);
+        if comments {
+            start = self.comments_above(start);
+        }
         let end = self.after_line(entry.value.end.max(entry.key.end));
         // A blank line that set the entry apart goes with it when what
         // follows is the mapping's end or another blank line.
@@ -574,7 +599,7 @@ impl<'t> DocEditor<'t> {
             .next()
             .is_some_and(|l| l.trim().is_empty())
             && end < self.text.len();
-        if self.blank_line_before(entry.key.start) && (is_last || next_blank) {
+        if self.blank_line_before(start) && (is_last || next_blank) {
             start = self.line_start(start - 1);
         }
         self.splices.push(Splice {
@@ -584,6 +609,58 @@ impl<'t> DocEditor<'t> {
             depth: 0,
         });
         self.ops.push(Op::Remove(full));
+        Ok(())
+    }
+
+    /// Renames the key `path.old` to `new`, leaving its value, the comments
+    /// around it and its place as they are.
+    pub fn rename_key(&mut self, path: &[Seg], old: &str, new: &str) -> Result<(), ManifestError> {
+        let map = self.locate_mapping(path)?;
+        let entry = self.entry_of(map, old, path)?;
+        let (start, end) = (entry.key.start, entry.key.end);
+        self.splices.push(Splice {
+            start,
+            end,
+            text: scalar_text(new, map.flow),
+            depth: 0,
+        });
+        self.ops
+            .push(Op::Rename(path.to_vec(), old.to_string(), new.to_string()));
+        Ok(())
+    }
+
+    /// Adds `key: out` right after the entry `path.after` of a block
+    /// mapping (after its last line, end-of-line comment included).
+    pub fn insert_entry_after(
+        &mut self,
+        path: &[Seg],
+        after: &str,
+        key: &str,
+        out: Out,
+    ) -> Result<(), ManifestError> {
+        let map = self.locate_mapping(path)?;
+        let entry = self.entry_of(map, after, path)?;
+        if map.flow || !self.starts_line(entry.key.start) {
+            return Err(ManifestError::Shape {
+                path: path_string(&with(path, Seg::key(after))),
+                expected: "a block entry on lines of its own".into(),
+            });
+        }
+        let col = self.col(entry.key.start);
+        let at = self.line_end(entry.value.end.max(entry.key.end));
+        self.splices.push(Splice {
+            start: at,
+            end: at,
+            text: format!(
+                "{}{}{}",
+                self.nl,
+                " ".repeat(col),
+                self.render_entry(key, &out, col)
+            ),
+            depth: col,
+        });
+        self.ops
+            .push(Op::Set(with(path, Seg::key(key)), out.value()));
         Ok(())
     }
 
@@ -818,6 +895,20 @@ impl<'t> DocEditor<'t> {
             .unwrap_or(self.text.len())
     }
 
+    /// The start of the run of full-line comments right above the line
+    /// starting at `line` (`line` itself when there is none).
+    fn comments_above(&self, line: usize) -> usize {
+        let mut start = line;
+        while start > 0 {
+            let prev = self.line_start(start - 1);
+            if !self.text[prev..start].trim_start().starts_with('#') {
+                break;
+            }
+            start = prev;
+        }
+        start
+    }
+
     /// Whether the line before the one holding `at` is empty.
     fn blank_line_before(&self, at: usize) -> bool {
         let ls = self.line_start(at);
@@ -925,26 +1016,24 @@ fn alias_name(n: &Node) -> String {
 /// Applies an intended change to a resolved document.
 fn apply(root: &mut Value, op: &Op) {
     let (path, last) = match op {
+        Op::Rename(path, old, new) => {
+            if let Some(Value::Map(entries)) = walk(root, path)
+                && let Some((key, _)) = entries
+                    .iter_mut()
+                    .find(|(key, _)| matches!(key, Value::Str(s) if s == old))
+            {
+                *key = Value::Str(new.clone());
+            }
+            return;
+        }
         Op::Set(p, _) | Op::Remove(p) => match p.split_last() {
             Some((last, path)) => (path, last),
             None => return,
         },
     };
-    let mut v = root;
-    for seg in path {
-        let next = match (seg, v) {
-            (Seg::Key(k), Value::Map(entries)) => entries
-                .iter_mut()
-                .find(|(key, _)| matches!(key, Value::Str(s) if s == k))
-                .map(|(_, v)| v),
-            (Seg::Index(i), Value::Seq(items)) => items.get_mut(*i),
-            _ => None,
-        };
-        match next {
-            Some(n) => v = n,
-            None => return,
-        }
-    }
+    let Some(v) = walk(root, path) else {
+        return;
+    };
     match (op, last, v) {
         (Op::Set(_, new), Seg::Key(k), map @ Value::Map(_)) => map.set(k, new.clone()),
         (Op::Set(_, new), Seg::Index(i), Value::Seq(items)) => {
@@ -958,6 +1047,22 @@ fn apply(root: &mut Value, op: &Op) {
         }
         _ => {}
     }
+}
+
+/// The value at `path`, to change it.
+fn walk<'v>(root: &'v mut Value, path: &[Seg]) -> Option<&'v mut Value> {
+    let mut v = root;
+    for seg in path {
+        v = match (seg, v) {
+            (Seg::Key(k), Value::Map(entries)) => entries
+                .iter_mut()
+                .find(|(key, _)| matches!(key, Value::Str(s) if s == k))
+                .map(|(_, v)| v)?,
+            (Seg::Index(i), Value::Seq(items)) => items.get_mut(*i)?,
+            _ => return None,
+        };
+    }
+    Some(v)
 }
 
 /// The first path where two values differ, for the verification message.
