@@ -173,6 +173,12 @@ pub struct Postgres {
     /// How long `--wait` waits for the segment `pg_switch_wal()` completed
     /// to be archived, in seconds.
     pub archive_timeout_secs: u64,
+    /// How long `--wait` waits, after the fence annotation, until
+    /// PostgreSQL is down in every instance, in seconds. CNPG asks for a
+    /// fast shutdown that may take up to the Cluster's
+    /// `spec.maxSwitchoverDelay` (3600 s by default) before an immediate
+    /// one (cloudnative-pg v1.30.0 pkg/management/postgres/instance.go).
+    pub fence_timeout_secs: u64,
 }
 
 impl Default for Postgres {
@@ -189,6 +195,7 @@ impl Default for Postgres {
             recovery_timeout_secs: 6 * 3600,
             health_poll_ms: 5000,
             archive_timeout_secs: 300,
+            fence_timeout_secs: 600,
         }
     }
 }

@@ -192,6 +192,15 @@ pub enum Error {
         manifest: String,
     },
     #[error(
+        "CNPG Cluster {namespace}/{name} is fenced, but PostgreSQL was not down in every instance within {waited:?} ({last}); until it is, the old primary archives under the live spec, so nothing was merged or pushed. Check the instance pods' logs (`kubectl -n {namespace} logs {name}-1`), then `drgit resume`"
+    )]
+    FenceNotTaken {
+        namespace: String,
+        name: String,
+        waited: std::time::Duration,
+        last: String,
+    },
+    #[error(
         "the WAL segment {segment} (completed by pg_switch_wal()) was not archived within {waited:?} ({last}); check the Cluster's ContinuousArchiving condition and the bucket, then `drgit resume`"
     )]
     NotArchived {

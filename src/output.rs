@@ -238,6 +238,10 @@ pub fn journal(v: &serde_json::Value) -> String {
             step["name"].as_str().unwrap_or("?"),
             step["description"].as_str().unwrap_or("")
         ));
+        // What a finished step found worth saying (what reached the bucket).
+        if let Some(note) = step["output"]["note"].as_str() {
+            s.push_str(&format!("            {note}\n"));
+        }
     }
     s
 }

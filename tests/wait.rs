@@ -46,7 +46,7 @@ fn world(behaviour: Behaviour) -> World {
 /// drgit.toml for the world: fast polls and these timeouts, in seconds.
 fn timeouts(w: &World, sync: u64, recovery: u64) {
     w.f.config(&format!(
-        "[forge]\napi_url = \"{}\"\nrepo = \"home/home-cluster\"\nmerge_poll_ms = 10\n\n[argocd]\npoll_ms = 10\nsync_timeout_secs = {sync}\nself_heal_grace_secs = 1\n\n[postgres]\nhealth_poll_ms = 10\nrecovery_timeout_secs = {recovery}\narchive_timeout_secs = 2\n",
+        "[forge]\napi_url = \"{}\"\nrepo = \"home/home-cluster\"\nmerge_poll_ms = 10\n\n[argocd]\npoll_ms = 10\nsync_timeout_secs = {sync}\nself_heal_grace_secs = 1\n\n[postgres]\nhealth_poll_ms = 10\nrecovery_timeout_secs = {recovery}\narchive_timeout_secs = 2\nfence_timeout_secs = 2\n",
         w.gh.url
     ));
 }
@@ -590,6 +590,217 @@ fn a_new_lineage_filled_before_the_delete_is_refused() {
         r.stderr.contains("Run `drgit pg-recover` again"),
         "{}",
         r.stderr
+    );
+    assert_eq!(w.kube.state.lock().unwrap().deletes, 0);
+}
+
+#[test]
+fn a_fence_that_takes_time_is_waited_for_before_anything_is_merged() {
+    // C2: PostgreSQL keeps running (and archiving under the live spec)
+    // for a while after the annotation; the merge waits until it is down.
+    let w = world(Behaviour {
+        fence_looks: 12,
+        ..Behaviour::default()
+    });
+    let r = recover(&w, &["--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        lineage_objects(&w, "shared-pg-2"),
+        0,
+        "nothing archived there"
+    );
+    assert_eq!(
+        step_output(&r, "fence")["down"],
+        serde_json::json!(["shared-pg-1", "shared-pg-2"])
+    );
+    // The last look at the instances (psql answering no more) came before
+    // Argo CD was asked to refresh.
+    let calls = w.kube.calls();
+    let last_select = calls
+        .iter()
+        .rposition(|c| c.starts_with("EXEC psql -U postgres -AtX -c select 1 @shared-pg-"))
+        .expect("the instances were asked");
+    let refresh = calls
+        .iter()
+        .position(|c| c == &format!("PATCH {APP}"))
+        .expect("refresh");
+    assert!(last_select < refresh, "{calls:#?}");
+}
+
+#[test]
+fn a_fence_that_does_not_take_stops_before_the_merge() {
+    let w = world(Behaviour {
+        fence_looks: 1_000_000,
+        ..Behaviour::default()
+    });
+    let r = recover(&w, &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "CNPG Cluster database/shared-pg is fenced, but PostgreSQL was not down in every instance within"
+        ) && r.stderr.contains("shared-pg-1: PostgreSQL still answers")
+            && r.stderr.contains("nothing was merged or pushed"),
+        "{}",
+        r.stderr
+    );
+    assert!(!w.gh.prs()[0].merged, "not merged");
+    assert!(
+        w.kube.first(&format!("PATCH {APP}")).is_none(),
+        "Argo CD not asked"
+    );
+    assert_eq!(w.kube.state.lock().unwrap().deletes, 0);
+}
+
+#[test]
+fn commits_made_while_the_archive_is_awaited_are_switched_out_too() {
+    // C6: a commit comes in while drgit waits for the first segment; the
+    // second switch completes the segment that holds it.
+    let w = world(Behaviour {
+        commits_during_archive: 1,
+        ..Behaviour::default()
+    });
+    let r = recover(&w, &["--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let fenced = step_output(&r, "fence");
+    assert_eq!(fenced["archived"], "00000001000000000000000C");
+    assert_eq!(
+        fenced["switches"], 3,
+        "two that switched, one that found nothing new"
+    );
+    assert_eq!(fenced["newest_commit"], "2026-11-26T03:59:00Z");
+    let switches: Vec<std::time::Instant> = w
+        .kube
+        .state
+        .lock()
+        .unwrap()
+        .requests
+        .iter()
+        .filter(|(_, r)| r.contains("pg_switch_wal()"))
+        .map(|(t, _)| *t)
+        .collect();
+    let fence = w.kube.first(&format!("PATCH {CLUSTER}")).expect("fence");
+    assert_eq!(switches.len(), 3);
+    assert!(switches.iter().all(|t| *t < fence));
+    let status = run(&w, &["status"]);
+    assert!(
+        status.stdout.contains(
+            "in the bucket up to 00000001000000000000000C of `shared-pg`: its newest commit is at 2026-11-26T03:59:00Z; anything committed after the last switch is not"
+        ),
+        "{}",
+        status.stdout
+    );
+}
+
+#[test]
+fn delete_is_refused_when_the_old_cluster_is_no_longer_fenced() {
+    // Someone lifted the fence while drgit waited for the merge; the
+    // primary has not archived into the new lineage yet (archive_timeout).
+    let w = world(Behaviour {
+        archive_at_once: false,
+        ..Behaviour::default()
+    });
+    w.gh.state.lock().unwrap().merge_after_polls = Some(1_000_000);
+    let r = interrupt_and_resume(
+        &w,
+        "merged",
+        |w| w.gh.prs().len() == 1 && w.kube.state.lock().unwrap().fences == 1,
+        |w| {
+            let mut st = w.kube.state.lock().unwrap();
+            let c = st.cluster.as_mut().unwrap();
+            c.fenced = false;
+            c.down = false;
+            drop(st);
+            w.gh.state.lock().unwrap().prs[0].merge_after_polls = Some(0);
+        },
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("refusing to delete the Cluster: the old Cluster is not fenced"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(w.kube.state.lock().unwrap().deletes, 0);
+}
+
+#[test]
+fn delete_is_refused_when_the_live_cluster_keeps_its_old_lineage() {
+    let w = world(Behaviour {
+        keep_old_server_name: true,
+        ..Behaviour::default()
+    });
+    let r = recover(&w, &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "refusing to delete the Cluster: the live Cluster archives as `shared-pg`, not the new lineage `shared-pg-2`"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(w.kube.state.lock().unwrap().deletes, 0);
+}
+
+#[test]
+fn delete_is_refused_when_argo_cd_drifted_after_the_sync() {
+    // Synced once (the wait accepted it), OutOfSync at the delete's check.
+    let w = world(Behaviour {
+        drift_after_synced: Some(1),
+        ..Behaviour::default()
+    });
+    let r = recover(&w, &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("refusing to delete the Cluster: Argo CD Application database is OutOfSync"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(w.kube.state.lock().unwrap().deletes, 0);
+}
+
+#[test]
+fn a_change_argo_cd_applied_before_the_fence_stops_at_the_fence() {
+    // The pull request was merged by hand before the fence was confirmed:
+    // Argo CD applied the new lineage to a running primary, which archived
+    // there (C1). The fence step says so; nothing goes further.
+    let w = world(Behaviour::default());
+    let r = run(
+        &w,
+        &["pg-recover", "--target-time", TARGET, "--pr", "--wait"],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let head = w.gh.prs()[0].head.clone();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(&w.bare)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    git(&[
+        "update-ref",
+        "refs/heads/main",
+        &format!("refs/heads/{head}"),
+    ]);
+    let r = run(&w, &["--yes", "resume"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("the new lineage `shared-pg-2` is no longer empty"),
+        "{}",
+        r.stderr
+    );
+    let status = run(&w, &["status"]);
+    assert!(
+        status.stdout.contains("[running] fence"),
+        "{}",
+        status.stdout
     );
     assert_eq!(w.kube.state.lock().unwrap().deletes, 0);
 }

@@ -215,6 +215,27 @@ pub fn segment_start(name: &str, segment_size: u64) -> Option<u64> {
     Some((log << 32) + seg * segment_size)
 }
 
+/// The newest commit or abort in one archived segment read on its own:
+/// `key` is its object's key (its file name gives the segment and the
+/// compression), `stored` the object's bytes. The segment size is the one
+/// its own header gives. A record that continues into the next segment is
+/// not read.
+pub fn newest_in_object(key: &str, stored: &[u8]) -> Result<Option<Timestamp>, WalError> {
+    let bytes = decompress(key, stored)?;
+    let file = key.rsplit('/').next().unwrap_or(key);
+    let name = file.get(..24).unwrap_or(file);
+    let size = if bytes.len() >= LONG_PHD {
+        u64::from(u32_at(&bytes, 32))
+    } else {
+        0
+    };
+    let start = segment_start(name, size).ok_or_else(|| WalError::NotWal {
+        name: name.to_string(),
+        detail: "not a segment's name".into(),
+    })?;
+    Ok(scan(name, start, &bytes, None)?.newest())
+}
+
 /// `0/1000D58`, as PostgreSQL prints an LSN.
 pub fn lsn_string(lsn: u64) -> String {
     format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)

@@ -190,9 +190,20 @@ impl<'a> Step<Env<'a>> for OldClusterStep {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Fenced {
     fenced: bool,
-    /// The WAL segment the switch completed, once archived.
+    /// The WAL segment the last switch completed, once archived.
     #[serde(default)]
     archived: Option<String>,
+    /// How many times WAL was switched (again when commits came in while
+    /// the previous segment was being archived).
+    #[serde(default)]
+    switches: u32,
+    /// The newest commit in `archived`, read back from the bucket: the
+    /// newest commit a recovery to the end of the WAL reaches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    newest_commit: Option<String>,
+    /// The instances seen with PostgreSQL down once the fence took.
+    #[serde(default)]
+    down: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     note: Option<String>,
 }
@@ -203,38 +214,50 @@ fn not_running(why: &str) -> bool {
     why.contains("connection to server") || why.contains("No such file or directory")
 }
 
+/// At most this many switches before the fence: under a steady write load
+/// each wait for the archive lets new commits in, and the fence must come.
+const MAX_SWITCHES: u32 = 3;
+
+/// The Cluster's instance pods: CNPG labels each with its Cluster and
+/// `cnpg.io/podRole=instance`; Job pods carry `cnpg.io/jobRole` instead
+/// (cloudnative-pg v1.25.0 and v1.30.0 pkg/specs/pods.go, pkg/specs/jobs.go).
+fn instance_selector(cluster: &str) -> String {
+    format!("cnpg.io/cluster={cluster},cnpg.io/podRole=instance")
+}
+
 impl Fence {
-    /// `select pg_switch_wal()` on the primary, then waits until the
-    /// segment it completed is archived: the newest commits are in the
-    /// bucket. None when PostgreSQL does not run there.
-    fn switch_wal(
+    /// `select pg_walfile_name(pg_switch_wal())` on the primary: the
+    /// segment the switch completed. A switch with nothing written since
+    /// the last one does nothing and names the last completed segment
+    /// again (checked with PostgreSQL 15). None when PostgreSQL does not
+    /// run there.
+    fn switch_once(&self, e: &Env, primary: &str) -> Result<Option<String>, Error> {
+        match e.psql(primary, "select pg_walfile_name(pg_switch_wal())") {
+            Ok(s) if s.len() == 24 => Ok(Some(s)),
+            Err(why) if not_running(&why) => Ok(None),
+            Ok(other) => Err(Error::NotDone {
+                step: "fence".into(),
+                detail: format!(
+                    "pg_switch_wal() on {primary} answered {other:?}; switch WAL by hand (`select pg_switch_wal()`), then `drgit resume`"
+                ),
+            }),
+            Err(why) => Err(Error::NotDone {
+                step: "fence".into(),
+                detail: format!(
+                    "pg_switch_wal() on {primary} failed ({why}); the newest commits may not be archived. Switch WAL by hand, then `drgit resume`"
+                ),
+            }),
+        }
+    }
+
+    /// Waits until `segment` is archived (`pg_stat_archiver`).
+    fn wait_archived(
         &self,
         e: &Env,
         primary: &str,
+        segment: &str,
         stop: &AtomicBool,
-    ) -> Result<Option<String>, Error> {
-        // pg_walfile_name() of the switch point names the segment the
-        // switch completed (at a segment boundary it names the one before).
-        let segment = match e.psql(primary, "select pg_walfile_name(pg_switch_wal())") {
-            Ok(s) if s.len() == 24 => s,
-            Err(why) if not_running(&why) => return Ok(None),
-            Ok(other) => {
-                return Err(Error::NotDone {
-                    step: "fence".into(),
-                    detail: format!(
-                        "pg_switch_wal() on {primary} answered {other:?}; switch WAL by hand (`select pg_switch_wal()`), then `drgit resume`"
-                    ),
-                });
-            }
-            Err(why) => {
-                return Err(Error::NotDone {
-                    step: "fence".into(),
-                    detail: format!(
-                        "pg_switch_wal() on {primary} failed ({why}); the newest commits may not be archived. Switch WAL by hand, then `drgit resume`"
-                    ),
-                });
-            }
-        };
+    ) -> Result<(), Error> {
         let wait = Duration::from_secs(e.d.ctx.config.postgres.archive_timeout_secs);
         let polled = plan::poll_until(
             self.name(),
@@ -249,7 +272,7 @@ impl Fence {
                     )
                     .unwrap_or_default();
                 // Same timeline and width: names order as positions do.
-                Ok(if last.len() == 24 && last.as_str() >= segment.as_str() {
+                Ok(if last.len() == 24 && last.as_str() >= segment {
                     Poll::Ready(last)
                 } else {
                     Poll::Waiting(format!(
@@ -258,14 +281,120 @@ impl Fence {
                 })
             },
         )?;
-        match polled {
-            Ok(_) => Ok(Some(segment)),
-            Err(t) => Err(Error::NotArchived {
-                segment,
-                waited: t.waited,
-                last: t.last,
-            }),
+        polled.map(|_| ()).map_err(|t| Error::NotArchived {
+            segment: segment.to_string(),
+            waited: t.waited,
+            last: t.last,
+        })
+    }
+
+    /// Switches WAL and waits for the archive, again while commits came
+    /// in meanwhile (at most [`MAX_SWITCHES`] times): the fence's fast
+    /// shutdown archives the segments already complete, not the one in
+    /// use (checked with PostgreSQL 15: `pg_ctl stop -m fast` leaves it in
+    /// pg_wal), so what is committed after the last switch is not in the
+    /// bucket.
+    fn switch_wal(
+        &self,
+        e: &Env,
+        primary: &str,
+        out: &mut Fenced,
+        stop: &AtomicBool,
+    ) -> Result<(), Error> {
+        while out.switches < MAX_SWITCHES {
+            let Some(segment) = self.switch_once(e, primary)? else {
+                break;
+            };
+            out.switches += 1;
+            if out.archived.as_deref() == Some(segment.as_str()) {
+                break; // nothing written since the last switch
+            }
+            self.wait_archived(e, primary, &segment, stop)?;
+            out.archived = Some(segment);
         }
+        Ok(())
+    }
+
+    /// The newest commit in the archived `segment` of `lineage`, read
+    /// back from the bucket; a note when it cannot be read (the recovery
+    /// does not depend on it).
+    fn newest_commit(&self, e: &Env, lineage: &str, segment: &str) -> Result<String, String> {
+        let store = e.d.ctx.open_store().map_err(|x| x.to_string())?;
+        let prefix = format!(
+            "{}{lineage}/wals/{}/{segment}",
+            e.d.ctx.config.postgres.catalog_prefix,
+            &segment[..16]
+        );
+        let key = store
+            .list(&prefix)
+            .map_err(|x| x.to_string())?
+            .into_iter()
+            .map(|o| o.key)
+            .next()
+            .ok_or_else(|| format!("{prefix} is not in the bucket"))?;
+        let bytes = store.get(&key).map_err(|x| x.to_string())?;
+        match crate::backup::wal::newest_in_object(&key, &bytes).map_err(|x| x.to_string())? {
+            Some(t) => Ok(crate::timearg::Second(t).to_string()),
+            None => Err(format!("no commit in {segment}")),
+        }
+    }
+
+    /// Waits until PostgreSQL is down in every instance: the fence only
+    /// asks the instance manager for a fast shutdown (cloudnative-pg
+    /// v1.30.0 pkg/management/postgres/instance.go, timeout
+    /// `maxSwitchoverDelay`), and until it is down the primary archives
+    /// under the live spec. Down: psql fails in each instance pod as it
+    /// does with no server, and the status counts no ready instance or no
+    /// pod is Ready (the readiness probe is `pg_isready`; readyInstances
+    /// counts Ready pods, pkg/reconciler/persistentvolumeclaim/status.go).
+    fn wait_down(&self, e: &Env, stop: &AtomicBool) -> Result<Vec<String>, Error> {
+        let (ns, name) = (&e.params.namespace, &e.params.cluster);
+        let pg = &e.d.ctx.config.postgres;
+        let polled = plan::poll_until(
+            self.name(),
+            Duration::from_secs(pg.fence_timeout_secs),
+            (ms(pg.health_poll_ms), MAX_POLL),
+            stop,
+            |_| {
+                let Some(live) = e.live()? else {
+                    return Ok(Poll::Ready(Vec::new()));
+                };
+                let pods = e.d.kube.pods(ns, &instance_selector(name))?;
+                let mut up = Vec::new();
+                for pod in pods.iter().filter(|p| p.phase == "Running") {
+                    match e.psql(&pod.name, "select 1") {
+                        Err(why) if not_running(&why) => {}
+                        Err(why) => up.push(format!("{}: psql failed otherwise ({why})", pod.name)),
+                        Ok(_) => up.push(format!("{}: PostgreSQL still answers", pod.name)),
+                    }
+                }
+                let ready: Vec<&str> = pods
+                    .iter()
+                    .filter(|p| p.ready)
+                    .map(|p| p.name.as_str())
+                    .collect();
+                if up.is_empty() && (live.ready_instances == 0 || ready.is_empty()) {
+                    return Ok(Poll::Ready(pods.into_iter().map(|p| p.name).collect()));
+                }
+                if up.is_empty() {
+                    up.push(format!(
+                        "{} ready instance(s) in the status, pods Ready: {}",
+                        live.ready_instances,
+                        ready.join(", ")
+                    ));
+                }
+                Ok(Poll::Waiting(format!(
+                    "fenced, waiting for PostgreSQL to stop: {}",
+                    up.join("; ")
+                )))
+            },
+        )?;
+        polled.map_err(|t| Error::FenceNotTaken {
+            namespace: ns.clone(),
+            name: name.clone(),
+            waited: t.waited,
+            last: t.last,
+        })
     }
 }
 
@@ -276,7 +405,7 @@ impl<'a> Step<Env<'a>> for Fence {
     }
     fn describe(&self, e: &Env<'a>) -> String {
         format!(
-            "Switch WAL on the old primary of {}/{} and wait until that segment is archived, then fence the Cluster (annotation cnpg.io/fencedInstances: '[\"*\"]': PostgreSQL stops in every instance), so that it cannot archive into the new lineage `{}`",
+            "Switch WAL on the old primary of {}/{} and wait until that segment is archived (again while commits came in meanwhile, at most {MAX_SWITCHES} switches; what is committed after the last switch is not in the bucket), then fence the Cluster (annotation cnpg.io/fencedInstances: '[\"*\"]') and wait until PostgreSQL is down in every instance, so that it cannot archive into the new lineage `{}`",
             e.params.namespace, e.params.cluster, e.params.new_lineage
         )
     }
@@ -309,20 +438,34 @@ impl<'a> Step<Env<'a>> for Fence {
             // Right after the confirmation and right before the fence: the
             // commits made until then reach the bucket.
             if let Some(primary) = &live.current_primary {
-                out.archived = self.switch_wal(e, primary, stop)?;
-                if out.archived.is_none() {
-                    out.note = Some(format!(
-                        "PostgreSQL does not run on {primary}: nothing to switch"
-                    ));
-                }
+                self.switch_wal(e, primary, &mut out, stop)?;
+                let lineage = live.server_name.as_deref().unwrap_or(&e.params.cluster);
+                out.note = Some(match &out.archived {
+                    None => format!("PostgreSQL does not run on {primary}: nothing to switch"),
+                    Some(seg) => match self.newest_commit(e, lineage, seg) {
+                        Ok(t) => {
+                            out.newest_commit = Some(t.clone());
+                            format!(
+                                "in the bucket up to {seg} of `{lineage}`: its newest commit is at {t}; anything committed after the last switch is not"
+                            )
+                        }
+                        Err(why) => format!(
+                            "in the bucket up to {seg} of `{lineage}` ({why}); anything committed after the last switch is not"
+                        ),
+                    },
+                });
             }
             e.d.kube
                 .fence_cnpg_cluster(&e.params.namespace, &e.params.cluster)?;
         }
-        // Argo CD may have applied the change before the fence (a fast
-        // merge): whatever the old primary archived there rules the lineage
-        // out. The fence stays: it stops the writing.
-        if live.server_name.as_deref() == Some(e.params.new_lineage.as_str()) {
+        out.down = self.wait_down(e, stop)?;
+        // Argo CD may have applied the change before the fence took (a
+        // fast merge): whatever the old primary archived there rules the
+        // lineage out. The fence stays: it stops the writing.
+        let server_name = e.live()?.and_then(|s| s.server_name);
+        if [live.server_name.as_deref(), server_name.as_deref()]
+            .contains(&Some(e.params.new_lineage.as_str()))
+        {
             let objects = e.new_lineage_objects()?;
             if !objects.is_empty() {
                 return Err(e.lineage_not_empty(objects));

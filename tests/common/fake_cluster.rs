@@ -31,7 +31,22 @@
 //!   per call): once Argo CD applies a new serverName, the next segment
 //!   goes there (at archive_timeout; the fake archives at once).
 //! * C2 fencing (`cnpg.io/fencedInstances: '["*"]'`, docs/src/fencing.md)
-//!   stops PostgreSQL: no archiving, and psql in the pod fails.
+//!   asks the instance manager for a fast shutdown (cloudnative-pg v1.30.0
+//!   pkg/management/postgres/instance.go `TryShuttingDownFastImmediate`,
+//!   timeout `maxSwitchoverDelay`): for `fence_looks` more looks PostgreSQL
+//!   still runs, answers psql, archives under the live spec and its pods
+//!   stay Ready; then it is down: psql in the pod fails, the pods are not
+//!   Ready (the readiness probe is `pg_isready`, pkg/management/postgres/
+//!   webserver/probes) and `status.readyInstances` is 0 (it counts Ready
+//!   pods, pkg/reconciler/persistentvolumeclaim/status.go). No phase or
+//!   condition says fenced. Instance pods carry `cnpg.io/cluster` and
+//!   `cnpg.io/podRole=instance` (pkg/specs/pods.go).
+//! * C6 `pg_switch_wal()` completes the segment in use when anything was
+//!   written since the last switch; otherwise it does nothing and
+//!   `pg_walfile_name()` of its answer names the last completed segment
+//!   again (PostgreSQL 15, checked here). A fast shutdown does not archive
+//!   the segment in use. Commits may come in while drgit waits for the
+//!   archive (`commits_during_archive`).
 //! * C3 a Cluster with a deletionTimestamp keeps its last status: the
 //!   reconciler returns early for it (internal/controller/
 //!   cluster_controller.go); foreground deletion removes it only after its
@@ -105,6 +120,12 @@ pub struct Behaviour {
     pub never_sync: bool,
     /// Argo CD syncs but the live Cluster keeps its old spec.
     pub keep_old_spec: bool,
+    /// Argo CD applies the recovery but the live Cluster keeps its old
+    /// serverName (an ignoreDifferences or a mutating webhook on the field).
+    pub keep_old_server_name: bool,
+    /// After this many reports of Synced, the Application shows OutOfSync
+    /// at the same revision (someone changed a live object: drift).
+    pub drift_after_synced: Option<u32>,
     /// `spec.syncPolicy.automated.selfHeal` of the Application (A3).
     pub self_heal: bool,
     /// `spec.syncPolicy.automated` is set at all (A4).
@@ -123,6 +144,14 @@ pub struct Behaviour {
     pub terminating_gets: u32,
     /// Phases the re-created Cluster walks through, one per GET.
     pub phases: Vec<(&'static str, Option<&'static str>)>,
+    /// Looks (GETs of the Cluster, pod lists, psql) PostgreSQL keeps
+    /// running after the fence annotation (C2).
+    pub fence_looks: u32,
+    /// Polls of `pg_stat_archiver` that see a new commit come in (C6).
+    pub commits_during_archive: u32,
+    /// C1: a running primary archives into a new lineage as soon as Argo
+    /// CD applies it; false: not before the delete (archive_timeout).
+    pub archive_at_once: bool,
     /// Failed pods of the recovery Job before it succeeds (C4).
     pub job_retries: u32,
     /// The recovery Job fails for good, its pod logging this (C4).
@@ -216,6 +245,8 @@ impl Default for Behaviour {
             sync_options: Vec::new(),
             sync_errors: 0,
             keep_old_spec: false,
+            keep_old_server_name: false,
+            drift_after_synced: None,
             self_heal: true,
             stale_revision: false,
             push_after_merge: false,
@@ -225,6 +256,9 @@ impl Default for Behaviour {
                 ("Waiting for the instances to become active", None),
                 ("Cluster in healthy state", None),
             ],
+            fence_looks: 2,
+            commits_during_archive: 0,
+            archive_at_once: true,
             job_retries: 0,
             job_fails: None,
             backup_fails: None,
@@ -249,6 +283,10 @@ pub struct Live {
     pub recovery: bool,
     pub server_name: String,
     pub fenced: bool,
+    /// PostgreSQL is down in every instance (C2).
+    pub down: bool,
+    /// Looks left before a fenced Cluster's PostgreSQL is down (C2).
+    pub fence_left: Option<u32>,
     /// Set by the delete: GETs left before it is gone (C3).
     pub terminating: Option<u32>,
     /// Created by Argo CD after a delete (it recovers), or the original.
@@ -272,6 +310,9 @@ pub struct State {
     pub deletes: u32,
     pub fences: u32,
     pub syncs_started: u32,
+    /// Times the `database` Application was reported Synced with the
+    /// recovery applied.
+    pub synced_reports: u32,
     /// Every `operation` set on the Application, as sent (A4).
     pub operations: Vec<Value>,
     /// `status.operationState` of the last operation (A4).
@@ -282,6 +323,8 @@ pub struct State {
     /// Every SelfSubjectAccessReview asked: `verb resource[/sub]`.
     pub reviews: Vec<String>,
     pub last_archived_wal: Option<String>,
+    /// WAL was written since the last switch (C6).
+    pub wal_dirty: bool,
     pub backups: Vec<(String, u32)>,
     /// Forced answers: (request containing, status) for the next matching request.
     pub faults: Vec<(String, u16)>,
@@ -667,6 +710,8 @@ impl World {
             recovery,
             server_name,
             fenced: false,
+            down: false,
+            fence_left: None,
             terminating: None,
             recreated,
             archive_not_empty,
@@ -711,9 +756,15 @@ impl World {
                 if !st.behaviour.keep_old_spec {
                     let lineage_changed = c.server_name != server;
                     c.recovery = recovery;
-                    c.server_name = server.clone();
+                    if !st.behaviour.keep_old_server_name {
+                        c.server_name = server.clone();
+                    }
                     // C1: the running primary's next segment goes to the new lineage.
-                    if lineage_changed && !c.fenced {
+                    if lineage_changed
+                        && !c.down
+                        && st.behaviour.archive_at_once
+                        && !st.behaviour.keep_old_server_name
+                    {
                         self.archive(st, &server);
                     }
                 }
@@ -759,6 +810,7 @@ impl World {
     /// One GET of the Cluster: a terminating one counts down (C3), a
     /// re-created one walks its phases.
     fn get_cluster(&self, st: &mut State) -> Option<Value> {
+        tick_fence(st);
         let c = st.cluster.as_mut()?;
         if let Some(left) = c.terminating.as_mut() {
             if *left == 0 {
@@ -831,10 +883,11 @@ impl World {
     }
 
     fn psql(&self, st: &mut State, sql: &str) -> (String, String, i32) {
+        tick_fence(st);
         let running = st
             .cluster
             .as_ref()
-            .is_some_and(|c| !c.fenced && c.terminating.is_none());
+            .is_some_and(|c| !c.down && c.terminating.is_none());
         if !running {
             // C2: a fenced instance's PostgreSQL is down.
             return (
@@ -849,10 +902,22 @@ impl World {
                 .as_ref()
                 .map(|c| c.server_name.clone())
                 .unwrap_or_default();
-            // The switch completes the current segment; archived at once.
-            let name = self.archive(st, &lineage).unwrap_or_default();
+            // C6: the switch completes the segment in use, archived at
+            // once; with nothing written since, it names the last one.
+            let name = if st.wal_dirty {
+                st.wal_dirty = false;
+                self.archive(st, &lineage).unwrap_or_default()
+            } else {
+                st.last_archived_wal.clone().unwrap_or_default()
+            };
             (format!("{name}\n"), String::new(), 0)
+        } else if sql == "select 1" {
+            ("1\n".into(), String::new(), 0)
         } else if sql.contains("pg_stat_archiver") {
+            if st.behaviour.commits_during_archive > 0 {
+                st.behaviour.commits_during_archive -= 1;
+                st.wal_dirty = true;
+            }
             (
                 format!("{}\n", st.last_archived_wal.clone().unwrap_or_default()),
                 String::new(),
@@ -861,6 +926,25 @@ impl World {
         } else {
             (String::new(), format!("ERROR: unexpected query {sql}\n"), 1)
         }
+    }
+}
+
+/// C2: one look at a fenced Cluster whose PostgreSQL is still stopping.
+fn tick_fence(st: &mut State) {
+    let Some(c) = st.cluster.as_mut() else {
+        return;
+    };
+    match c.fence_left {
+        Some(0) => {
+            c.down = true;
+            c.fence_left = None;
+            if !c.recreated {
+                c.status["readyInstances"] = json!(0);
+                c.status["conditions"][0]["status"] = json!("False");
+            }
+        }
+        Some(n) => c.fence_left = Some(n - 1),
+        None => {}
     }
 }
 
@@ -934,12 +1018,14 @@ impl FakeCluster {
             deletes: 0,
             fences: 0,
             syncs_started: 0,
+            synced_reports: 0,
             operations: Vec::new(),
             operation_state: None,
             pushed_after: false,
             archived: Vec::new(),
             reviews: Vec::new(),
             last_archived_wal: None,
+            wal_dirty: true,
             backups: Vec::new(),
             faults: Vec::new(),
             script: Default::default(),
@@ -1171,7 +1257,19 @@ fn handle(
         }
         ("GET", p) if p == format!("{APP}/database") => {
             w.reconcile(st);
-            (200, application(st, head().as_deref()))
+            let mut app = application(st, head().as_deref());
+            // Counted once the recovery is what is synced.
+            if app["status"]["sync"]["status"] == "Synced" && st.recovery_spec() {
+                st.synced_reports += 1;
+                if st
+                    .behaviour
+                    .drift_after_synced
+                    .is_some_and(|n| st.synced_reports > n)
+                {
+                    app["status"]["sync"]["status"] = json!("OutOfSync");
+                }
+            }
+            (200, app)
         }
         ("PATCH", p) if p == format!("{APP}/database") => {
             let patch: Value = serde_json::from_str(body).unwrap_or_default();
@@ -1234,8 +1332,13 @@ fn handle(
             };
             if patch["metadata"]["annotations"]["cnpg.io/fencedInstances"] == "[\"*\"]" {
                 c.fenced = true;
+                c.fence_left = Some(st.behaviour.fence_looks);
                 st.fences += 1;
+                tick_fence(st);
             }
+            let Some(c) = st.cluster.as_mut() else {
+                return not_found("clusters.postgresql.cnpg.io \"shared-pg\"");
+            };
             let v = cluster_json(c);
             (200, v)
         }
@@ -1276,7 +1379,23 @@ fn handle(
                 .cluster
                 .as_ref()
                 .is_some_and(|c| c.recreated && c.terminating.is_none());
-            let items: Vec<Value> = if recreated
+            let instances = selector == "cnpg.io/cluster=shared-pg,cnpg.io/podRole=instance";
+            if instances {
+                tick_fence(st);
+            }
+            let items: Vec<Value> = if instances {
+                // C2: the old Cluster's instance pods, Ready until it is down.
+                match st.cluster.as_ref().filter(|c| c.terminating.is_none() && !c.recreated) {
+                    Some(c) => (1..=2)
+                        .map(|i| json!({"apiVersion": "v1", "kind": "Pod",
+                            "metadata": {"name": format!("shared-pg-{i}"), "namespace": "database",
+                                         "labels": {"cnpg.io/cluster": "shared-pg", "cnpg.io/podRole": "instance", "cnpg.io/instanceName": format!("shared-pg-{i}")}},
+                            "spec": {"containers": [{"name": "postgres"}]},
+                            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": if c.down { "False" } else { "True" }}]}}))
+                        .collect(),
+                    None => vec![],
+                }
+            } else if recreated
                 && (selector == "cnpg.io/cluster=shared-pg"
                     || selector == format!("job-name={JOB}"))
             {
