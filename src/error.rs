@@ -192,6 +192,15 @@ pub enum Error {
         manifest: String,
     },
     #[error(
+        "the re-created CNPG Cluster {namespace}/{name} cannot start: its pod {pod} is unschedulable ({message}). CNPG before 1.30 binds the new Cluster's first instance to the volume of the deleted one while that is still being deleted (cloudnative-pg #11017), and the pod holds the volume, so this does not resolve itself. Delete the re-created Cluster, which holds no data yet (`kubectl -n {namespace} delete cluster.postgresql.cnpg.io {name}`), wait until `kubectl -n {namespace} get pvc -l cnpg.io/cluster={name}` lists none, then `drgit resume`: Argo CD re-creates it"
+    )]
+    StuckOnOldVolume {
+        namespace: String,
+        name: String,
+        pod: String,
+        message: String,
+    },
+    #[error(
         "CNPG Cluster {namespace}/{name} is fenced, but PostgreSQL was not down in every instance within {waited:?} ({last}); until it is, the old primary archives under the live spec, so nothing was merged or pushed. Check the instance pods' logs (`kubectl -n {namespace} logs {name}-1`), then `drgit resume`"
     )]
     FenceNotTaken {

@@ -806,6 +806,53 @@ fn a_change_argo_cd_applied_before_the_fence_stops_at_the_fence() {
 }
 
 #[test]
+fn without_self_heal_the_old_volumes_go_before_the_cluster_is_re_created() {
+    // C7: the PVCs outlive the Cluster; the sync waits for them.
+    let w = world(Behaviour {
+        self_heal: false,
+        pvc_looks: 6,
+        ..Behaviour::default()
+    });
+    let r = recover(&w, &["--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let st = w.kube.state.lock().unwrap();
+    assert_eq!(st.syncs_started, 1);
+    assert!(!st.cluster.as_ref().unwrap().stuck_on_pvc);
+    assert_eq!(st.delete_policies, vec!["Foreground"], "never orphaned");
+    drop(st);
+    let calls = w.kube.calls();
+    let last_pvcs = calls
+        .iter()
+        .rposition(|c| c.contains("/persistentvolumeclaims"))
+        .expect("the volumes were listed");
+    let sync = calls
+        .iter()
+        .rposition(|c| c == &format!("PATCH {APP}"))
+        .expect("sync");
+    assert!(last_pvcs < sync, "{calls:#?}");
+}
+
+#[test]
+fn with_self_heal_a_recovery_bound_to_the_old_volume_says_what_to_do() {
+    // C7: Argo CD re-created the Cluster while its old volumes still
+    // terminated; CNPG before 1.30 bound the recovery to one of them.
+    let w = world(Behaviour {
+        pvc_looks: 6,
+        ..Behaviour::default()
+    });
+    timeouts(&w, 2, 30);
+    let r = recover(&w, &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("the re-created CNPG Cluster database/shared-pg cannot start: its pod shared-pg-1-full-recovery-x7k2p is unschedulable (0/3 nodes are available: persistentvolumeclaim \"shared-pg-1\" is being deleted.")
+            && r.stderr.contains("cloudnative-pg #11017")
+            && r.stderr.contains("`kubectl -n database get pvc -l cnpg.io/cluster=shared-pg` lists none, then `drgit resume`"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
 fn transient_api_errors_and_conflicts_are_retried() {
     let w = world(Behaviour::default());
     {

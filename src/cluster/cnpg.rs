@@ -239,9 +239,12 @@ impl Kube {
         Ok(())
     }
 
-    /// Deletes a CNPG Cluster with foreground propagation (its pods and, as
-    /// CNPG owns them, its PVCs go with it), only if it is still the one
-    /// with `uid` (a precondition the API server checks).
+    /// Deletes a CNPG Cluster with foreground propagation, only if it is
+    /// still the one with `uid` (a precondition the API server checks). Its
+    /// pods block the deletion until they are gone; its PVCs are owned
+    /// without `blockOwnerDeletion` (cloudnative-pg pkg/utils/ownership.go)
+    /// and may still terminate once it is gone. Never orphan: CNPG would
+    /// adopt the old volumes and skip the recovery.
     pub fn delete_cnpg_cluster(
         &self,
         namespace: &str,

@@ -13,7 +13,7 @@ pub mod workload;
 
 pub use argocd::AppState;
 pub use cnpg::{BackupState, ClusterState};
-pub use workload::JobState;
+pub use workload::{JobState, PodInfo};
 
 use std::path::Path;
 use std::time::Duration;

@@ -118,6 +118,7 @@ pub fn needs(procedure: &str, cfg: &Config) -> Vec<Access> {
             a("create", "postgresql.cnpg.io", "backups", &pg),
             a("get", "batch", "jobs", &pg),
             a("list", "", "pods", &pg),
+            a("list", "", "persistentvolumeclaims", &pg),
             a("get", "", "pods/log", &pg),
             a("get", "", "pods/exec", &pg),
             a("create", "", "pods/exec", &pg),

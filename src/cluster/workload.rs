@@ -10,7 +10,7 @@
 //! target was reached") are in the Job pod's log, not in any status.
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, ListParams, LogParams};
 use serde::Serialize;
 
@@ -109,14 +109,21 @@ impl Kube {
             .into_iter()
             .map(|p| {
                 let st = p.status.unwrap_or_default();
+                let conditions = st.conditions.unwrap_or_default();
                 PodInfo {
                     name: p.metadata.name.unwrap_or_default(),
                     phase: st.phase.unwrap_or_else(|| "Unknown".into()),
-                    ready: st
-                        .conditions
-                        .unwrap_or_default()
+                    ready: conditions
                         .iter()
                         .any(|c| c.type_ == "Ready" && c.status == "True"),
+                    unschedulable: conditions
+                        .iter()
+                        .find(|c| {
+                            c.type_ == "PodScheduled"
+                                && c.status == "False"
+                                && c.reason.as_deref() == Some("Unschedulable")
+                        })
+                        .map(|c| c.message.clone().unwrap_or_default()),
                     started_at: st
                         .start_time
                         .and_then(|t| jiff::Timestamp::from_second(t.0.as_second()).ok()),
@@ -126,6 +133,27 @@ impl Kube {
                         .and_then(|l| l.get("controller-revision-hash").cloned()),
                     deleting: p.metadata.deletion_timestamp.is_some(),
                 }
+            })
+            .collect())
+    }
+
+    /// The PersistentVolumeClaims with `label`, each with whether it is
+    /// being deleted.
+    pub fn pvcs(&self, namespace: &str, label: &str) -> Result<Vec<(String, bool)>, ClusterError> {
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), namespace);
+        let lp = ListParams::default().labels(label);
+        let pvcs = self.call(
+            format!("list persistentvolumeclaims {label} in {namespace}"),
+            || api.list(&lp),
+        )?;
+        Ok(pvcs
+            .items
+            .into_iter()
+            .map(|p| {
+                (
+                    p.metadata.name.unwrap_or_default(),
+                    p.metadata.deletion_timestamp.is_some(),
+                )
             })
             .collect())
     }
@@ -206,6 +234,10 @@ pub struct PodInfo {
     pub revision: Option<String>,
     /// It has a deletionTimestamp.
     pub deleting: bool,
+    /// The scheduler's message while it cannot place the pod (condition
+    /// `PodScheduled` False, reason `Unschedulable`: kubernetes
+    /// pkg/scheduler/schedule_one.go `handleSchedulingFailure`).
+    pub unschedulable: Option<String>,
 }
 
 impl StatefulSetState {

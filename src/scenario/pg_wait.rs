@@ -625,6 +625,20 @@ impl<'a> Step<Env<'a>> for Recreate {
                     Some(_) => return Ok(Poll::Waiting("the old Cluster is still there".into())),
                     None => {}
                 }
+                // Volumes first: the PVCs are owned without
+                // blockOwnerDeletion, so they may still be terminating, and
+                // CNPG before 1.30 would bind the recovery to them
+                // (cloudnative-pg #11017).
+                let pvcs = e.d.kube.pvcs(
+                    &e.params.namespace,
+                    &format!("cnpg.io/cluster={}", e.params.cluster),
+                )?;
+                if let Some((pvc, _)) = pvcs.first() {
+                    return Ok(Poll::Waiting(format!(
+                        "deleted; waiting for its volume {pvc} to be removed before the Cluster is re-created ({} left)",
+                        pvcs.len()
+                    )));
+                }
                 // Argo CD does not re-create a resource deleted at an
                 // already-synced revision without self-heal: start the
                 // sync (again, when it ended Failed or Error).
@@ -794,15 +808,23 @@ pub fn watch_recovery_of(
                 }),
                 Verdict::Waiting(seen) => {
                     let pods = kube
-                        .pod_phases(ns, &format!("cnpg.io/cluster={name}"))
+                        .pods(ns, &format!("cnpg.io/cluster={name}"))
                         .unwrap_or_default();
+                    if let Some((pod, message)) = stuck_on_old_volume(&pods) {
+                        return Err(Error::StuckOnOldVolume {
+                            namespace: ns.clone(),
+                            name: name.clone(),
+                            pod,
+                            message,
+                        });
+                    }
                     Ok(Poll::Waiting(if pods.is_empty() {
                         seen
                     } else {
                         format!(
                             "{seen}; pods {}",
                             pods.iter()
-                                .map(|(n, p)| format!("{n}={p}"))
+                                .map(|p| format!("{}={}", p.name, p.phase))
                                 .collect::<Vec<_>>()
                                 .join(" ")
                         )
@@ -816,6 +838,23 @@ pub fn watch_recovery_of(
         name: name.clone(),
         waited: t.waited,
         last: t.last,
+    })
+}
+
+/// A pod of the re-created Cluster the scheduler cannot place because a
+/// volume it uses is being deleted: the scheduler's VolumeBinding plugin
+/// says `persistentvolumeclaim "NAME" is being deleted` (kubernetes
+/// v1.33 pkg/scheduler/framework/plugins/volumebinding/volume_binding.go
+/// `podHasPVCs`), which the pod's PodScheduled condition carries. Such a
+/// volume is the deleted Cluster's (same name), and the pending pod keeps
+/// it from going.
+pub fn stuck_on_old_volume(pods: &[crate::cluster::PodInfo]) -> Option<(String, String)> {
+    pods.iter().find_map(|p| {
+        let m = p.unschedulable.as_ref()?;
+        (p.phase == "Pending"
+            && m.contains("persistentvolumeclaim \"")
+            && m.contains("is being deleted"))
+        .then(|| (p.name.clone(), m.clone()))
     })
 }
 

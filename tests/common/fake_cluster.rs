@@ -62,6 +62,18 @@
 //!   refuses stays in phase `invalid backup definition` with the reason
 //!   in `status.error` (cloudnative-pg v1.30.0 api/v1/backup_types.go
 //!   `BackupPhaseDefinitionInvalid`, `SetAdmissionError`).
+//! * C7 a Cluster's PVCs (`<cluster>-N`, labelled `cnpg.io/cluster`) are
+//!   owned without `blockOwnerDeletion` (cloudnative-pg v1.25.0 and
+//!   v1.30.0 pkg/utils/ownership.go `SetAsOwnedBy`), so a foreground
+//!   delete removes the Cluster while they still terminate: they outlive
+//!   it by `pvc_looks` PVC lists. A Cluster re-created meanwhile gets a
+//!   first instance whose pod uses the terminating PVC of the same name
+//!   (pkg/specs/jobs.go `CreatePrimaryJob`, `ClaimName: podName`; only
+//!   v1.30.0 waits for it, #11017): the pod stays Pending with PodScheduled
+//!   False, reason Unschedulable and the scheduler's words (kubernetes
+//!   v1.33 volumebinding `podHasPVCs`: `persistentvolumeclaim "X" is being
+//!   deleted`, wrapped by FitError), the pod holds the PVC, and the Cluster
+//!   never gets past "Setting up primary".
 //! * D1 a Cluster created through the API (a drill's throwaway one)
 //!   recovers as CNPG's does: "Setting up primary", then "Cluster in
 //!   healthy state" with its instances ready and Ready True; one whose
@@ -152,6 +164,8 @@ pub struct Behaviour {
     /// C1: a running primary archives into a new lineage as soon as Argo
     /// CD applies it; false: not before the delete (archive_timeout).
     pub archive_at_once: bool,
+    /// PVC lists the deleted Cluster's volumes outlive it by (C7).
+    pub pvc_looks: u32,
     /// Failed pods of the recovery Job before it succeeds (C4).
     pub job_retries: u32,
     /// The recovery Job fails for good, its pod logging this (C4).
@@ -259,6 +273,7 @@ impl Default for Behaviour {
             fence_looks: 2,
             commits_during_archive: 0,
             archive_at_once: true,
+            pvc_looks: 0,
             job_retries: 0,
             job_fails: None,
             backup_fails: None,
@@ -294,6 +309,8 @@ pub struct Live {
     /// The new lineage held objects when it bootstrapped (C4).
     pub archive_not_empty: bool,
     pub phase_index: usize,
+    /// Its first instance's pod waits on the old Cluster's PVC (C7).
+    pub stuck_on_pvc: bool,
     /// Its last status, frozen once it is being deleted (C3).
     pub status: Value,
     pub job_polls: u32,
@@ -308,6 +325,8 @@ pub struct State {
     pub cluster: Option<Live>,
     pub uids: u32,
     pub deletes: u32,
+    /// `propagationPolicy` of each delete of the Cluster.
+    pub delete_policies: Vec<String>,
     pub fences: u32,
     pub syncs_started: u32,
     /// Times the `database` Application was reported Synced with the
@@ -323,6 +342,8 @@ pub struct State {
     /// Every SelfSubjectAccessReview asked: `verb resource[/sub]`.
     pub reviews: Vec<String>,
     pub last_archived_wal: Option<String>,
+    /// The deleted Cluster's PVCs: PVC lists left before they are gone (C7).
+    pub old_pvcs: Option<u32>,
     /// WAL was written since the last switch (C6).
     pub wal_dirty: bool,
     pub backups: Vec<(String, u32)>,
@@ -704,6 +725,9 @@ impl World {
 
     fn new_cluster(&self, st: &mut State, recovery: bool, server_name: String, recreated: bool) {
         st.uids += 1;
+        // C7: the old volumes still terminate; the pending pod then holds them.
+        let stuck_on_pvc = recreated && st.old_pvcs.is_some_and(|n| n > 0);
+        st.old_pvcs = if stuck_on_pvc { Some(u32::MAX) } else { None };
         let archive_not_empty = recovery && recreated && !self.lineage_empty(&server_name);
         st.cluster = Some(Live {
             uid: format!("00000000-0000-0000-0000-{:012}", st.uids),
@@ -715,6 +739,7 @@ impl World {
             terminating: None,
             recreated,
             archive_not_empty,
+            stuck_on_pvc,
             phase_index: 0,
             status: status("Cluster in healthy state", None, true, true),
             job_polls: 0,
@@ -822,7 +847,7 @@ impl World {
         }
         if c.recreated {
             let phases = &st.behaviour.phases;
-            let failing = c.archive_not_empty || st.behaviour.job_fails.is_some();
+            let failing = c.archive_not_empty || st.behaviour.job_fails.is_some() || c.stuck_on_pvc;
             let i = c.phase_index.min(phases.len() - 1);
             let (phase, reason) = if failing { phases[0] } else { phases[i] };
             c.phase_index += 1;
@@ -841,6 +866,16 @@ impl World {
         }
         c.job_polls += 1;
         let fails_for_good = c.archive_not_empty || b.job_fails.is_some();
+        if c.stuck_on_pvc {
+            // C7: its pod never runs.
+            return Some(json!({
+                "apiVersion": "batch/v1", "kind": "Job",
+                "metadata": {"name": JOB, "namespace": "database",
+                              "ownerReferences": [{"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster", "name": "shared-pg", "uid": c.uid, "controller": true}]},
+                "spec": {"template": {"spec": {"containers": []}}},
+                "status": {"active": 1}
+            }));
+        }
         let failed_pods = c
             .job_polls
             .min(if fails_for_good { 6 } else { b.job_retries });
@@ -1016,6 +1051,7 @@ impl FakeCluster {
             cluster: None,
             uids: 0,
             deletes: 0,
+            delete_policies: Vec::new(),
             fences: 0,
             syncs_started: 0,
             synced_reports: 0,
@@ -1025,6 +1061,7 @@ impl FakeCluster {
             archived: Vec::new(),
             reviews: Vec::new(),
             last_archived_wal: None,
+            old_pvcs: None,
             wal_dirty: true,
             backups: Vec::new(),
             faults: Vec::new(),
@@ -1355,9 +1392,12 @@ fn handle(
                     json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409, "message": format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", c.uid)}),
                 );
             }
+            st.delete_policies
+                .push(opts["propagationPolicy"].as_str().unwrap_or("").to_string());
             if c.terminating.is_none() {
                 c.terminating = Some(st.behaviour.terminating_gets);
                 st.deletes += 1;
+                st.old_pvcs = Some(st.behaviour.pvc_looks);
             }
             let v = cluster_json(c);
             (200, v)
@@ -1367,6 +1407,41 @@ fn handle(
                 Some(v) => (200, v),
                 None => not_found(&format!("jobs.batch \"{JOB}\"")),
             }
+        }
+        ("GET", "/api/v1/namespaces/database/persistentvolumeclaims") => {
+            // C7: the live Cluster's volumes, or the deleted one's while
+            // they still terminate.
+            let live = st.cluster.as_ref().is_some_and(|c| c.terminating.is_none());
+            let terminating = match st.old_pvcs.as_mut() {
+                Some(n) if *n > 0 => {
+                    *n = n.saturating_sub(1);
+                    true
+                }
+                _ => false,
+            };
+            if st.old_pvcs == Some(0) {
+                st.old_pvcs = None;
+            }
+            let items: Vec<Value> = if terminating || live || st.cluster.is_some() {
+                (1..=2)
+                    .map(|i| {
+                        let mut meta = json!({"name": format!("shared-pg-{i}"), "namespace": "database",
+                                              "labels": {"cnpg.io/cluster": "shared-pg", "cnpg.io/pvcRole": "PG_DATA"}});
+                        if terminating || st.cluster.as_ref().is_some_and(|c| c.terminating.is_some()) {
+                            meta["deletionTimestamp"] = json!("2026-11-26T04:00:00Z");
+                            meta["finalizers"] = json!(["kubernetes.io/pvc-protection"]);
+                        }
+                        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta,
+                               "spec": {"accessModes": ["ReadWriteOnce"]}})
+                    })
+                    .collect()
+            } else {
+                vec![]
+            };
+            (
+                200,
+                json!({"apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {"resourceVersion": "12"}, "items": items}),
+            )
         }
         ("GET", "/api/v1/namespaces/database/pods") => {
             let selector = percent_decode(
@@ -1399,11 +1474,17 @@ fn handle(
                 && (selector == "cnpg.io/cluster=shared-pg"
                     || selector == format!("job-name={JOB}"))
             {
+                let status = if st.cluster.as_ref().is_some_and(|c| c.stuck_on_pvc) {
+                    json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                        "message": "0/3 nodes are available: persistentvolumeclaim \"shared-pg-1\" is being deleted. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."}]})
+                } else {
+                    json!({"phase": "Running"})
+                };
                 vec![json!({"apiVersion": "v1", "kind": "Pod",
                     "metadata": {"name": format!("{JOB}-x7k2p"), "namespace": "database", "creationTimestamp": "2026-11-26T04:00:00Z",
-                                 "labels": {"cnpg.io/cluster": "shared-pg", "job-name": JOB}},
+                                 "labels": {"cnpg.io/cluster": "shared-pg", "cnpg.io/jobRole": "full-recovery", "job-name": JOB}},
                     "spec": {"containers": [{"name": "full-recovery"}]},
-                    "status": {"phase": "Running"}})]
+                    "status": status})]
             } else {
                 vec![]
             };
