@@ -495,7 +495,7 @@ impl<'a> Step<Env<'a>> for Delete {
     }
     fn describe(&self, e: &Env<'a>) -> String {
         format!(
-            "Delete the CNPG Cluster {}/{} (its pods and volumes go with it); Argo CD re-creates it from Git in recovery mode",
+            "Delete the CNPG Cluster {}/{} (foreground: its pods go first, its volumes may outlive it; never orphaned), refused unless Argo CD is synced at the recovery commit, the live Cluster has the recovery spec and the new lineage, is fenced, and the new lineage is still empty; Argo CD re-creates it from Git in recovery mode",
             e.params.namespace, e.params.cluster
         )
     }
@@ -588,7 +588,7 @@ impl<'a> Step<Env<'a>> for Recreate {
         "recreated"
     }
     fn describe(&self, _: &Env<'a>) -> String {
-        "Wait until Argo CD re-creates the Cluster (a new uid); without self-heal, start the sync that does".into()
+        "Wait until Argo CD re-creates the Cluster (a new uid); without self-heal, start the sync that does once no volume of the old one remains".into()
     }
     fn run(&self, e: &Env<'a>, j: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
         let a = &e.d.ctx.config.argocd;
@@ -865,7 +865,7 @@ impl<'a> Step<Env<'a>> for Recovered {
     }
     fn describe(&self, e: &Env<'a>) -> String {
         format!(
-            "Watch the re-created Cluster and Job {}-1-full-recovery until the Cluster is healthy and the Job complete",
+            "Watch the re-created Cluster and Job {}-1-full-recovery until the Cluster is healthy and the Job complete (a Failed Job, or a pod held by a volume of the old Cluster, stops it)",
             e.params.cluster
         )
     }
