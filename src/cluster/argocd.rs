@@ -42,6 +42,10 @@ pub struct AppState {
     pub sync_status: Option<String>,
     /// `status.sync.revision`, or each of `status.sync.revisions[]`.
     pub revisions: Vec<String>,
+    /// `status.sync.revisions[]` alone, one per source in order (a
+    /// multi-source Application).
+    #[serde(skip)]
+    pub source_revisions: Vec<String>,
     pub health: Option<String>,
     /// `spec.syncPolicy.automated` is set.
     pub automated: bool,
@@ -86,15 +90,22 @@ impl AppState {
             .map(str::to_string)
             .into_iter()
             .collect();
-        if let Some(revs) = d["status"]["sync"]["revisions"].as_array() {
-            revisions.extend(revs.iter().filter_map(|r| r.as_str().map(str::to_string)));
-        }
+        let source_revisions: Vec<String> = d["status"]["sync"]["revisions"]
+            .as_array()
+            .map(|revs| {
+                revs.iter()
+                    .filter_map(|r| r.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        revisions.extend(source_revisions.iter().cloned());
         let automated = &d["spec"]["syncPolicy"]["automated"];
         AppState {
             name: o.metadata.name.clone().unwrap_or_default(),
             paths,
             sync_status: d["status"]["sync"]["status"].as_str().map(str::to_string),
             revisions,
+            source_revisions,
             health: d["status"]["health"]["status"].as_str().map(str::to_string),
             automated: automated.is_object(),
             self_heal: automated["selfHeal"] == true,
@@ -215,34 +226,7 @@ impl Kube {
         resources: &[SyncResource],
         reason: &str,
     ) -> Result<(), ClusterError> {
-        let mut sync = json!({"syncStrategy": {"hook": {}}});
-        match &app.sources {
-            Some(sources) => {
-                sync["sources"] = sources.clone();
-                sync["revisions"] = json!(
-                    sources
-                        .as_array()
-                        .map(|s| vec![revision; s.len()])
-                        .unwrap_or_default()
-                );
-            }
-            None => sync["revision"] = json!(revision),
-        }
-        if !app.sync_options.is_empty() {
-            sync["syncOptions"] = json!(app.sync_options);
-        }
-        if !resources.is_empty() {
-            sync["resources"] = json!(resources);
-        }
-        let patch = json!({
-            "operation": {
-                "initiatedBy": {"username": "drgit"},
-                "info": [{"name": "reason", "value": reason}],
-                "sync": sync,
-                "retry": app.retry.clone().unwrap_or_else(|| json!({"limit": 5})),
-            },
-            "status": {"operationState": null}
-        });
+        let patch = sync_operation(app, revision, resources, reason);
         self.patch_application(namespace, &app.name, &patch, "start a sync of")
     }
 
@@ -263,6 +247,48 @@ impl Kube {
     }
 }
 
+/// The `operation` of [`Kube::sync_application`], and the cleared state.
+/// A multi-source Application's sources each have their own revision (a
+/// Helm chart's version beside a Git commit): the operation pins each to
+/// the one Argo CD compared, `status.sync.revisions[]` in source order,
+/// when that list holds the verified revision; otherwise it names none and
+/// each source syncs its `targetRevision` (argo-cd v2.13.0 and v3.5.1
+/// controller/sync.go: `revisions` index as `sources` do).
+fn sync_operation(
+    app: &AppState,
+    revision: &str,
+    resources: &[SyncResource],
+    reason: &str,
+) -> serde_json::Value {
+    let mut sync = json!({"syncStrategy": {"hook": {}}});
+    match &app.sources {
+        Some(sources) => {
+            sync["sources"] = sources.clone();
+            let n = sources.as_array().map_or(0, Vec::len);
+            if app.source_revisions.len() == n && app.source_revisions.iter().any(|r| r == revision)
+            {
+                sync["revisions"] = json!(app.source_revisions);
+            }
+        }
+        None => sync["revision"] = json!(revision),
+    }
+    if !app.sync_options.is_empty() {
+        sync["syncOptions"] = json!(app.sync_options);
+    }
+    if !resources.is_empty() {
+        sync["resources"] = json!(resources);
+    }
+    json!({
+        "operation": {
+            "initiatedBy": {"username": "drgit"},
+            "info": [{"name": "reason", "value": reason}],
+            "sync": sync,
+            "retry": app.retry.clone().unwrap_or_else(|| json!({"limit": 5})),
+        },
+        "status": {"operationState": null}
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,5 +307,28 @@ mod tests {
         assert_eq!(a.revisions, vec!["r1", "r2"]);
         assert_eq!(a.paths, vec!["a", "b"]);
         assert!(a.synced() && a.automated && !a.self_heal && a.operation_running);
+    }
+
+    #[test]
+    fn a_multi_source_sync_pins_each_source_to_its_own_revision() {
+        let o: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+            "metadata": {"name": "db"},
+            "spec": {"sources": [{"repoURL": "https://charts.example", "chart": "cnpg", "targetRevision": "0.23.0"},
+                                 {"repoURL": "https://git.example/home.git", "path": "manifests/database", "targetRevision": "main"}]},
+            "status": {"sync": {"status": "Synced", "revisions": ["0.23.0", "c0ffee"]}}
+        }))
+        .unwrap();
+        let a = AppState::from_object(&o);
+        let op = sync_operation(&a, "c0ffee", &[], "test");
+        assert_eq!(
+            op["operation"]["sync"]["revisions"],
+            json!(["0.23.0", "c0ffee"])
+        );
+        assert_eq!(op["operation"]["sync"]["sources"][0]["chart"], "cnpg");
+        // A revision Argo CD has not compared: each source's targetRevision.
+        let op = sync_operation(&a, "d00d", &[], "test");
+        assert!(op["operation"]["sync"]["revisions"].is_null());
+        assert!(op["operation"]["sync"]["revision"].is_null());
     }
 }
