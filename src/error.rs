@@ -192,7 +192,7 @@ pub enum Error {
         manifest: String,
     },
     #[error(
-        "the re-created CNPG Cluster {namespace}/{name} cannot start: its pod {pod} is unschedulable ({message}). CNPG before 1.30 binds the new Cluster's first instance to the volume of the deleted one while that is still being deleted (cloudnative-pg #11017), and the pod holds the volume, so this does not resolve itself. Delete the re-created Cluster, which holds no data yet (`kubectl -n {namespace} delete cluster.postgresql.cnpg.io {name}`), wait until `kubectl -n {namespace} get pvc -l cnpg.io/cluster={name}` lists none, then `drgit resume`: Argo CD re-creates it"
+        "the re-created CNPG Cluster {namespace}/{name} cannot start: its pod {pod} is unschedulable ({message}). CNPG before 1.30 binds the new Cluster's first instance to the volume of the deleted one while that is still being deleted (cloudnative-pg #11017), and nothing creates it again once it is gone, so this does not resolve itself. Delete the re-created Cluster, which holds no data yet (`kubectl -n {namespace} delete cluster.postgresql.cnpg.io {name}`), wait until `kubectl -n {namespace} get pvc -l cnpg.io/cluster={name}` lists none, then `drgit resume`: Argo CD re-creates it"
     )]
     StuckOnOldVolume {
         namespace: String,

@@ -598,7 +598,10 @@ fn initdb_in_place(
         .rev()
         .find(|k| RECOVERY_KEEPS.contains(&k.as_str()))
         .cloned();
-    let Some(last_kept) = last_kept.filter(|_| !keys.iter().any(|k| k == "<<" || k.is_empty()))
+    let parent = &path[..path.len() - 1];
+    let Some(last_kept) = last_kept
+        .filter(|_| !keys.iter().any(|k| k == "<<" || k.is_empty()))
+        .filter(|_| ed.key_is_plain(parent, "initdb"))
     else {
         return Ok(false);
     };
@@ -612,7 +615,7 @@ fn initdb_in_place(
     if let Some(t) = target {
         ed.insert_entry_after(path, &last_kept, "recoveryTarget", t)?;
     }
-    ed.rename_key(&path[..path.len() - 1], "initdb", "recovery")?;
+    ed.rename_key(parent, "initdb", "recovery")?;
     Ok(true)
 }
 
@@ -954,6 +957,18 @@ mod tests {
                 "    initdb: # made once\n      # The app's database.\n      database: app\n      owner: app # the role\n      # Extensions, run once after initdb.\n      postInitApplicationSQL:\n        - CREATE EXTENSION vector;\n"
             ),
             "  bootstrap:\n    recovery: # made once\n      # The app's database.\n      database: app\n      owner: app # the role\n      source: pg-backup\n      recoveryTarget:\n        backupID: \"20261124T030000\"\n"
+        );
+        // A comment indented under the kept key stays with it; an anchored
+        // key is written anew (the anchor would be lost).
+        assert_eq!(
+            bootstrap_after(
+                "    initdb:\n      owner: app\n        # about the owner\n      dataChecksums: true\n"
+            ),
+            "  bootstrap:\n    recovery:\n      owner: app\n        # about the owner\n      source: pg-backup\n      recoveryTarget:\n        backupID: \"20261124T030000\"\n"
+        );
+        assert_eq!(
+            bootstrap_after("    &boot initdb:\n      owner: app\n"),
+            "  bootstrap:\n    recovery:\n      source: pg-backup\n      owner: app\n      recoveryTarget:\n        backupID: \"20261124T030000\"\n"
         );
         // Nothing kept, or flow style: the block is written anew.
         assert_eq!(

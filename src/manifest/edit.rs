@@ -585,7 +585,7 @@ impl<'t> DocEditor<'t> {
         }
         let mut start = self.line_start(entry.key.start);
         if comments {
-            start = self.comments_above(start);
+            start = self.comments_above(start, self.col(entry.key.start));
         }
         let end = self.after_line(entry.value.end.max(entry.key.end));
         // A blank line that set the entry apart goes with it when what
@@ -618,6 +618,13 @@ impl<'t> DocEditor<'t> {
         let map = self.locate_mapping(path)?;
         let entry = self.entry_of(map, old, path)?;
         let (start, end) = (entry.key.start, entry.key.end);
+        // An anchor, tag or quotes on the key would be lost.
+        if self.text.get(start..end) != Some(old) {
+            return Err(ManifestError::Shape {
+                path: path_string(&with(path, Seg::key(old))),
+                expected: "a plain key".into(),
+            });
+        }
         self.splices.push(Splice {
             start,
             end,
@@ -647,7 +654,17 @@ impl<'t> DocEditor<'t> {
             });
         }
         let col = self.col(entry.key.start);
-        let at = self.line_end(entry.value.end.max(entry.key.end));
+        let mut at = self.line_end(entry.value.end.max(entry.key.end));
+        // Comment lines indented under the entry belong to it.
+        loop {
+            let next = self.after_line(at);
+            let line = &self.text[next..self.line_end(next)];
+            let indent = line.len() - line.trim_start_matches(' ').len();
+            if next >= self.text.len() || indent <= col || !line.trim_start().starts_with('#') {
+                break;
+            }
+            at = self.line_end(next);
+        }
         self.splices.push(Splice {
             start: at,
             end: at,
@@ -895,18 +912,30 @@ impl<'t> DocEditor<'t> {
             .unwrap_or(self.text.len())
     }
 
-    /// The start of the run of full-line comments right above the line
-    /// starting at `line` (`line` itself when there is none).
-    fn comments_above(&self, line: usize) -> usize {
+    /// The start of the run of full-line comments at column `col` right
+    /// above the line starting at `line` (`line` itself when there is
+    /// none). A comment indented deeper belongs to the entry before.
+    fn comments_above(&self, line: usize, col: usize) -> usize {
         let mut start = line;
         while start > 0 {
             let prev = self.line_start(start - 1);
-            if !self.text[prev..start].trim_start().starts_with('#') {
+            let text = &self.text[prev..start];
+            let indent = text.len() - text.trim_start_matches(' ').len();
+            if indent != col || !text.trim_start().starts_with('#') {
                 break;
             }
             start = prev;
         }
         start
+    }
+
+    /// Whether `path.key` is written as the plain key itself (no quotes,
+    /// anchor or tag on it).
+    pub fn key_is_plain(&self, path: &[Seg], key: &str) -> bool {
+        self.locate_mapping(path)
+            .ok()
+            .and_then(|m| m.entry(key))
+            .is_some_and(|e| self.text.get(e.key.start..e.key.end) == Some(key))
     }
 
     /// Whether the line before the one holding `at` is empty.

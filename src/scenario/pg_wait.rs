@@ -208,10 +208,35 @@ struct Fenced {
     note: Option<String>,
 }
 
-/// psql's words when PostgreSQL does not run in the pod (fenced, crashed,
-/// starting): then there is nothing to switch.
+/// psql's words when PostgreSQL does not take connections in the pod
+/// (fenced, crashed, starting, shutting down): then there is nothing to
+/// switch.
 fn not_running(why: &str) -> bool {
     why.contains("connection to server") || why.contains("No such file or directory")
+}
+
+/// psql's words when no postmaster runs in the pod: its socket is gone
+/// (psql 15: `connection to server on socket "…" failed: No such file or
+/// directory`). While a fast shutdown is still under way psql says `FATAL:
+/// the database system is shutting down` instead, and the archiver still
+/// runs.
+fn postmaster_gone(why: &str) -> bool {
+    why.contains("No such file or directory") && !why.contains("shutting down")
+}
+
+/// What one `pg_switch_wal()` answered.
+struct Switched {
+    segment: String,
+    xmax: u64,
+    in_progress: u64,
+}
+
+/// The segment before `name` on its timeline, within its log file.
+fn previous_segment(name: &str) -> Option<String> {
+    let seg = u32::from_str_radix(name.get(16..24)?, 16)
+        .ok()?
+        .checked_sub(1)?;
+    Some(format!("{}{seg:08X}", name.get(..16)?))
 }
 
 /// At most this many switches before the fence: under a steady write load
@@ -226,14 +251,29 @@ fn instance_selector(cluster: &str) -> String {
 }
 
 impl Fence {
-    /// `select pg_walfile_name(pg_switch_wal())` on the primary: the
-    /// segment the switch completed. A switch with nothing written since
-    /// the last one does nothing and names the last completed segment
-    /// again (checked with PostgreSQL 15). None when PostgreSQL does not
-    /// run there.
-    fn switch_once(&self, e: &Env, primary: &str) -> Result<Option<String>, Error> {
-        match e.psql(primary, "select pg_walfile_name(pg_switch_wal())") {
-            Ok(s) if s.len() == 24 => Ok(Some(s)),
+    /// `pg_switch_wal()` on the primary: the segment the switch completed
+    /// (`pg_walfile_name` of the switch point), the next transaction id
+    /// not yet assigned (`pg_snapshot_xmax`) and how many transactions
+    /// with an id were in progress (`pg_snapshot_xip`). None when
+    /// PostgreSQL does not run there.
+    fn switch_once(&self, e: &Env, primary: &str) -> Result<Option<Switched>, Error> {
+        let answer = e.psql(
+            primary,
+            "select pg_walfile_name(pg_switch_wal()) || ' ' || pg_snapshot_xmax(pg_current_snapshot()) || ' ' || (select count(*) from pg_snapshot_xip(pg_current_snapshot()))",
+        );
+        let parsed = answer.as_ref().ok().and_then(|s| {
+            let mut it = s.split_whitespace();
+            let segment = it.next().filter(|s| s.len() == 24)?.to_string();
+            let xmax = it.next()?.parse().ok()?;
+            let in_progress = it.next()?.parse().ok()?;
+            Some(Switched {
+                segment,
+                xmax,
+                in_progress,
+            })
+        });
+        match answer {
+            Ok(_) if parsed.is_some() => Ok(parsed),
             Err(why) if not_running(&why) => Ok(None),
             Ok(other) => Err(Error::NotDone {
                 step: "fence".into(),
@@ -248,6 +288,15 @@ impl Fence {
                 ),
             }),
         }
+    }
+
+    /// The next transaction id not yet assigned.
+    fn xmax(&self, e: &Env, primary: &str) -> Option<u64> {
+        e.psql(primary, "select pg_snapshot_xmax(pg_current_snapshot())")
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// Waits until `segment` is archived (`pg_stat_archiver`).
@@ -271,8 +320,11 @@ impl Fence {
                         "select coalesce(last_archived_wal, '') from pg_stat_archiver",
                     )
                     .unwrap_or_default();
-                // Same timeline and width: names order as positions do.
-                Ok(if last.len() == 24 && last.as_str() >= segment {
+                // Same timeline and width: names order as positions do. A
+                // backup history file (`<segment>.<offset>.backup`) counts
+                // as its segment.
+                let last_segment = last.get(..24).unwrap_or_default();
+                Ok(if last_segment.len() == 24 && last_segment >= segment {
                     Poll::Ready(last)
                 } else {
                     Poll::Waiting(format!(
@@ -288,12 +340,16 @@ impl Fence {
         })
     }
 
-    /// Switches WAL and waits for the archive, again while commits came
-    /// in meanwhile (at most [`MAX_SWITCHES`] times): the fence's fast
-    /// shutdown archives the segments already complete, not the one in
-    /// use (checked with PostgreSQL 15: `pg_ctl stop -m fast` leaves it in
-    /// pg_wal), so what is committed after the last switch is not in the
-    /// bucket.
+    /// Switches WAL and waits for the archive, again while transactions
+    /// could have committed meanwhile (at most [`MAX_SWITCHES`] times):
+    /// the fence's fast shutdown archives the segments already complete,
+    /// not the one in use (checked with PostgreSQL 15: `pg_ctl stop -m
+    /// fast` leaves it in pg_wal; CNPG's Shutdown only checkpoints first,
+    /// cloudnative-pg v1.30.0 pkg/management/postgres/instance.go), so
+    /// what commits after the last switch is not in the bucket. A commit
+    /// that writes needs a transaction id: none in progress at the switch
+    /// and none assigned since means none came (a new segment name alone
+    /// says nothing: PostgreSQL logs a standby snapshot into it by itself).
     fn switch_wal(
         &self,
         e: &Env,
@@ -302,15 +358,15 @@ impl Fence {
         stop: &AtomicBool,
     ) -> Result<(), Error> {
         while out.switches < MAX_SWITCHES {
-            let Some(segment) = self.switch_once(e, primary)? else {
+            let Some(sw) = self.switch_once(e, primary)? else {
                 break;
             };
             out.switches += 1;
-            if out.archived.as_deref() == Some(segment.as_str()) {
-                break; // nothing written since the last switch
+            self.wait_archived(e, primary, &sw.segment, stop)?;
+            out.archived = Some(sw.segment);
+            if sw.in_progress == 0 && self.xmax(e, primary) == Some(sw.xmax) {
+                break; // nothing committed since the switch
             }
-            self.wait_archived(e, primary, &segment, stop)?;
-            out.archived = Some(segment);
         }
         Ok(())
     }
@@ -318,25 +374,55 @@ impl Fence {
     /// The newest commit in the archived `segment` of `lineage`, read
     /// back from the bucket; a note when it cannot be read (the recovery
     /// does not depend on it).
-    fn newest_commit(&self, e: &Env, lineage: &str, segment: &str) -> Result<String, String> {
+    /// The newest commit in the archived `segment` of `lineage` or, when
+    /// it has none (a switch with nothing committed before it), in the
+    /// [`MAX_SWITCHES`] segments before it; read back from the bucket. An
+    /// error says why not (the recovery does not depend on it).
+    fn newest_commit(
+        &self,
+        e: &Env,
+        lineage: &str,
+        segment: &str,
+    ) -> Result<(String, String), String> {
         let store = e.d.ctx.open_store().map_err(|x| x.to_string())?;
-        let prefix = format!(
-            "{}{lineage}/wals/{}/{segment}",
-            e.d.ctx.config.postgres.catalog_prefix,
-            &segment[..16]
-        );
-        let key = store
-            .list(&prefix)
-            .map_err(|x| x.to_string())?
-            .into_iter()
-            .map(|o| o.key)
-            .next()
-            .ok_or_else(|| format!("{prefix} is not in the bucket"))?;
-        let bytes = store.get(&key).map_err(|x| x.to_string())?;
-        match crate::backup::wal::newest_in_object(&key, &bytes).map_err(|x| x.to_string())? {
-            Some(t) => Ok(crate::timearg::Second(t).to_string()),
-            None => Err(format!("no commit in {segment}")),
+        let mut name = segment.to_string();
+        for _ in 0..=MAX_SWITCHES {
+            let prefix = format!(
+                "{}{lineage}/wals/{}/{name}",
+                e.d.ctx.config.postgres.catalog_prefix,
+                &name[..16]
+            );
+            // The segment itself, not a backup history file beside it.
+            let key = store
+                .list(&prefix)
+                .map_err(|x| x.to_string())?
+                .into_iter()
+                .map(|o| o.key)
+                .find(|k| {
+                    let rest = k
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or_default()
+                        .get(24..)
+                        .unwrap_or("x");
+                    rest.is_empty()
+                        || (rest.starts_with('.')
+                            && !rest.ends_with(".backup")
+                            && !rest.ends_with(".partial"))
+                })
+                .ok_or_else(|| format!("{prefix} is not in the bucket"))?;
+            let bytes = store.get(&key).map_err(|x| x.to_string())?;
+            if let Some(t) =
+                crate::backup::wal::newest_in_object(&key, &bytes).map_err(|x| x.to_string())?
+            {
+                return Ok((crate::timearg::Second(t).to_string(), name));
+            }
+            match previous_segment(&name) {
+                Some(p) => name = p,
+                None => break,
+            }
         }
+        Err(format!("no commit in {segment} or the segments before it"))
     }
 
     /// Waits until PostgreSQL is down in every instance: the fence only
@@ -363,7 +449,10 @@ impl Fence {
                 let mut up = Vec::new();
                 for pod in pods.iter().filter(|p| p.phase == "Running") {
                     match e.psql(&pod.name, "select 1") {
-                        Err(why) if not_running(&why) => {}
+                        Err(why) if postmaster_gone(&why) => {}
+                        Err(why) if why.contains("shutting down") => {
+                            up.push(format!("{}: PostgreSQL is still shutting down", pod.name));
+                        }
                         Err(why) => up.push(format!("{}: psql failed otherwise ({why})", pod.name)),
                         Ok(_) => up.push(format!("{}: PostgreSQL still answers", pod.name)),
                     }
@@ -443,10 +532,10 @@ impl<'a> Step<Env<'a>> for Fence {
                 out.note = Some(match &out.archived {
                     None => format!("PostgreSQL does not run on {primary}: nothing to switch"),
                     Some(seg) => match self.newest_commit(e, lineage, seg) {
-                        Ok(t) => {
+                        Ok((t, found)) => {
                             out.newest_commit = Some(t.clone());
                             format!(
-                                "in the bucket up to {seg} of `{lineage}`: its newest commit is at {t}; anything committed after the last switch is not"
+                                "in the bucket up to {seg} of `{lineage}`: the newest commit there is at {t} (in {found}); anything committed after the last switch is not"
                             )
                         }
                         Err(why) => format!(
@@ -633,6 +722,18 @@ impl<'a> Step<Env<'a>> for Recreate {
                     &e.params.namespace,
                     &format!("cnpg.io/cluster={}", e.params.cluster),
                 )?;
+                // One that is not being deleted would be adopted by the new
+                // Cluster, which would then start from its old data and
+                // skip the recovery.
+                if let Some((pvc, _)) = pvcs.iter().find(|(_, deleting)| !deleting) {
+                    return Err(Error::NotDone {
+                        step: "recreated".into(),
+                        detail: format!(
+                            "the Cluster is gone but its volume {pvc} is not being deleted (orphaned?): a re-created Cluster would adopt it and start from the old data instead of recovering. Delete it (`kubectl -n {} delete pvc {pvc}`), then `drgit resume`",
+                            e.params.namespace
+                        ),
+                    });
+                }
                 if let Some((pvc, _)) = pvcs.first() {
                     return Ok(Poll::Waiting(format!(
                         "deleted; waiting for its volume {pvc} to be removed before the Cluster is re-created ({} left)",
@@ -772,6 +873,7 @@ pub fn watch_recovery_of(
     let name = &name.to_string();
     let job_name = format!("{name}-1-full-recovery");
     let mut last_state = None;
+    let mut seen_stuck: Option<String> = None;
     let polled = plan::poll_until(
         "recovered",
         Duration::from_secs(pg.recovery_timeout_secs),
@@ -810,7 +912,12 @@ pub fn watch_recovery_of(
                     let pods = kube
                         .pods(ns, &format!("cnpg.io/cluster={name}"))
                         .unwrap_or_default();
-                    if let Some((pod, message)) = stuck_on_old_volume(&pods) {
+                    // Twice in a row: a PVC the scheduler has not seen yet
+                    // is "not found" for a moment.
+                    let stuck = stuck_on_old_volume(&pods);
+                    if let Some((pod, message)) = stuck.clone()
+                        && seen_stuck.as_ref() == Some(&pod)
+                    {
                         return Err(Error::StuckOnOldVolume {
                             namespace: ns.clone(),
                             name: name.clone(),
@@ -818,6 +925,7 @@ pub fn watch_recovery_of(
                             message,
                         });
                     }
+                    seen_stuck = stuck.map(|(pod, _)| pod);
                     Ok(Poll::Waiting(if pods.is_empty() {
                         seen
                     } else {
@@ -842,18 +950,19 @@ pub fn watch_recovery_of(
 }
 
 /// A pod of the re-created Cluster the scheduler cannot place because a
-/// volume it uses is being deleted: the scheduler's VolumeBinding plugin
-/// says `persistentvolumeclaim "NAME" is being deleted` (kubernetes
-/// v1.33 pkg/scheduler/framework/plugins/volumebinding/volume_binding.go
-/// `podHasPVCs`), which the pod's PodScheduled condition carries. Such a
-/// volume is the deleted Cluster's (same name), and the pending pod keeps
-/// it from going.
+/// volume it uses is being deleted, or is gone: the scheduler's
+/// VolumeBinding plugin says `persistentvolumeclaim "NAME" is being
+/// deleted`, then, once it went, the lister's `persistentvolumeclaim "NAME"
+/// not found` (kubernetes v1.33 pkg/scheduler/framework/plugins/
+/// volumebinding/volume_binding.go `podHasPVCs`), which the pod's
+/// PodScheduled condition carries. Such a volume was the deleted
+/// Cluster's (same name); nothing creates it again.
 pub fn stuck_on_old_volume(pods: &[crate::cluster::PodInfo]) -> Option<(String, String)> {
     pods.iter().find_map(|p| {
         let m = p.unschedulable.as_ref()?;
         (p.phase == "Pending"
             && m.contains("persistentvolumeclaim \"")
-            && m.contains("is being deleted"))
+            && (m.contains("is being deleted") || m.contains("not found")))
         .then(|| (p.name.clone(), m.clone()))
     })
 }

@@ -34,19 +34,24 @@
 //!   asks the instance manager for a fast shutdown (cloudnative-pg v1.30.0
 //!   pkg/management/postgres/instance.go `TryShuttingDownFastImmediate`,
 //!   timeout `maxSwitchoverDelay`): for `fence_looks` more looks PostgreSQL
-//!   still runs, answers psql, archives under the live spec and its pods
-//!   stay Ready; then it is down: psql in the pod fails, the pods are not
-//!   Ready (the readiness probe is `pg_isready`, pkg/management/postgres/
-//!   webserver/probes) and `status.readyInstances` is 0 (it counts Ready
-//!   pods, pkg/reconciler/persistentvolumeclaim/status.go). No phase or
-//!   condition says fenced. Instance pods carry `cnpg.io/cluster` and
-//!   `cnpg.io/podRole=instance` (pkg/specs/pods.go).
-//! * C6 `pg_switch_wal()` completes the segment in use when anything was
-//!   written since the last switch; otherwise it does nothing and
-//!   `pg_walfile_name()` of its answer names the last completed segment
-//!   again (PostgreSQL 15, checked here). A fast shutdown does not archive
-//!   the segment in use. Commits may come in while drgit waits for the
-//!   archive (`commits_during_archive`).
+//!   is shutting down: it refuses connections (psql 15: `FATAL:  the
+//!   database system is shutting down`) but its archiver still archives
+//!   under the live spec (the instance manager refreshes its cache from the
+//!   live spec before it looks at the fence, internal/management/
+//!   controller/instance_controller.go); the pods stay Ready for the first
+//!   half of that (the probe fails three times first); then it is down:
+//!   its socket is gone (`No such file or directory`), the pods are not
+//!   Ready (the readiness probe is `pg_isready`) and `status.readyInstances`
+//!   is 0 (it counts Ready pods, pkg/reconciler/persistentvolumeclaim/
+//!   status.go). No phase or condition says fenced. Instance pods carry
+//!   `cnpg.io/cluster` and `cnpg.io/podRole=instance` (pkg/specs/pods.go).
+//! * C6 `pg_switch_wal()` completes the segment in use; a later one always
+//!   has something to complete too (PostgreSQL logs a standby snapshot
+//!   after important WAL, bgwriter.c). `pg_snapshot_xmax` is the next
+//!   transaction id, which only a transaction that writes takes (checked
+//!   here with PostgreSQL 15). A fast shutdown does not archive the
+//!   segment in use. Commits may come in while drgit waits for the archive
+//!   (`commits_during_archive`).
 //! * C3 a Cluster with a deletionTimestamp keeps its last status: the
 //!   reconciler returns early for it (internal/controller/
 //!   cluster_controller.go); foreground deletion removes it only after its
@@ -69,11 +74,15 @@
 //!   it by `pvc_looks` PVC lists. A Cluster re-created meanwhile gets a
 //!   first instance whose pod uses the terminating PVC of the same name
 //!   (pkg/specs/jobs.go `CreatePrimaryJob`, `ClaimName: podName`; only
-//!   v1.30.0 waits for it, #11017): the pod stays Pending with PodScheduled
-//!   False, reason Unschedulable and the scheduler's words (kubernetes
-//!   v1.33 volumebinding `podHasPVCs`: `persistentvolumeclaim "X" is being
-//!   deleted`, wrapped by FitError), the pod holds the PVC, and the Cluster
-//!   never gets past "Setting up primary".
+//!   v1.30.0 waits for it, #11017; before, `createIfNotExists` swallows the
+//!   AlreadyExists): the pod stays Pending with PodScheduled False, reason
+//!   Unschedulable and the scheduler's words (kubernetes v1.33
+//!   volumebinding `podHasPVCs`: `persistentvolumeclaim "X" is being
+//!   deleted`, wrapped by FitError). An unscheduled pod does not hold the
+//!   PVC (the PVC protection controller counts only pods with a node), so
+//!   it goes, and the words become `persistentvolumeclaim "X" not found`;
+//!   nothing creates it again, and the Cluster never gets past "Setting up
+//!   primary".
 //! * D1 a Cluster created through the API (a drill's throwaway one)
 //!   recovers as CNPG's does: "Setting up primary", then "Cluster in
 //!   healthy state" with its instances ready and Ready True; one whose
@@ -166,6 +175,8 @@ pub struct Behaviour {
     pub archive_at_once: bool,
     /// PVC lists the deleted Cluster's volumes outlive it by (C7).
     pub pvc_looks: u32,
+    /// The deleted Cluster's first PVC stays, not being deleted (orphaned).
+    pub orphan_pvc: bool,
     /// Failed pods of the recovery Job before it succeeds (C4).
     pub job_retries: u32,
     /// The recovery Job fails for good, its pod logging this (C4).
@@ -274,6 +285,7 @@ impl Default for Behaviour {
             commits_during_archive: 0,
             archive_at_once: true,
             pvc_looks: 0,
+            orphan_pvc: false,
             job_retries: 0,
             job_fails: None,
             backup_fails: None,
@@ -300,6 +312,8 @@ pub struct Live {
     pub fenced: bool,
     /// PostgreSQL is down in every instance (C2).
     pub down: bool,
+    /// The instance pods are not Ready (C2).
+    pub unready: bool,
     /// Looks left before a fenced Cluster's PostgreSQL is down (C2).
     pub fence_left: Option<u32>,
     /// Set by the delete: GETs left before it is gone (C3).
@@ -344,8 +358,8 @@ pub struct State {
     pub last_archived_wal: Option<String>,
     /// The deleted Cluster's PVCs: PVC lists left before they are gone (C7).
     pub old_pvcs: Option<u32>,
-    /// WAL was written since the last switch (C6).
-    pub wal_dirty: bool,
+    /// The next transaction id (C6).
+    pub next_xid: u64,
     pub backups: Vec<(String, u32)>,
     /// Forced answers: (request containing, status) for the next matching request.
     pub faults: Vec<(String, u16)>,
@@ -727,7 +741,6 @@ impl World {
         st.uids += 1;
         // C7: the old volumes still terminate; the pending pod then holds them.
         let stuck_on_pvc = recreated && st.old_pvcs.is_some_and(|n| n > 0);
-        st.old_pvcs = if stuck_on_pvc { Some(u32::MAX) } else { None };
         let archive_not_empty = recovery && recreated && !self.lineage_empty(&server_name);
         st.cluster = Some(Live {
             uid: format!("00000000-0000-0000-0000-{:012}", st.uids),
@@ -735,6 +748,7 @@ impl World {
             server_name,
             fenced: false,
             down: false,
+            unready: false,
             fence_left: None,
             terminating: None,
             recreated,
@@ -923,6 +937,14 @@ impl World {
             .cluster
             .as_ref()
             .is_some_and(|c| !c.down && c.terminating.is_none());
+        if running && st.cluster.as_ref().is_some_and(|c| c.fenced) {
+            // C2: a fast shutdown under way.
+            return (
+                String::new(),
+                "psql: error: connection to server on socket \"/controller/run/.s.PGSQL.5432\" failed: FATAL:  the database system is shutting down\n".into(),
+                2,
+            );
+        }
         if !running {
             // C2: a fenced instance's PostgreSQL is down.
             return (
@@ -937,21 +959,17 @@ impl World {
                 .as_ref()
                 .map(|c| c.server_name.clone())
                 .unwrap_or_default();
-            // C6: the switch completes the segment in use, archived at
-            // once; with nothing written since, it names the last one.
-            let name = if st.wal_dirty {
-                st.wal_dirty = false;
-                self.archive(st, &lineage).unwrap_or_default()
-            } else {
-                st.last_archived_wal.clone().unwrap_or_default()
-            };
-            (format!("{name}\n"), String::new(), 0)
+            // C6: the switch completes the segment in use, archived at once.
+            let name = self.archive(st, &lineage).unwrap_or_default();
+            (format!("{name} {} 0\n", st.next_xid), String::new(), 0)
+        } else if sql == "select pg_snapshot_xmax(pg_current_snapshot())" {
+            (format!("{}\n", st.next_xid), String::new(), 0)
         } else if sql == "select 1" {
             ("1\n".into(), String::new(), 0)
         } else if sql.contains("pg_stat_archiver") {
             if st.behaviour.commits_during_archive > 0 {
                 st.behaviour.commits_during_archive -= 1;
-                st.wal_dirty = true;
+                st.next_xid += 1; // a transaction that wrote committed
             }
             (
                 format!("{}\n", st.last_archived_wal.clone().unwrap_or_default()),
@@ -969,17 +987,22 @@ fn tick_fence(st: &mut State) {
     let Some(c) = st.cluster.as_mut() else {
         return;
     };
+    let half = st.behaviour.fence_looks / 2;
     match c.fence_left {
         Some(0) => {
             c.down = true;
+            c.unready = true;
             c.fence_left = None;
-            if !c.recreated {
-                c.status["readyInstances"] = json!(0);
-                c.status["conditions"][0]["status"] = json!("False");
-            }
         }
-        Some(n) => c.fence_left = Some(n - 1),
+        Some(n) => {
+            c.fence_left = Some(n - 1);
+            c.unready = n <= half;
+        }
         None => {}
+    }
+    if c.unready && !c.recreated {
+        c.status["readyInstances"] = json!(0);
+        c.status["conditions"][0]["status"] = json!("False");
     }
 }
 
@@ -1062,7 +1085,7 @@ impl FakeCluster {
             reviews: Vec::new(),
             last_archived_wal: None,
             old_pvcs: None,
-            wal_dirty: true,
+            next_xid: 742,
             backups: Vec::new(),
             faults: Vec::new(),
             script: Default::default(),
@@ -1422,7 +1445,11 @@ fn handle(
             if st.old_pvcs == Some(0) {
                 st.old_pvcs = None;
             }
-            let items: Vec<Value> = if terminating || live || st.cluster.is_some() {
+            let items: Vec<Value> = if st.cluster.is_none() && st.behaviour.orphan_pvc {
+                vec![json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": "shared-pg-1", "namespace": "database", "labels": {"cnpg.io/cluster": "shared-pg", "cnpg.io/pvcRole": "PG_DATA"}},
+                    "spec": {"accessModes": ["ReadWriteOnce"]}})]
+            } else if terminating || live || st.cluster.is_some() {
                 (1..=2)
                     .map(|i| {
                         let mut meta = json!({"name": format!("shared-pg-{i}"), "namespace": "database",
@@ -1458,6 +1485,13 @@ fn handle(
             if instances {
                 tick_fence(st);
             }
+            // C7: the old volumes go in their own time.
+            if st.cluster.as_ref().is_some_and(|c| c.recreated) {
+                st.old_pvcs = match st.old_pvcs {
+                    Some(n) if n > 1 => Some(n - 1),
+                    _ => None,
+                };
+            }
             let items: Vec<Value> = if instances {
                 // C2: the old Cluster's instance pods, Ready until it is down.
                 match st.cluster.as_ref().filter(|c| c.terminating.is_none() && !c.recreated) {
@@ -1466,7 +1500,7 @@ fn handle(
                             "metadata": {"name": format!("shared-pg-{i}"), "namespace": "database",
                                          "labels": {"cnpg.io/cluster": "shared-pg", "cnpg.io/podRole": "instance", "cnpg.io/instanceName": format!("shared-pg-{i}")}},
                             "spec": {"containers": [{"name": "postgres"}]},
-                            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": if c.down { "False" } else { "True" }}]}}))
+                            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": if c.unready { "False" } else { "True" }}]}}))
                         .collect(),
                     None => vec![],
                 }
@@ -1475,8 +1509,13 @@ fn handle(
                     || selector == format!("job-name={JOB}"))
             {
                 let status = if st.cluster.as_ref().is_some_and(|c| c.stuck_on_pvc) {
+                    let why = if st.old_pvcs.is_some() {
+                        "is being deleted"
+                    } else {
+                        "not found"
+                    };
                     json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                        "message": "0/3 nodes are available: persistentvolumeclaim \"shared-pg-1\" is being deleted. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."}]})
+                        "message": format!("0/3 nodes are available: persistentvolumeclaim \"shared-pg-1\" {why}. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.")}]})
                 } else {
                     json!({"phase": "Running"})
                 };
