@@ -281,6 +281,9 @@ pub enum Command {
         /// The local file is a copy of etcd's data dir, not a snapshot: bootstrap with --recover-skip-hash-check.
         #[arg(long)]
         recover_skip_hash_check: bool,
+        /// Go on though no control plane's etcd data (member/snap/db) could be saved before the reset.
+        #[arg(long)]
+        no_surviving_copy: bool,
         /// Check the snapshot and the nodes, show every command; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -411,11 +414,13 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
         Command::EtcdRecover {
             snapshot,
             recover_skip_hash_check,
+            no_surviving_copy,
             dry_run,
         } => {
             let args = scenario::etcd_recover::Args {
                 snapshot: snapshot.clone(),
                 data_dir_copy: *recover_skip_hash_check,
+                no_surviving_copy: *no_surviving_copy,
                 dry_run: *dry_run,
                 yes: cli.yes,
                 show_plan: (!cli.quiet).then_some(show_plan as fn(&scenario::Outcome)),

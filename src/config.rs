@@ -266,6 +266,16 @@ pub struct Talos {
     /// etcd-recover: the second look at etcd, this long after the first,
     /// before it is taken for lost.
     pub settle_secs: u64,
+    /// How long one talosctl call may take before it is killed.
+    pub call_timeout_secs: u64,
+    /// How long the bootstrap's upload of the snapshot may take.
+    pub upload_timeout_secs: u64,
+    /// After the bootstrap: how long the first node's restore may take
+    /// before its etcd runs.
+    pub restore_timeout_secs: u64,
+    /// `-e` for talosctl: the control planes' own addresses. Talos's VIP
+    /// must not be an endpoint (it follows etcd, and goes with it).
+    pub endpoints: Vec<String>,
 }
 
 impl Default for Talos {
@@ -290,6 +300,10 @@ impl Default for Talos {
             join_timeout_secs: 900,
             poll_ms: 5000,
             settle_secs: 30,
+            call_timeout_secs: 60,
+            upload_timeout_secs: 900,
+            restore_timeout_secs: 900,
+            endpoints: Vec::new(),
         }
     }
 }

@@ -308,6 +308,7 @@ fn plans(ctx: &Context, c: &mut Checks) {
                 &etcd_recover::Args {
                     snapshot: "latest".into(),
                     data_dir_copy: false,
+                    no_surviving_copy: false,
                     dry_run: true,
                     yes: false,
                     show_plan: None,

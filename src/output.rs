@@ -112,6 +112,9 @@ pub fn preview(o: &Outcome, colour: bool) -> String {
             for c in &d.checked {
                 s.push_str(&format!("Checked:  {c}\n"));
             }
+            for line in &d.saved {
+                s.push_str(&format!("Saved:    {line}\n"));
+            }
         }
         Detail::PgRevert(_) => {}
     }

@@ -21,12 +21,17 @@ struct World {
 fn world() -> World {
     let f = Fixture::new();
     let state = f.dir.path().join("talos.json");
+    // Each node's member/snap/db: the snapshot's database (its bbolt
+    // file without the SHA-256 trailer), as old as the snapshot.
+    let data_dir = f.dir.path().join("member-snap-db");
+    let snap = std::fs::read(f.store().join(SNAPSHOT)).unwrap();
+    std::fs::write(&data_dir, &snap[..snap.len() - 32]).unwrap();
     let nodes: serde_json::Map<String, Value> = CP
         .iter()
         .map(|n| {
             (
                 n.to_string(),
-                json!({"reachable": true, "etcd": "failed", "member": false}),
+                json!({"reachable": true, "etcd": "failed", "member": false, "db": data_dir.display().to_string(), "machine_type": "controlplane"}),
             )
         })
         .collect();
@@ -37,7 +42,7 @@ fn world() -> World {
     )
     .unwrap();
     f.config(&format!(
-        "[talos]\ntalosctl = \"{}\"\npoll_ms = 10\nreboot_timeout_secs = 2\njoin_timeout_secs = 2\nsettle_secs = 0\n",
+        "[talos]\ntalosctl = \"{}\"\npoll_ms = 10\nreboot_timeout_secs = 2\njoin_timeout_secs = 2\nrestore_timeout_secs = 2\nsettle_secs = 0\ncall_timeout_secs = 1\n",
         common::project()
             .join("tests/support/talosctl-standin.py")
             .display()
@@ -112,8 +117,11 @@ fn the_dry_run_checks_the_nodes_read_only_and_shows_every_command() {
     let r = w.run(&["etcd-recover", "--dry-run"]).ok();
     assert!(w.changing().is_empty(), "{:?}", w.argvs());
     for a in w.argvs() {
+        // Reads only: the copies of what survives come to this machine.
         let read_only = a.ends_with(&["service".into(), "etcd".into()])
-            || a.ends_with(&["etcd".into(), "members".into()]);
+            || a.ends_with(&["etcd".into(), "members".into()])
+            || a.ends_with(&["get".into(), "machinetype".into()])
+            || a.contains(&"cp".to_string());
         assert!(read_only, "a dry run ran {a:?}");
     }
     assert!(r.stdout.contains("revision 21"), "{}", r.stdout);
@@ -178,6 +186,7 @@ fn the_recovery_runs_in_order_from_the_verified_snapshot() {
         CP.join(","),
         "--worker-nodes".into(),
         "192.168.0.200,192.168.0.201,192.168.0.202".into(),
+        "--wait-timeout=2s".into(),
     ]));
     // The exact sequence, reads of boot ids and repeated polls folded: the
     // checks before the prompt and again after it, then each command and
@@ -191,24 +200,63 @@ fn the_recovery_runs_in_order_from_the_verified_snapshot() {
             .cloned()
             .collect::<Vec<_>>()
             .join(" ");
+        // `cp SRC DIR`: the directory is the run's own.
+        let verb = if verb.starts_with("cp /var/lib/etcd/member/snap/db ") {
+            "cp member/snap/db".to_string()
+        } else {
+            verb
+        };
         let line = format!("{verb} @{}", a[at + 1]);
         if seq.last() != Some(&line) {
             seq.push(line);
         }
     }
+    // `etcd members` goes to every node at once: their order is the
+    // scheduler's.
+    let mut folded: Vec<String> = Vec::new();
+    for line in seq {
+        match folded.last_mut() {
+            Some(last)
+                if last.starts_with("etcd members @")
+                    && line.starts_with("etcd members @")
+                    && last.matches(',').count() < CP.len() - 1 =>
+            {
+                let mut nodes: Vec<&str> = last["etcd members @".len()..]
+                    .split(',')
+                    .chain([&line["etcd members @".len()..]])
+                    .collect();
+                nodes.sort();
+                *last = format!("etcd members @{}", nodes.join(","));
+            }
+            _ => folded.push(line),
+        }
+    }
+    let seq = folded;
     let all = CP.join(",");
     let check = [
         format!("service etcd @{all}"),
-        "etcd members @192.168.0.230".into(),
-        "etcd members @192.168.0.231".into(),
-        "etcd members @192.168.0.232".into(),
+        format!("etcd members @{all}"),
     ];
-    // The plan's check, then right before the prompt and again after it.
-    let mut expected: Vec<String> = check.iter().cycle().take(12).cloned().collect();
+    // The plan's check (with the machine types and the copies of what
+    // survives), then right before the prompt and again after it.
+    let mut expected: Vec<String> = check.to_vec();
+    expected.extend([
+        format!("get machinetype @{all}"),
+        "cp member/snap/db @192.168.0.230".into(),
+        "cp member/snap/db @192.168.0.231".into(),
+        "cp member/snap/db @192.168.0.232".into(),
+    ]);
+    expected.extend(check.iter().cycle().take(4).cloned());
     expected.extend([
         format!("reset @{all}"),
         format!("service etcd @{all}"),
         "bootstrap @192.168.0.230".into(),
+        "service etcd @192.168.0.230".into(),
+        "etcd members @192.168.0.230".into(),
+        "service etcd @192.168.0.231".into(),
+        "service etcd @192.168.0.232".into(),
+        "etcd members @192.168.0.230".into(),
+        "service etcd @192.168.0.232".into(),
         "etcd members @192.168.0.230".into(),
         "health @192.168.0.230".into(),
     ]);
@@ -397,13 +445,11 @@ fn a_node_that_does_not_come_back_stops_the_wait_and_resume_goes_on() {
 
 #[test]
 fn an_interrupted_bootstrap_is_never_repeated() {
+    // The connection drops after the bootstrap took: etcd running says so.
     let w = world();
     w.set(|v| v["bootstrap_drops"] = json!(true));
-    let r = w.run(&["--yes", "etcd-recover"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    w.set(|v| v["bootstrap_drops"] = json!(false));
-    let r = w.run(&["--json", "resume"]).ok().json();
-    assert_eq!(steps(&r), ALL_DONE);
+    let r = w.run(&["--json", "--yes", "etcd-recover"]).ok().json();
+    assert_eq!(steps(&r["wait"]), ALL_DONE);
     assert_eq!(w.times("bootstrap"), 1);
     // After the bootstrap: the others never join, then do.
     let w = world();
@@ -419,6 +465,181 @@ fn an_interrupted_bootstrap_is_never_repeated() {
     let r = w.run(&["--json", "resume"]).ok().json();
     assert_eq!(steps(&r), ALL_DONE);
     assert_eq!(w.times("bootstrap"), 1);
+}
+
+#[test]
+fn a_restore_that_fails_after_talosctl_exits_0_stops_and_resumes_after_a_reset() {
+    // T4: the restore runs in etcd's pre stage, after the bootstrap returned.
+    let w = world();
+    w.set(|v| v["restore_fails_once"] = json!(true));
+    let r = w.run(&["--yes", "etcd-recover"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let said = "etcd on 192.168.0.230 failed to restore the snapshot: [Failed]: Failed to run pre stage: error recovering from the snapshot: snapshot missing hash but --skip-hash-check=false (5s ago). Its data dir now holds the failed restore, so Talos refuses another bootstrap. Wipe that node alone: `";
+    assert!(r.stderr.contains(said), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "-n 192.168.0.230 reset --graceful=false --reboot --system-labels-to-wipe=EPHEMERAL`"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(w.times("health"), 0, "not past the bootstrap");
+    // A resume before the wipe sends nothing again and says the same.
+    let again = w.run(&["--yes", "resume"]);
+    assert_eq!(again.code, 1);
+    assert!(again.stderr.contains(said), "{}", again.stderr);
+    assert_eq!(w.times("bootstrap"), 1);
+    // Wiped by hand (T3): it waits in Preparing, and the resume bootstraps.
+    w.set(|v| {
+        let n = &mut v["nodes"]["192.168.0.230"];
+        n["etcd"] = json!("preparing");
+        n["member"] = json!(false);
+        v["bootstrapped"] = json!(null);
+    });
+    let r = w.run(&["--json", "--yes", "resume"]).ok().json();
+    assert_eq!(steps(&r), ALL_DONE);
+    assert_eq!(w.times("bootstrap"), 2);
+}
+
+#[test]
+fn an_init_node_refuses_the_reset() {
+    let w = world();
+    w.set(|v| v["nodes"]["192.168.0.231"]["machine_type"] = json!("init"));
+    let r = w.run(&["--yes", "etcd-recover"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("192.168.0.231 is of machine type `init`: after the wipe it would start a new, empty etcd by itself")
+            && r.stderr.contains("talosctl -n 192.168.0.231 edit mc --mode=staged"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(w.times("reset"), 0);
+}
+
+#[test]
+fn hanging_etcd_members_calls_are_killed_and_count_as_no_quorum() {
+    // T2: etcd does not listen on any node; each call blocks until drgit
+    // kills it after `call_timeout_secs`.
+    let w = world();
+    let r = w.run(&["etcd-recover", "--dry-run"]).ok();
+    assert!(
+        r.stdout.contains("Checked:  192.168.0.230: etcd Failed"),
+        "{}",
+        r.stdout
+    );
+    let pids = std::fs::read_to_string(w.state.with_extension("json.pids")).unwrap();
+    let pids: Vec<&str> = pids.lines().collect();
+    assert_eq!(pids.len(), 3, "one blocked call per node");
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "talosctl {pid} was left behind"
+        );
+    }
+}
+
+#[test]
+fn what_survives_is_saved_first_and_a_newer_copy_is_named() {
+    let w = world();
+    let newer = common::project().join("fixtures/talos/member-snap-db");
+    w.set(|v| {
+        v["nodes"]["192.168.0.231"]["db"] = json!(newer.display().to_string());
+        v["nodes"]["192.168.0.232"]["db"] = json!(null);
+    });
+    let r = w.run(&["--json", "etcd-recover", "--dry-run"]).ok().json();
+    let saved = &r["surviving"];
+    assert_eq!(saved[0]["revision"], 21);
+    assert_eq!(
+        saved[1]["revision"], 41,
+        "the real etcd 3.4 data dir of the fixture"
+    );
+    assert!(
+        saved[2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("lstat /var/lib/etcd/member/snap/db: no such file or directory"),
+        "{saved}"
+    );
+    let copy = saved[1]["file"].as_str().unwrap().to_string();
+    let lines: Vec<&str> = r["saved"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l.starts_with(&format!("NEWER THAN THE SNAPSHOT: 192.168.0.231's data has revision 41, the snapshot 21; to restore from it instead: `drgit etcd-recover --snapshot {copy} --recover-skip-hash-check`"))),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("192.168.0.232: etcd data NOT saved")),
+        "{lines:#?}"
+    );
+    // A real run keeps the copies, each as its SHA-256 says.
+    let r = w.run(&["--json", "--yes", "etcd-recover"]).ok().json();
+    let kept = &r["surviving"][1];
+    let file = std::path::PathBuf::from(kept["file"].as_str().unwrap());
+    assert!(
+        file.starts_with(w.f.repo().join(".git/drgit/etcd-recover")),
+        "{}",
+        file.display()
+    );
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        std::fs::read(&newer).unwrap()
+    );
+    let sha = {
+        use sha2::Digest;
+        sha2::Sha256::digest(std::fs::read(&newer).unwrap())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    assert_eq!(kept["sha256"].as_str().unwrap(), sha);
+}
+
+#[test]
+fn nothing_saved_refuses_unless_told_to_go_on() {
+    let w = world();
+    w.set(|v| {
+        for n in CP {
+            v["nodes"][n]["db"] = json!(null);
+        }
+    });
+    let r = w.run(&["--yes", "etcd-recover"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("no control plane's etcd data could be saved before the reset")
+            && r.stderr.contains("--no-surviving-copy"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(w.times("reset"), 0);
+    let r = w
+        .run(&["--json", "--yes", "etcd-recover", "--no-surviving-copy"])
+        .ok()
+        .json();
+    assert_eq!(steps(&r["wait"]), ALL_DONE);
+}
+
+#[test]
+fn a_node_that_gave_up_waiting_for_the_bootstrap_is_named() {
+    // T10: after EtcdJoinTimeout a node's etcd is Failed; waiting longer
+    // would not mend it.
+    let w = world();
+    w.set(|v| v["join_timeout"] = json!(["192.168.0.232"]));
+    let r = w.run(&["--yes", "etcd-recover"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("192.168.0.232 waited for the bootstrap longer than Talos allows (30 minutes, constants.EtcdJoinTimeout) and its etcd failed: reboot it (`")
+            && r.stderr.contains("-n 192.168.0.232 reboot`"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(w.times("bootstrap"), 0);
 }
 
 #[test]

@@ -170,22 +170,17 @@ enum Elem {
 pub fn stats(path: &Path) -> Result<Stats, String> {
     let f = File::open(path).map_err(|e| e.to_string())?;
     let size = f.metadata().map_err(|e| e.to_string())?.len();
-    let mut meta0 = [0u8; 80];
-    f.read_exact_at(&mut meta0, 0).map_err(|e| e.to_string())?;
-    let ps = u32_at(&meta0, 24) as u64;
+    // The meta page bbolt would open it with (one valid page is enough).
+    let meta = super::verify::bbolt_meta(&mut |at| {
+        let mut m = [0u8; 80];
+        f.read_exact_at(&mut m, at).map(|_| m)
+    })
+    .map_err(|e| e.to_string())?;
+    let ps = u32_at(&meta, 24) as u64;
     if !(512..=1 << 20).contains(&ps) {
         return Err(format!("page size {ps}"));
     }
     let mut db = Db { f, ps, size };
-    // The meta page with the higher txid (both are checked by verify).
-    let mut meta1 = [0u8; 80];
-    db.f.read_exact_at(&mut meta1, ps)
-        .map_err(|e| e.to_string())?;
-    let meta = if u64_at(&meta1, 64) > u64_at(&meta0, 64) {
-        meta1
-    } else {
-        meta0
-    };
     db.ps = u32_at(&meta, 24) as u64;
     let root = db.page(u64_at(&meta, 32))?;
     let key = db

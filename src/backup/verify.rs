@@ -5,7 +5,10 @@
 //! a multiple of 512 plus 32, the last 32 bytes the SHA-256 of the rest; two
 //! bbolt meta pages (at 0 and at one page size), each with magic
 //! 0xED0CDAED at offset 16, version 2 at 20, the page size at 24, and the
-//! FNV-1a 64 checksum of bytes 16..72 stored at 72.
+//! FNV-1a 64 checksum of bytes 16..72 stored at 72. One valid meta page is
+//! enough, as it is for bbolt (v1.4.2 db.go: "We only return an error if
+//! both meta pages fail validation"): a copy of a live data dir may catch
+//! the other mid-write.
 //!
 //! Kanidm backup: gzip (by its magic, whatever the name) around one JSON
 //! document with a `version`; both are checked by streaming through it.
@@ -78,25 +81,86 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// The page sizes etcd's bbolt is found with when meta page 0 cannot say
+/// (bbolt falls back to the OS page size: 4 KiB, or 16/64 KiB on arm64).
+const PAGE_SIZES: [u64; 3] = [4096, 16384, 65536];
+
+/// The meta page bbolt opens a database with: the valid one with the
+/// higher txid (bbolt v1.4.2 db.go `meta()`); page 1 sits at page 0's page
+/// size, or, with page 0 invalid, at one of [`PAGE_SIZES`]. `read_at`
+/// reads 80 bytes at an offset. Errors only when neither page is valid.
+pub(crate) fn bbolt_meta(
+    read_at: &mut dyn FnMut(u64) -> std::io::Result<[u8; 80]>,
+) -> Result<[u8; 80], Corrupt> {
+    let first = read_at(0).map_err(io);
+    let zero = first.clone().and_then(|m| check_meta(0, &m).map(|_| m));
+    let sizes: Vec<u64> = match &zero {
+        Ok(m) => vec![u64::from(u32::from_le_bytes(
+            m[24..28].try_into().unwrap_or_default(),
+        ))],
+        Err(_) => PAGE_SIZES.to_vec(),
+    };
+    let mut one_err = None;
+    let one = sizes.iter().find_map(|&ps| {
+        match read_at(ps)
+            .map_err(io)
+            .and_then(|m| check_meta(1, &m).map(|_| m))
+        {
+            Ok(m) => Some(m),
+            Err(e) => {
+                one_err.get_or_insert(e);
+                None
+            }
+        }
+    });
+    let txid = |m: &[u8; 80]| u64::from_le_bytes(m[64..72].try_into().unwrap_or_default());
+    match (zero, one) {
+        (Ok(a), Some(b)) => Ok(if txid(&b) > txid(&a) { b } else { a }),
+        (Ok(a), None) => Ok(a),
+        (Err(_), Some(b)) => Ok(b),
+        (Err(e), None) => Err(match one_err {
+            Some(Corrupt::EtcdMeta { detail, .. }) => match e {
+                Corrupt::EtcdMeta { detail: d0, .. } => Corrupt::EtcdMeta {
+                    page: 0,
+                    detail: format!("{d0}; and meta page 1: {detail}"),
+                },
+                other => other,
+            },
+            _ => e,
+        }),
+    }
+}
+
+/// The page size of a meta page [`bbolt_meta`] chose.
+fn page_size(m: &[u8; 80]) -> u64 {
+    u64::from(u32::from_le_bytes(m[24..28].try_into().unwrap_or_default()))
+}
+
+fn file_reader(f: &mut std::fs::File) -> impl FnMut(u64) -> std::io::Result<[u8; 80]> + '_ {
+    move |at| {
+        let mut m = [0u8; 80];
+        f.seek(SeekFrom::Start(at))?;
+        f.read_exact(&mut m)?;
+        Ok(m)
+    }
+}
+
 /// Verifies a copy of etcd's data dir database (`member/snap/db`): no hash
-/// trailer, only the bbolt meta pages.
+/// trailer; a valid meta page and a size of whole pages.
 pub fn etcd_db_file(path: &Path) -> Result<(), Corrupt> {
     let mut f = std::fs::File::open(path).map_err(io)?;
     let size = f.metadata().map_err(io)?.len();
-    let mut first = vec![0u8; 80];
-    f.read_exact(&mut first)
-        .map_err(|_| Corrupt::EtcdSize { size })?;
-    let page_size = check_meta(0, &first)?;
-    if !(512..=1 << 20).contains(&page_size) || size % page_size as u64 != 0 {
+    if size < 80 {
+        return Err(Corrupt::EtcdSize { size });
+    }
+    let meta = bbolt_meta(&mut file_reader(&mut f))?;
+    let ps = page_size(&meta);
+    if !(512..=1 << 20).contains(&ps) || size % ps != 0 {
         return Err(Corrupt::EtcdMeta {
             page: 0,
-            detail: format!("page size {page_size} for a file of {size} bytes"),
+            detail: format!("page size {ps} for a file of {size} bytes"),
         });
     }
-    let mut second = vec![0u8; 80];
-    f.seek(SeekFrom::Start(page_size as u64)).map_err(io)?;
-    f.read_exact(&mut second).map_err(io)?;
-    check_meta(1, &second)?;
     Ok(())
 }
 
@@ -110,15 +174,11 @@ pub fn etcd_snapshot(path: &Path) -> Result<(), Corrupt> {
     let mut hasher = Sha256::new();
     let mut left = size - 32;
     let mut buf = vec![0u8; 1 << 16];
-    let mut first = Vec::with_capacity(80);
     while left > 0 {
         let want = left.min(buf.len() as u64) as usize;
         let n = f.read(&mut buf[..want]).map_err(io)?;
         if n == 0 {
             return Err(Corrupt::EtcdSize { size });
-        }
-        if first.len() < 80 {
-            first.extend_from_slice(&buf[..n.min(80 - first.len())]);
         }
         hasher.update(&buf[..n]);
         left -= n as u64;
@@ -128,17 +188,14 @@ pub fn etcd_snapshot(path: &Path) -> Result<(), Corrupt> {
     if hasher.finalize()[..] != trailer[..] {
         return Err(Corrupt::EtcdHash);
     }
-    let page_size = check_meta(0, &first)?;
-    if !(512..=1 << 20).contains(&page_size) || page_size as u64 + 80 > size {
+    let meta = bbolt_meta(&mut file_reader(&mut f))?;
+    let ps = page_size(&meta);
+    if !(512..=1 << 20).contains(&ps) || ps + 80 > size {
         return Err(Corrupt::EtcdMeta {
             page: 0,
-            detail: format!("page size {page_size}"),
+            detail: format!("page size {ps}"),
         });
     }
-    let mut second = vec![0u8; 80];
-    f.seek(SeekFrom::Start(page_size as u64)).map_err(io)?;
-    f.read_exact(&mut second).map_err(io)?;
-    check_meta(1, &second)?;
     Ok(())
 }
 

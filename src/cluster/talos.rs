@@ -10,8 +10,10 @@
 //! `code = Unavailable` in an `N error(s) occurred:` list on stderr, one
 //! `* NODE: …` line each.
 
+use std::io::Read;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -29,6 +31,13 @@ pub struct Talosctl {
     pub bin: String,
     pub talosconfig: Option<PathBuf>,
     pub context: Option<String>,
+    /// `-e`: the endpoints talosctl talks to, when set (else talosconfig's).
+    pub endpoints: Vec<String>,
+    /// How long one call may take before it is killed: `etcd members` and
+    /// `etcd snapshot` open an etcd client on the node that waits for etcd
+    /// to be ready (etcd client/v3 `defaultWaitForReady`), so with etcd not
+    /// listening they block instead of failing.
+    pub timeout: Duration,
 }
 
 /// What one talosctl run printed.
@@ -37,6 +46,9 @@ pub struct TalosOutput {
     pub success: bool,
     pub stdout: String,
     pub stderr: String,
+    /// Killed after the call's timeout.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub timed_out: bool,
 }
 
 impl TalosOutput {
@@ -59,6 +71,10 @@ impl Talosctl {
             v.push("--context".to_string());
             v.push(c.clone());
         }
+        if !self.endpoints.is_empty() {
+            v.push("-e".to_string());
+            v.push(self.endpoints.join(","));
+        }
         if !nodes.is_empty() {
             v.push("-n".to_string());
             v.push(nodes.join(","));
@@ -74,19 +90,80 @@ impl Talosctl {
         v.join(" ")
     }
 
+    /// Runs one call with the ordinary timeout.
     pub fn run(&self, nodes: &[String], args: &[&str]) -> Result<TalosOutput, TalosError> {
-        tracing::debug!(command = %self.command_line(nodes, args), "talosctl");
-        let out = Command::new(&self.bin)
+        self.run_for(nodes, args, self.timeout)
+    }
+
+    /// Runs one call, killed (and reaped) once `timeout` has passed: its
+    /// output then says so and `timed_out` is set.
+    pub fn run_for(
+        &self,
+        nodes: &[String],
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<TalosOutput, TalosError> {
+        let line = self.command_line(nodes, args);
+        tracing::debug!(command = %line, "talosctl");
+        let mut child = Command::new(&self.bin)
             .args(self.argv(nodes, args))
-            .output()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .map_err(|source| TalosError::Spawn {
                 bin: self.bin.clone(),
                 source,
             })?;
+        let drain = |pipe: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                if let Some(mut p) = pipe {
+                    let _ = p.read_to_end(&mut buf);
+                }
+                String::from_utf8_lossy(&buf).into_owned()
+            })
+        };
+        let out = drain(
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        let err = drain(
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        let started = Instant::now();
+        let mut timed_out = false;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if started.elapsed() >= timeout => {
+                    timed_out = true;
+                    let _ = child.kill();
+                    break child.wait().ok();
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) => break None,
+            }
+        };
+        let stdout = out.join().unwrap_or_default();
+        let mut stderr = err.join().unwrap_or_default();
+        if timed_out {
+            tracing::debug!(command = %line, ?timeout, "talosctl killed after its timeout");
+            stderr.push_str(&format!(
+                "drgit: `{line}` did not finish within {}s and was killed\n",
+                timeout.as_secs()
+            ));
+        }
         Ok(TalosOutput {
-            success: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            success: !timed_out && status.is_some_and(|s| s.success()),
+            stdout,
+            stderr,
+            timed_out,
         })
     }
 }
@@ -214,20 +291,96 @@ pub fn member_hosts(stdout: &str) -> Vec<String> {
         .skip(1)
         .filter(|l| l.split_whitespace().last() != Some("true"))
         .filter_map(|l| {
-            let url = l.split_whitespace().find(|w| w.contains("://"))?;
-            let host = url.split("://").nth(1)?.split(':').next()?;
-            Some(host.to_string())
+            let urls = l.split_whitespace().find(|w| w.contains("://"))?;
+            url_host(urls.split(',').next()?)
         })
         .collect()
 }
 
+/// The host of `https://HOST:PORT`, an IPv6 one without its brackets
+/// (`https://[fd00::1]:2380`).
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split("://").nth(1)?;
+    let host = match rest.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => rest.split([':', '/']).next()?,
+    };
+    Some(host.to_string())
+}
+
+/// `talosctl get machinetype` (cmd/talosctl/cmd/talos/output/table.go: a
+/// NODE column first; the resource's own column, its type, last): each
+/// node with its machine type (`controlplane`, `init`, `worker`).
+pub fn machine_types(stdout: &str) -> Vec<(String, String)> {
+    stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("NODE"))
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.len() >= 6).then(|| (cols[0].to_string(), cols[cols.len() - 1].to_string()))
+        })
+        .collect()
+}
+
+impl ServiceState {
+    /// The newest event (talosctl lists them newest first).
+    fn last_event(&self) -> &str {
+        self.events.first().map_or("", String::as_str)
+    }
+
+    /// etcd gave up waiting for the bootstrap: `Failed to run pre stage:
+    /// failed to build initial etcd cluster: … timeout` after
+    /// `constants.EtcdJoinTimeout` (30 minutes; talos v1.11
+    /// internal/app/machined/pkg/system/services/etcd.go
+    /// `buildInitialCluster`).
+    pub fn join_timed_out(&self) -> bool {
+        self.state == "Failed"
+            && self
+                .last_event()
+                .contains("failed to build initial etcd cluster")
+    }
+
+    /// The restore from the snapshot failed in etcd's pre stage (talos
+    /// v1.11 services/etcd.go `recoverFromSnapshot`: `error recovering from
+    /// the snapshot`, `error verifying snapshot`): its event.
+    pub fn restore_failed(&self) -> Option<&str> {
+        let e = self.last_event();
+        (self.state == "Failed"
+            && (e.contains("error recovering from the snapshot")
+                || e.contains("error verifying snapshot")))
+        .then_some(e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn members_with_ipv6_and_several_peer_urls() {
+        let out = "NODE   ID   HOSTNAME   PEER URLS   CLIENT URLS   LEARNER\nfd00::10   1   cp-1   https://[fd00::10]:2380,https://10.0.0.10:2380   https://[fd00::10]:2379   false\n10.0.0.11   2   cp-2   https://10.0.0.11:2380   https://10.0.0.11:2379   false\n";
+        assert_eq!(member_hosts(out), vec!["fd00::10", "10.0.0.11"]);
+    }
+
+    #[test]
+    fn machine_types_per_node() {
+        let out = "NODE         NAMESPACE   TYPE          ID             VERSION   TYPE\n172.20.0.2   config      MachineType   machine-type   2         controlplane\n172.20.0.3   config      MachineType   machine-type   1         init\n";
+        assert_eq!(
+            machine_types(out),
+            vec![
+                ("172.20.0.2".to_string(), "controlplane".to_string()),
+                ("172.20.0.3".to_string(), "init".to_string())
+            ]
+        );
+    }
 
     #[test]
     fn versions_of_client_and_nodes() {
-        // The shape of `talosctl -n 10.0.0.2,10.0.0.3 version` (pkg/version).
-        let out = "Client:\n\tTag:         v1.11.1\n\tSHA:         e2c0a6e3\n\tBuilt:       \n\tGo version:  go1.24.6\n\tOS/Arch:     linux/amd64\nServer:\n\tNODE:        10.0.0.2\n\tTag:         v1.11.0\n\tSHA:         1d2c3b4a\n\tEnabled:     RBAC\nServer:\n\tNODE:        10.0.0.3\n\tTag:         v1.11.1\n";
+        // The shape of `talosctl -n 10.0.0.2,10.0.0.3 version` in v1.11
+        // (cmd/talosctl/cmd/talos/version.go): `Server:` once, before it
+        // connects, then a NODE: block per node.
+        let out = "Client:\n\tTag:         v1.11.1\n\tSHA:         e2c0a6e3\n\tBuilt:       \n\tGo version:  go1.24.6\n\tOS/Arch:     linux/amd64\nServer:\n\tNODE:        10.0.0.2\n\tTag:         v1.11.0\n\tSHA:         1d2c3b4a\n\tEnabled:     RBAC\n\tNODE:        10.0.0.3\n\tTag:         v1.11.1\n";
         let v = parse_version(out);
         assert_eq!(v.client.as_deref(), Some("v1.11.1"));
         assert_eq!(
@@ -238,7 +391,6 @@ mod tests {
             ]
         );
     }
-    use super::*;
 
     #[test]
     fn service_blocks_are_read_per_node() {

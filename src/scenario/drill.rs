@@ -553,6 +553,7 @@ pub fn etcd(ctx: &Context, args: &EtcdArgs) -> Result<DrillReport, Error> {
         &super::etcd_recover::Args {
             snapshot: args.snapshot.clone(),
             data_dir_copy: false,
+            no_surviving_copy: false,
             dry_run: true,
             yes: false,
             show_plan: None,

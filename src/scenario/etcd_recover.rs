@@ -5,13 +5,20 @@
 //! 1. The snapshot: from the store (verified download; `latest` skips a
 //!    newest copy that fails verification) or a local file (verified the
 //!    same way); its age and newest revision go in the plan.
-//! 2. Really lost? Every control plane's Talos API answers, no etcd member
-//!    runs healthy, and `etcd members` fails on each (no quorum). Else
-//!    refuse: member replacement is the way, not a reset.
-//! 3. The plan: every talosctl command, in order. The reset is confirmed.
-//! 4. Reset every control plane; wait until each answers with etcd
-//!    `Preparing`; bootstrap the first from the snapshot; wait until every
-//!    control plane is a member; `talosctl health`. Journaled: an
+//! 2. Really lost? No control plane is of machine type `init` (after a
+//!    wipe it would start a new, empty etcd by itself); every control
+//!    plane's Talos API answers, no etcd member runs healthy, and `etcd
+//!    members` fails (or hangs, killed after its timeout) on each (no
+//!    quorum). Else refuse: member replacement is the way, not a reset.
+//! 3. Save what survives: each control plane's `member/snap/db` is copied
+//!    into the run's directory and its newest revision shown beside the
+//!    snapshot's; a newer copy is said so, with the command that restores
+//!    from it instead.
+//! 4. The plan: every talosctl command, in order. The reset is confirmed.
+//! 5. Reset every control plane; wait until each answers with etcd
+//!    `Preparing`; bootstrap the first from the snapshot and wait until its
+//!    etcd runs (the restore happens after talosctl returned); wait until
+//!    every control plane is a member; `talosctl health`. Journaled: an
 //!    interrupted run never resets twice nor bootstraps twice.
 //!
 //! Git changes nothing here: Argo CD re-syncs from Git once the API
@@ -41,6 +48,8 @@ pub struct Args {
     /// The file is a copy of etcd's data dir (no hash trailer): bootstrap
     /// with `--recover-skip-hash-check`. Never for a snapshot.
     pub data_dir_copy: bool,
+    /// Go on though no control plane's data could be saved.
+    pub no_surviving_copy: bool,
     pub dry_run: bool,
     pub yes: bool,
     /// Shows the plan before anything happens (the CLI prints it).
@@ -67,6 +76,22 @@ pub struct Snapshot {
     pub skipped: Vec<String>,
 }
 
+/// One control plane's etcd data, saved before the reset.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SurvivingCopy {
+    pub node: String,
+    /// The copy, kept in the run's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
+    /// Why there is no usable copy of this node's data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct EtcdRecoverDetail {
     pub snapshot: Snapshot,
@@ -74,6 +99,10 @@ pub struct EtcdRecoverDetail {
     pub workers: Vec<String>,
     /// What each control plane's etcd showed when checked.
     pub checked: Vec<String>,
+    /// Each control plane's data, saved before anything is wiped.
+    pub surviving: Vec<SurvivingCopy>,
+    /// What was saved, and whether it is newer than the snapshot, as said.
+    pub saved: Vec<String>,
 }
 
 /// What the plan needs; kept in the journal for `drgit resume`.
@@ -82,6 +111,8 @@ pub struct Params {
     pub snapshot: Snapshot,
     pub control_plane: Vec<String>,
     pub workers: Vec<String>,
+    #[serde(default)]
+    pub surviving: Vec<SurvivingCopy>,
 }
 
 pub fn talosctl(ctx: &Context) -> Talosctl {
@@ -90,6 +121,8 @@ pub fn talosctl(ctx: &Context) -> Talosctl {
         bin: t.talosctl.clone(),
         talosconfig: t.talosconfig.clone(),
         context: t.context.clone(),
+        endpoints: t.endpoints.clone(),
+        timeout: Duration::from_secs(t.call_timeout_secs),
     }
 }
 
@@ -294,8 +327,43 @@ fn lost_once(talos: &Talosctl, cps: &[String]) -> Result<Vec<String>, Error> {
             ),
         });
     }
-    for node in cps {
-        let m = talos.run(std::slice::from_ref(node), &["etcd", "members"])?;
+    // One call per node, side by side: each may hang until its timeout.
+    let answers: Vec<Result<talos::TalosOutput, talos::TalosError>> = std::thread::scope(|sc| {
+        let calls: Vec<_> = cps
+            .iter()
+            .map(|node| {
+                sc.spawn(move || talos.run(std::slice::from_ref(node), &["etcd", "members"]))
+            })
+            .collect();
+        calls
+            .into_iter()
+            .map(|c| {
+                c.join().unwrap_or_else(|_| {
+                    Err(talos::TalosError::Spawn {
+                        bin: talos.bin.clone(),
+                        source: std::io::Error::other("the call's thread panicked"),
+                    })
+                })
+            })
+            .collect()
+    });
+    for (node, m) in cps.iter().zip(answers) {
+        let m = m?;
+        // The call waits for a local etcd that does not listen: killed
+        // after its timeout, it says no quorum there, where etcd does not
+        // run. Where it runs, silence says nothing: refuse.
+        if m.timed_out {
+            let state = states.iter().find(|s| &s.node == node);
+            if state.is_some_and(|s| s.state == "Running") {
+                return Err(Error::RefuseReset {
+                    reason: format!(
+                        "`talosctl -n {node} etcd members` did not answer within {}s while etcd runs there: whether it still has quorum cannot be told. Look at `talosctl -n {node} logs etcd`",
+                        talos.timeout.as_secs()
+                    ),
+                });
+            }
+            continue;
+        }
         if !m.success && !no_quorum(&m.stderr) {
             return Err(Error::RefuseReset {
                 reason: format!(
@@ -328,6 +396,140 @@ fn lost_once(talos: &Talosctl, cps: &[String]) -> Result<Vec<String>, Error> {
             )
         })
         .collect())
+}
+
+/// No control plane may be of machine type `init`: after the wipe it
+/// starts a new, empty etcd by itself and never restores the snapshot
+/// (talos v1.11 internal/app/machined/pkg/runtime/v1alpha1/
+/// v1alpha1_sequencer_tasks.go: `TypeInit` runs etcd with `Bootstrap:
+/// true`; services/etcd.go `argsForInit` never calls
+/// `recoverFromSnapshot`; website/content/v1.11/advanced/
+/// disaster-recovery.md: init nodes "are incompatible with etcd recovery").
+fn check_machine_types(talos: &Talosctl, cps: &[String]) -> Result<(), Error> {
+    let out = talos.run(cps, &["get", "machinetype"])?;
+    let types = talos::machine_types(&out.stdout);
+    for node in cps {
+        match types
+            .iter()
+            .find(|(n, _)| n == node)
+            .map(|(_, t)| t.as_str())
+        {
+            Some("controlplane") => {}
+            Some("init") => {
+                return Err(Error::RefuseReset {
+                    reason: format!(
+                        "{node} is of machine type `init`: after the wipe it would start a new, empty etcd by itself instead of waiting for the bootstrap from the snapshot. Make it a control plane first: `talosctl -n {node} edit mc --mode=staged` (machine.type: controlplane), then `talosctl -n {node} reboot`"
+                    ),
+                });
+            }
+            Some(other) => {
+                return Err(Error::RefuseReset {
+                    reason: format!(
+                        "{node} is of machine type `{other}`, not a control plane: remove it from `[talos] control_plane`"
+                    ),
+                });
+            }
+            None => {
+                return Err(Error::RefuseReset {
+                    reason: format!(
+                        "`talosctl -n {node} get machinetype` showed no machine type, so whether it is `init` cannot be told: {}",
+                        out.tail(3)
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where etcd keeps its database on a Talos node.
+const MEMBER_DB: &str = "/var/lib/etcd/member/snap/db";
+
+/// Copies each control plane's `member/snap/db` into `dir/<node>/db`
+/// (`talosctl cp` extracts into a directory, one node at a time,
+/// cmd/talosctl/cmd/talos/copy.go), as the disaster-recovery page says to
+/// "even if the etcd cluster is unhealthy". Each copy is checked as a
+/// bbolt database (one valid meta page is enough: a copy of a live file
+/// may tear the other) and its newest revision read.
+fn save_surviving(talos: &Talosctl, cps: &[String], dir: &Path) -> Vec<SurvivingCopy> {
+    cps.iter()
+        .map(|node| {
+            let into = dir.join(node.replace(':', "_"));
+            let mut copy = SurvivingCopy {
+                node: node.clone(),
+                file: None,
+                sha256: None,
+                revision: None,
+                error: None,
+            };
+            let file = into.join("db");
+            let into_s = into.display().to_string();
+            let out = talos.run(std::slice::from_ref(node), &["cp", MEMBER_DB, &into_s]);
+            let read = match out {
+                Err(e) => Err(e.to_string()),
+                Ok(o) if !o.success => Err(o.tail(2)),
+                Ok(_) => verify::etcd_db_file(&file)
+                    .map_err(|c| format!("the copy is not a usable etcd database: {c}"))
+                    .and_then(|()| bbolt::stats(&file))
+                    .and_then(|st| {
+                        sha256_file(&file)
+                            .map(|h| (st, h))
+                            .map_err(|e| e.to_string())
+                    }),
+            };
+            match read {
+                Ok((st, sha)) => {
+                    copy.revision = Some(st.revision);
+                    copy.sha256 = Some(sha);
+                    copy.file = Some(file);
+                }
+                Err(why) => copy.error = Some(why),
+            }
+            copy
+        })
+        .collect()
+}
+
+/// The plan's lines on what was saved, and which data is newest.
+fn surviving_lines(ctx: &Context, p: &Params) -> Vec<String> {
+    let snap_rev = p.snapshot.stats.map(|s| s.revision);
+    let mut lines = Vec::new();
+    for c in &p.surviving {
+        lines.push(match (&c.file, c.revision) {
+            (Some(f), Some(r)) => format!(
+                "{}: etcd data saved, revision {r}, in {} (SHA-256 {})",
+                c.node,
+                f.display(),
+                c.sha256.as_deref().unwrap_or("?")
+            ),
+            _ => format!(
+                "{}: etcd data NOT saved ({})",
+                c.node,
+                c.error.as_deref().unwrap_or("unknown")
+            ),
+        });
+    }
+    let newest = p
+        .surviving
+        .iter()
+        .filter(|c| c.file.is_some())
+        .max_by_key(|c| c.revision.unwrap_or(0));
+    if let (Some(c), Some(snap)) = (newest, snap_rev)
+        && c.revision.unwrap_or(0) > snap
+    {
+        let t = talosctl(ctx);
+        lines.push(format!(
+            "NEWER THAN THE SNAPSHOT: {}'s data has revision {}, the snapshot {snap}; to restore from it instead: `drgit etcd-recover --snapshot {} --recover-skip-hash-check` (the bootstrap would be `{}`)",
+            c.node,
+            c.revision.unwrap_or(0),
+            c.file.as_ref().map(|f| f.display().to_string()).unwrap_or_default(),
+            t.command_line(
+                std::slice::from_ref(&p.control_plane[0]),
+                &["bootstrap", "--recover-from=<that file>", "--recover-skip-hash-check"]
+            )
+        ));
+    }
+    lines
 }
 
 /// The commands and waits, in order (the plan and the steps' texts).
@@ -369,7 +571,7 @@ fn describe(step: &str, ctx: &Context, p: &Params) -> String {
                 args.push("--recover-skip-hash-check");
             }
             format!(
-                "Start etcd on {} from {}: `{}`",
+                "Start etcd on {} from {}: `{}`, then wait until its etcd runs with health OK (the restore runs after talosctl returns, and may fail)",
                 first[0],
                 p.snapshot.source,
                 t.command_line(first, &args)
@@ -384,7 +586,7 @@ fn describe(step: &str, ctx: &Context, p: &Params) -> String {
             "Check the cluster: `{}`",
             t.command_line(
                 first,
-                &health_args(p)
+                &health_args(ctx, p)
                     .iter()
                     .map(String::as_str)
                     .collect::<Vec<_>>()
@@ -394,15 +596,25 @@ fn describe(step: &str, ctx: &Context, p: &Params) -> String {
     }
 }
 
-fn health_args(p: &Params) -> Vec<String> {
+fn health_args(ctx: &Context, p: &Params) -> Vec<String> {
     vec![
         "health".into(),
         "--control-plane-nodes".into(),
         p.control_plane.join(","),
         "--worker-nodes".into(),
         p.workers.join(","),
+        format!("--wait-timeout={}s", ctx.config.talos.join_timeout_secs),
     ]
 }
+
+/// The reset of a control plane for the recovery (Talos v1.11
+/// disaster-recovery.md): EPHEMERAL, etcd's data, wiped.
+const RESET_ARGS: [&str; 4] = [
+    "reset",
+    "--graceful=false",
+    "--reboot",
+    "--system-labels-to-wipe=EPHEMERAL",
+];
 
 const STEPS: &[&str] = &[
     "boot-ids",
@@ -436,18 +648,46 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
         snapshot.local = PathBuf::from(".git/drgit/etcd-recover")
             .join(snapshot.local.file_name().unwrap_or_default());
     }
-    let params = Params {
+    let mut params = Params {
         snapshot,
         control_plane: t.control_plane.clone(),
         workers: t.workers.clone(),
+        surviving: Vec::new(),
     };
     // Step 2: read-only; in a dry run without talosctl, said so.
     let talos = talosctl(ctx);
-    let checked = match really_lost(ctx, &talos, &params.control_plane) {
+    let checked = match really_lost(ctx, &talos, &params.control_plane)
+        .and_then(|lines| check_machine_types(&talos, &params.control_plane).map(|()| lines))
+    {
         Ok(lines) => lines,
         Err(Error::Talos(e)) if args.dry_run => vec![format!("not checked: {e}")],
         Err(e) => return Err(e),
     };
+    // Step 3: what survives, saved (kept) before anything is wiped.
+    if !checked.iter().any(|c| c.starts_with("not checked")) {
+        let stamp = crate::timearg::compact(ctx.now).to_lowercase();
+        params.surviving = save_surviving(
+            &talos,
+            &params.control_plane,
+            &dir.join(format!("surviving-{stamp}")),
+        );
+        if !params.surviving.iter().any(|c| c.file.is_some())
+            && !args.no_surviving_copy
+            && !args.dry_run
+        {
+            return Err(Error::RefuseReset {
+                reason: format!(
+                    "no control plane's etcd data could be saved before the reset ({}). Copy one by hand (`talosctl -n NODE cp {MEMBER_DB} DIR`), or pass --no-surviving-copy to go on without",
+                    params
+                        .surviving
+                        .iter()
+                        .map(|c| format!("{}: {}", c.node, c.error.as_deref().unwrap_or("?")))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            });
+        }
+    }
     let mut plan_lines: Vec<String> = STEPS.iter().map(|s| describe(s, ctx, &params)).collect();
     plan_lines.push(
         "Then Argo CD re-syncs every Application from Git as the API server comes back (pods restart); check that the Applications report Synced and Healthy, and that workloads with local state (CNPG, Kanidm) are Ready".into(),
@@ -468,6 +708,8 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
             control_plane: params.control_plane.clone(),
             workers: params.workers.clone(),
             checked,
+            surviving: params.surviving.clone(),
+            saved: surviving_lines(ctx, &params),
         }),
     };
     let Some(repo) = repo else {
@@ -516,6 +758,72 @@ impl Env<'_> {
 
     fn first(&self) -> &[String] {
         std::slice::from_ref(&self.params.control_plane[0])
+    }
+
+    /// `service etcd` on one node; None when it does not answer.
+    fn etcd_state(&self, node: &str) -> Result<Option<talos::ServiceState>, Error> {
+        let out = self.talos.run(&[node.to_string()], &["service", "etcd"])?;
+        Ok(talos::parse_service(&out.stdout)
+            .into_iter()
+            .find(|s| s.node == node))
+    }
+
+    /// Stops on an etcd state that no wait mends: a restore that failed,
+    /// or a node that gave up waiting for the bootstrap.
+    fn refuse_state(&self, s: &talos::ServiceState) -> Result<(), Error> {
+        let node = std::slice::from_ref(&s.node);
+        if let Some(event) = s.restore_failed() {
+            return Err(Error::NotDone {
+                step: "bootstrap".into(),
+                detail: format!(
+                    "etcd on {} failed to restore the snapshot: {event}. Its data dir now holds the failed restore, so Talos refuses another bootstrap. Wipe that node alone: `{}`; once it waits in Preparing again, `drgit resume` bootstraps it again",
+                    s.node,
+                    self.talos.command_line(node, &RESET_ARGS)
+                ),
+            });
+        }
+        if s.join_timed_out() {
+            return Err(Error::NotDone {
+                step: "bootstrap".into(),
+                detail: format!(
+                    "{} waited for the bootstrap longer than Talos allows (30 minutes, constants.EtcdJoinTimeout) and its etcd failed: reboot it (`{}`), then `drgit resume`, which waits for it again",
+                    s.node,
+                    self.talos.command_line(node, &["reboot"])
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits until etcd on `node` runs with health OK after a bootstrap;
+    /// a Failed service stops it with its events.
+    fn watch_restore(&self, node: &str, stop: &AtomicBool) -> Result<(), Error> {
+        self.wait_for(
+            "bootstrap",
+            self.ctx.config.talos.restore_timeout_secs,
+            stop,
+            || match self.etcd_state(node)? {
+                Some(s) if s.healthy() => Ok(Poll::Ready(())),
+                Some(s) if s.state == "Failed" => {
+                    self.refuse_state(&s)?;
+                    Err(Error::NotDone {
+                        step: "bootstrap".into(),
+                        detail: format!(
+                            "etcd on {node} failed after the bootstrap: {}. Look at `talosctl -n {node} logs etcd`; to start over on that node, wipe it (`{}`), then `drgit resume`",
+                            s.events.join(" / "),
+                            self.talos.command_line(&[node.to_string()], &RESET_ARGS)
+                        ),
+                    })
+                }
+                Some(s) => Ok(Poll::Waiting(format!(
+                    "etcd on {node}: {} (health {}){}",
+                    s.state,
+                    s.health,
+                    s.events.first().map(|e| format!(", {e}")).unwrap_or_default()
+                ))),
+                None => Ok(Poll::Waiting(format!("{node} does not answer"))),
+            },
+        )
     }
 
     fn failed(&self, step: &str, out: &talos::TalosOutput) -> Error {
@@ -607,15 +915,7 @@ impl<'a> Step<Env<'a>> for Reset {
                 "note": "every control plane rebooted since its boot id was noted: none is reset again"
             })));
         }
-        let out = e.talos.run(
-            &pending,
-            &[
-                "reset",
-                "--graceful=false",
-                "--reboot",
-                "--system-labels-to-wipe=EPHEMERAL",
-            ],
-        )?;
+        let out = e.talos.run(&pending, &RESET_ARGS)?;
         // The reboot may cut the connection before talosctl hears back:
         // the next step tells by the boot ids. Any other failure stops.
         let cut = out.stderr.contains("error reading from server")
@@ -664,6 +964,9 @@ impl<'a> Step<Env<'a>> for Rebooted {
                 let out = e.talos.run(cps, &["service", "etcd"])?;
                 let down = talos::unreachable(&out.stderr);
                 let states = talos::parse_service(&out.stdout);
+                for s in &states {
+                    e.refuse_state(s)?;
+                }
                 let waiting: Vec<String> = cps
                     .iter()
                     .filter(|n| !states.iter().any(|s| &s.node == *n && s.preparing()))
@@ -724,20 +1027,21 @@ impl<'a> Step<Env<'a>> for Bootstrap {
         verify_local(&sn.local, sn.data_dir_copy)
             .map_err(|c| gone(format!("no longer verifies ({c})")))
     }
-    fn run(&self, e: &Env<'a>, j: &Journal, _: &AtomicBool) -> Result<Value, Error> {
-        let again = j.attempts(self.name()) > 1;
-        // After an interrupted attempt: a first node with etcd running was
-        // bootstrapped by it; the command is not sent again.
-        if again {
-            let out = e.talos.run(e.first(), &["service", "etcd"])?;
-            if talos::parse_service(&out.stdout)
-                .iter()
-                .any(|s| s.state == "Running")
-            {
-                return Ok(value(serde_json::json!({
-                    "bootstrapped": e.first()[0],
-                    "note": "the interrupted attempt bootstrapped it: not sent again"
-                })));
+    fn run(&self, e: &Env<'a>, j: &Journal, stop: &AtomicBool) -> Result<Value, Error> {
+        let first = e.first()[0].clone();
+        // After an interrupted or failed attempt: what the first node's
+        // etcd shows decides whether the command is sent again.
+        if j.attempts(self.name()) > 1 {
+            match e.etcd_state(&first)? {
+                Some(s) if s.state == "Running" => {
+                    e.watch_restore(&first, stop)?;
+                    return Ok(value(serde_json::json!({
+                        "bootstrapped": first,
+                        "note": "the earlier attempt bootstrapped it: not sent again"
+                    })));
+                }
+                Some(s) => e.refuse_state(&s)?,
+                None => {}
             }
         }
         let recover = format!("--recover-from={}", e.params.snapshot.local.display());
@@ -745,19 +1049,40 @@ impl<'a> Step<Env<'a>> for Bootstrap {
         if e.params.snapshot.data_dir_copy {
             args.push("--recover-skip-hash-check");
         }
-        let out = e.talos.run(e.first(), &args)?;
-        if out.success {
-            return Ok(value(serde_json::json!({"bootstrapped": e.first()[0]})));
+        // The upload of the snapshot may take a while.
+        let upload = Duration::from_secs(e.ctx.config.talos.upload_timeout_secs);
+        let out = e.talos.run_for(e.first(), &args, upload)?;
+        let dropped = out.stderr.contains("error reading from server");
+        if !out.success && !dropped {
+            // Talos refuses a second bootstrap whether the first restore
+            // worked or not (v1alpha1_server.go `Bootstrap`: the data dir
+            // is not empty): only etcd running says it took.
+            if out.stderr.contains("code = AlreadyExists") {
+                match e.etcd_state(&first)? {
+                    Some(s) if s.state == "Running" => {}
+                    Some(s) => {
+                        e.refuse_state(&s)?;
+                        return Err(Error::NotDone {
+                            step: self.name().into(),
+                            detail: format!(
+                                "Talos refused the bootstrap of {first} (its etcd data dir is not empty), yet its etcd is {}: {}. Wipe that node alone (`{}`), then `drgit resume`",
+                                s.state,
+                                s.events.first().map_or("", String::as_str),
+                                e.talos.command_line(e.first(), &RESET_ARGS)
+                            ),
+                        });
+                    }
+                    None => return Err(e.failed(self.name(), &out)),
+                }
+            } else {
+                return Err(e.failed(self.name(), &out));
+            }
         }
-        // Talos refuses a second bootstrap (AlreadyExists): after an
-        // interrupted attempt, that one took.
-        if again && out.stderr.contains("code = AlreadyExists") {
-            return Ok(value(serde_json::json!({
-                "bootstrapped": e.first()[0],
-                "note": "the interrupted attempt bootstrapped it; Talos refused a second one"
-            })));
-        }
-        Err(e.failed(self.name(), &out))
+        // talosctl returned once etcd entered its run; the restore comes
+        // after (talos v1.11 internal/app/machined/pkg/system/system.go
+        // `Start`, services/etcd.go `recoverFromSnapshot`).
+        e.watch_restore(&first, stop)?;
+        Ok(value(serde_json::json!({"bootstrapped": first})))
     }
 }
 
@@ -782,6 +1107,12 @@ impl<'a> Step<Env<'a>> for Joined {
                 }
                 let hosts = talos::member_hosts(&out.stdout);
                 let missing: Vec<&String> = cps.iter().filter(|c| !hosts.contains(c)).collect();
+                // A node that gave up waiting does not join by itself.
+                for node in &missing {
+                    if let Some(s) = e.etcd_state(node)? {
+                        e.refuse_state(&s)?;
+                    }
+                }
                 Ok(if missing.is_empty() {
                     Poll::Ready(hosts)
                 } else {
@@ -810,10 +1141,12 @@ impl<'a> Step<Env<'a>> for Health {
         describe(self.name(), e.ctx, &e.params)
     }
     fn run(&self, e: &Env<'a>, _: &Journal, _: &AtomicBool) -> Result<Value, Error> {
-        let args = health_args(&e.params);
-        let out = e.talos.run(
+        let args = health_args(e.ctx, &e.params);
+        // talosctl waits up to --wait-timeout itself.
+        let out = e.talos.run_for(
             e.first(),
             &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            Duration::from_secs(e.ctx.config.talos.join_timeout_secs) + e.talos.timeout,
         )?;
         if !out.success {
             return Err(e.failed(self.name(), &out));

@@ -5,11 +5,15 @@ appends every argv to $TALOSCTL_STANDIN_STATE.log, and prints what the real
 tool prints, by the documented behaviour each rule below cites.
 
 State: {"nodes": {ip: {"reachable": bool, "etcd": "running"|"failed"|
-"preparing"|"rebooting", "member": bool, "wiped": bool, "boot_polls": n}},
-"bootstrapped": ip|null, "join_polls": n, "snapshot": path|null}, and for
-tests: "stuck_rebooting", "no_join" (a node never gets there),
-"reset_drops", "bootstrap_drops" (the command takes effect, then the
-connection drops before talosctl hears back).
+"preparing"|"rebooting"|"restoring"|"restore-failed"|"join-timeout",
+"member": bool, "wiped": bool, "boot_polls": n, "db": path|absent,
+"machine_type": str}}, "bootstrapped": ip|null, "join_polls": n,
+"snapshot": path|null}, and for tests: "stuck_rebooting", "no_join" (a
+node never gets there), "reset_drops", "bootstrap_drops" (the command
+takes effect, then the connection drops before talosctl hears back),
+"members_fail_fast" (etcd members fails at once instead of blocking),
+"join_timeout" (nodes that give up waiting for the bootstrap).
+Talos v1.11.6 source throughout (same as v1.11.0 for these files).
 
 Rules:
 * T1 `service etcd` prints the NODE/ID/STATE/HEALTH/EVENTS block of
@@ -17,25 +21,53 @@ Rules:
   apid does not answer fails with gRPC `code = Unavailable`.
 * T2 `etcd members` lists the members as a table (NODE, ID, HOSTNAME,
   PEER URLS, CLIENT URLS, LEARNER); without quorum it fails with
-  `rpc error: code = Unavailable` (cmd/talosctl/cmd/talos/etcd.go).
+  `rpc error: code = Unavailable` (cmd/talosctl/cmd/talos/etcd.go). It
+  runs on the node through a local etcd client (internal/pkg/etcd/etcd.go
+  `NewLocalClient`, no WithBlock) whose calls wait for readiness (etcd
+  v3.6.4 client/v3/options.go `defaultWaitForReady`), with no deadline in
+  machined or talosctl: where etcd does not listen (not Running) it
+  blocks. The stand-in sleeps there (its pid in $STATE.pids).
 * T3 `reset --graceful=false --reboot --system-labels-to-wipe=EPHEMERAL`
   wipes EPHEMERAL (etcd's data) and reboots: the node does not answer for
   a while, then etcd waits in `Preparing` for a bootstrap (Talos docs,
   "Disaster Recovery").
-* T4 `bootstrap --recover-from=FILE` starts etcd from the snapshot on that
-  node only when etcd waits for it; a second one fails with `code =
-  AlreadyExists desc = etcd data directory is not empty`, and one before
-  the reset with `code = FailedPrecondition` (machined's Bootstrap API,
-  internal/app/machined/internal/server/v1alpha1/v1alpha1_server.go).
-  The other control planes join once the first runs.
+* T4 `bootstrap --recover-from=FILE` prints `recovering from snapshot
+  "FILE": hash …, revision …, total keys …, total size …`, uploads the
+  file and asks for the bootstrap (cmd/talosctl/cmd/talos/bootstrap.go);
+  it returns once the service entered its run (system.go `Start`), before
+  the restore, which runs in etcd's pre stage (services/etcd.go
+  `recoverFromSnapshot`): a snapshot whose SHA-256 trailer is wrong (and
+  no --recover-skip-hash-check) fails there, the service Failed with
+  `Failed to run pre stage: error recovering from the snapshot: …` while
+  talosctl exited 0; the data dir is then not empty. A second bootstrap
+  fails with `code = AlreadyExists desc = etcd data directory is not
+  empty` whether the first restore worked or not, one before the reset
+  with `code = FailedPrecondition desc = bootstrap is not available yet`
+  (v1alpha1_server.go `Bootstrap`). The other control planes join once
+  the first runs.
 * T5 `health` waits for etcd on every control plane and succeeds only then.
 * T6 `read /proc/sys/kernel/random/boot_id` prints the node's boot id (a
   new one after every reboot: the kernel's random/boot_id).
-* T7 `version [--client]` prints the `Client:` block and, per node, a
-  `Server:` block with `NODE:` and `Tag:` (pkg/version's PrintLongVersion,
-  cmd/talosctl/cmd/talos/version.go); a node that does not answer fails
+* T7 `version [--client]` prints the `Client:` block, then `Server:` once
+  (before it connects), then per node `NODE:` and its long version block
+  (cmd/talosctl/cmd/talos/version.go); a node that does not answer fails
   with `code = Unavailable`. The client's tag is "client_tag" in the state
   (default v1.11.1), a node's "tag" (default the client's).
+* T8 `cp /var/lib/etcd/member/snap/db DIR` (cmd/talosctl/cmd/talos/
+  copy.go) creates DIR and extracts the file into it as DIR/db (a tar
+  entry named by the base name), printing nothing; an existing DIR/db is
+  not overwritten (O_EXCL: `error creating file`); a missing file fails
+  with the node's lstat error. Single node only.
+* T9 `get machinetype` prints NODE NAMESPACE TYPE ID VERSION TYPE, a row
+  per node (cmd/talosctl/cmd/talos/output/table.go; the resource's column
+  is `Type`), the value `controlplane`, `init` or `worker`
+  (pkg/machinery/config/machine/machine.go).
+* T10 a node waits for the bootstrap in `Preparing` for at most
+  `constants.EtcdJoinTimeout` (30 minutes, services/etcd.go
+  `buildInitialCluster`), then its etcd is Failed with `Failed to run pre
+  stage: failed to build initial etcd cluster: … timeout`.
+* T11 `health` prints its progress on stderr (cmd/talosctl/cmd/talos/
+  health.go, pkg/reporter: os.Stderr).
 """
 
 import json
@@ -92,7 +124,21 @@ def service_block(node, n):
             "         [Preparing]: Creating service runner (16s ago)\n"
             "         [Preparing]: Running pre state (20s ago)\n"
         )
-    if state == "preparing":
+    if state == "restore-failed":
+        return (
+            f"NODE     {node}\nID       etcd\nSTATE    Failed\nHEALTH   ?\n"
+            "EVENTS   [Failed]: Failed to run pre stage: error recovering from the snapshot: snapshot missing hash but --skip-hash-check=false (5s ago)\n"
+            "         [Preparing]: Running pre state (7s ago)\n"
+            "         [Finished]: Bootstrap requested (8s ago)\n"
+        )
+    if state == "join-timeout":
+        return (
+            f"NODE     {node}\nID       etcd\nSTATE    Failed\nHEALTH   ?\n"
+            "EVENTS   [Failed]: Failed to run pre stage: failed to build initial etcd cluster: failed to build cluster arguments: 1 error(s) occurred:\n"
+            "\ttimeout (2m ago)\n"
+            "         [Preparing]: Running pre state (32m ago)\n"
+        )
+    if state in ("preparing", "restoring"):
         return (
             f"NODE     {node}\nID       etcd\nSTATE    Preparing\nHEALTH   ?\n"
             "EVENTS   [Preparing]: Running pre state (30s ago)\n"
@@ -124,6 +170,16 @@ def main():
     st = load()
     cmd = rest[0] if rest else ""
 
+    def tick_restore(n):
+        # T4: the restore runs after bootstrap returned.
+        if n["etcd"] == "restoring":
+            n["etcd"] = "restore-failed" if n.get("restore_fails") else "running"
+
+    def tick_join_timeout(node, n):
+        # T10: a node that gave up waiting for the bootstrap.
+        if n["etcd"] == "preparing" and node in st.get("join_timeout", []) and n.get("boot_polls", 0) > 1:
+            n["etcd"] = "join-timeout"
+
     def tick_reboot(n):
         # T3: a rebooting node answers again after one look.
         if n["etcd"] == "rebooting" and not st.get("stuck_rebooting"):
@@ -141,6 +197,7 @@ def main():
         sys.stdout.write("Client:\n" + long(tag))
         if "--client" in rest:
             return
+        sys.stdout.write("Server:\n")
         errors = []
         for node in nodes:
             n = st["nodes"][node]
@@ -148,7 +205,7 @@ def main():
                 errors.append(unavailable(node, "version"))
             else:
                 sys.stdout.write(
-                    f"Server:\n\tNODE:        {node}\n" + long(n.get("tag", tag)) + "\tEnabled:     RBAC\n"
+                    f"\tNODE:        {node}\n" + long(n.get("tag", tag)) + "\tEnabled:     RBAC\n"
                 )
         if errors:
             fail("getting version", errors)
@@ -159,6 +216,8 @@ def main():
         for node in nodes:
             n = st["nodes"][node]
             tick_reboot(n)
+            tick_restore(n)
+            tick_join_timeout(node, n)
             if not n["reachable"] or n["etcd"] == "rebooting":
                 errors.append(unavailable(node, "service"))
             else:
@@ -170,6 +229,13 @@ def main():
         return
 
     if cmd == "etcd" and rest[1:] == ["members"]:
+        n0 = st["nodes"].get(nodes[0], {})
+        if n0.get("reachable") and n0.get("etcd") not in ("running", "running-fail") and not st.get("members_fail_fast"):
+            # T2: the local etcd client waits for an etcd that does not listen.
+            with open(STATE + ".pids", "a") as f:
+                f.write(f"{os.getpid()}\n")
+            import time
+            time.sleep(3600)
         boot = st.get("bootstrapped")
         if boot:
             # T4: the others join, one per look.
@@ -199,6 +265,39 @@ def main():
         if not n["reachable"] or n["etcd"] == "rebooting":
             fail("reading file", [unavailable(node, "read")])
         print(boot_id(n))
+        return
+
+    if cmd == "cp":
+        assert len(nodes) == 1, "copy: one node only"
+        src, dest = rest[1], rest[2]
+        n = st["nodes"][nodes[0]]
+        os.makedirs(dest, exist_ok=True)
+        if not n["reachable"] or n["etcd"] == "rebooting":
+            sys.stderr.write(f"error copying: {unavailable(nodes[0], 'copy')}\n")
+            sys.exit(1)
+        db = n.get("db") if src == "/var/lib/etcd/member/snap/db" else None
+        if not db:
+            sys.stderr.write(f"error initializing gzip: lstat {src}: no such file or directory\n")
+            sys.exit(1)
+        out = os.path.join(dest, os.path.basename(src))
+        if os.path.exists(out):
+            sys.stderr.write(f"error creating file \"{out}\" mode -rw-------: open {out}: file exists\n")
+            sys.exit(1)
+        with open(db, "rb") as f, open(out, "wb") as o:
+            o.write(f.read())
+        return
+
+    if cmd == "get" and rest[1:] == ["machinetype"]:
+        print("NODE            NAMESPACE   TYPE          ID             VERSION   TYPE")
+        errors = []
+        for node in nodes:
+            n = st["nodes"][node]
+            if not n["reachable"] or n["etcd"] == "rebooting":
+                errors.append(unavailable(node, "get"))
+                continue
+            print(f"{node:<15} config      MachineType   machine-type   2         {n.get('machine_type', 'controlplane')}")
+        if errors:
+            fail("getting resources", errors)
         return
 
     if cmd == "reset":
@@ -232,20 +331,26 @@ def main():
             fail("executing bootstrap", [f"{node}: rpc error: code = FailedPrecondition desc = bootstrap is not available yet"])
         recover = [a for a in rest if a.startswith("--recover-from=")]
         st["snapshot"] = recover[0].split("=", 1)[1] if recover else None
+        n["restore_fails"] = False
         if st["snapshot"]:
-            # talosctl opens and uploads the file; etcd checks a snapshot's
-            # SHA-256 trailer unless told to skip it (etcdutl snapshot restore).
+            # talosctl reads and uploads the file; etcd checks a snapshot's
+            # SHA-256 trailer later, in the pre stage, unless told to skip it
+            # (etcdutl snapshot restore).
             try:
                 data = open(st["snapshot"], "rb").read()
             except OSError as e:
                 sys.stderr.write(f"error opening snapshot: {e}\n")
                 sys.exit(1)
             import hashlib
+            print(f"recovering from snapshot \"{st['snapshot']}\": hash 9c29e3de, revision 21, total keys 24, total size {len(data)}")
             if "--recover-skip-hash-check" not in rest and hashlib.sha256(data[:-32]).digest() != data[-32:]:
-                fail("executing bootstrap", [f"{node}: rpc error: code = Unknown desc = snapshot file integrity check failed"])
+                n["restore_fails"] = True
+            if st.get("restore_fails_once"):
+                n["restore_fails"] = True
+                st["restore_fails_once"] = False
         st["skip_hash_check"] = "--recover-skip-hash-check" in rest
         st["bootstrapped"] = node
-        n["etcd"], n["member"] = "running", True
+        n["etcd"], n["member"] = "restoring", True
         st["join_polls"] = 0
         save(st)
         if st.get("bootstrap_drops"):
@@ -257,18 +362,17 @@ def main():
         for j, a in enumerate(rest):
             if a.startswith("--control-plane-nodes"):
                 cps = (a.split("=", 1)[1] if "=" in a else rest[j + 1]).split(",")
-        for cp in cps:
-            print(f"discovered nodes: control plane: {cps}")
-            break
-        print("waiting for etcd to be healthy: ...")
+        err = sys.stderr  # T11
+        err.write(f"discovered nodes: control plane: {cps}\n")
+        err.write("waiting for etcd to be healthy: ...\n")
         bad = [cp for cp in cps if st["nodes"][cp]["etcd"] != "running"]
         if bad:
-            print(f"waiting for etcd to be healthy: etcd not running on {bad[0]}")
-            sys.stderr.write(f"healthcheck error: rpc error: code = DeadlineExceeded desc = etcd is not healthy on {bad[0]}\n")
+            err.write(f"waiting for etcd to be healthy: etcd not running on {bad[0]}\n")
+            err.write(f"healthcheck error: rpc error: code = DeadlineExceeded desc = etcd is not healthy on {bad[0]}\n")
             sys.exit(1)
-        print("waiting for etcd to be healthy: OK")
-        print("waiting for etcd members to be consistent across nodes: OK")
-        print("waiting for all k8s nodes to report ready: OK")
+        err.write("waiting for etcd to be healthy: OK\n")
+        err.write("waiting for etcd members to be consistent across nodes: OK\n")
+        err.write("waiting for all k8s nodes to report ready: OK\n")
         return
 
     sys.stderr.write(f"talosctl stand-in: unknown command {rest}\n")
