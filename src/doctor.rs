@@ -568,6 +568,7 @@ fn talos(ctx: &Context, c: &mut Checks) {
             return;
         }
     };
+    endpoints(ctx, c);
     let versions = crate::cluster::talos::parse_version(&out.stdout);
     let down = crate::cluster::talos::unreachable(&out.stderr);
     for node in &t.control_plane {
@@ -579,6 +580,81 @@ fn talos(ctx: &Context, c: &mut Checks) {
             None => c.fail("talos", name, format!("no version in talosctl's answer: {}", out.tail(3)), "check the talosconfig's endpoints and certificates"),
         }
     }
+}
+
+/// The endpoints talosctl talks to must be the control planes themselves:
+/// Talos's VIP follows etcd and goes with it ("Don't use the VIP as the
+/// `endpoint` in the `talosconfig`", talos website/content/v1.11/
+/// talos-guides/network/vip.md), and so would a load balancer in front of
+/// the API servers. `[talos] endpoints` when set (passed as `-e`), else
+/// the talosconfig's context. Only the endpoints are read from it.
+fn endpoints(ctx: &Context, c: &mut Checks) {
+    let t = &ctx.config.talos;
+    let (endpoints, from) = if t.endpoints.is_empty() {
+        match talosconfig_endpoints(ctx) {
+            Some(found) => found,
+            None => return,
+        }
+    } else {
+        (t.endpoints.clone(), "`[talos] endpoints`".to_string())
+    };
+    let others: Vec<&String> = endpoints
+        .iter()
+        .filter(|e| !t.control_plane.contains(&endpoint_host(e)))
+        .collect();
+    if others.is_empty() {
+        c.ok(
+            "talos",
+            "endpoints",
+            format!("{} (from {from}): control planes", endpoints.join(", ")),
+        );
+    } else {
+        c.warn(
+            "talos",
+            "endpoints",
+            format!(
+                "{} (from {from}) not one of `[talos] control_plane`: a VIP (or a load balancer) goes when etcd goes, and talosctl could not reach the nodes to recover it",
+                others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+            "set `[talos] endpoints` to the control planes' own addresses (etcd-recover passes them with -e), or put those in the talosconfig",
+        );
+    }
+}
+
+/// `host` of `host`, `host:port`, `[v6]:port`.
+fn endpoint_host(e: &str) -> String {
+    if let Some(v6) = e.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6).to_string();
+    }
+    match e.rsplit_once(':') {
+        Some((h, port)) if !h.contains(':') && port.parse::<u16>().is_ok() => h.to_string(),
+        _ => e.to_string(),
+    }
+}
+
+/// The endpoints of the talosconfig's context (`[talos] talosconfig`, else
+/// $TALOSCONFIG, else ~/.talos/config; `[talos] context`, else its
+/// `context`), and where they came from.
+fn talosconfig_endpoints(ctx: &Context) -> Option<(Vec<String>, String)> {
+    let t = &ctx.config.talos;
+    let path = t
+        .talosconfig
+        .clone()
+        .or_else(|| std::env::var_os("TALOSCONFIG").map(Into::into))
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".talos/config")))?;
+    let text = std::fs::read_to_string(&path).ok()?;
+    let doc = crate::manifest::yaml::parse(&text).ok()?;
+    let v = crate::manifest::yaml::Resolver::document(doc.docs.first()?).to_json();
+    let name = t
+        .context
+        .clone()
+        .or_else(|| v["context"].as_str().map(str::to_string))?;
+    let endpoints: Vec<String> = v["contexts"][&name]["endpoints"]
+        .as_array()?
+        .iter()
+        .filter_map(|e| e.as_str().map(str::to_string))
+        .collect();
+    Some((endpoints, format!("{} context {name}", path.display())))
 }
 
 /// The report as a person reads it.

@@ -158,6 +158,66 @@ fn a_ready_setup_passes_every_check() {
 }
 
 #[test]
+fn a_talos_endpoint_that_is_not_a_control_plane_is_warned_about() {
+    // Talos's VIP guide: the VIP goes with etcd, so it must not be the
+    // talosconfig's endpoint. A talosconfig of the shape talosctl writes
+    // (pkg/machinery/client/config), its keys never read.
+    let w = world(Behaviour::default());
+    let talosconfig = w.f.dir.path().join("talosconfig");
+    std::fs::write(
+        &talosconfig,
+        format!("context: home\ncontexts:\n  home:\n    endpoints:\n      - 192.168.0.240\n      - {}:50000\n    nodes:\n      - {}\n    ca: Y2E=\n    crt: Y3J0\n    key: a2V5\n", CP[0], CP[0]),
+    )
+    .unwrap();
+    let kept = std::fs::read_to_string(w.f.repo().join("drgit.toml")).unwrap();
+    std::fs::write(
+        w.f.repo().join("drgit.toml"),
+        kept.replace(
+            "[talos]\n",
+            &format!("[talos]\ntalosconfig = \"{}\"\n", talosconfig.display()),
+        ),
+    )
+    .unwrap();
+    let checks = not_ok(&w.json(), &w.f);
+    let warned: Vec<&String> = checks
+        .iter()
+        .filter(|c| c.starts_with("talos/endpoints"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{checks:#?}");
+    assert!(
+        warned[0].starts_with("talos/endpoints: warn: 192.168.0.240 (from ")
+            && warned[0].contains("context home) not one of `[talos] control_plane`: a VIP")
+            && !warned[0].contains("a2V5"),
+        "{}",
+        warned[0]
+    );
+    // `[talos] endpoints` set to the control planes: passed as -e, no warning.
+    std::fs::write(
+        w.f.repo().join("drgit.toml"),
+        kept.replace(
+            "[talos]\n",
+            &format!(
+                "[talos]\ntalosconfig = \"{}\"\nendpoints = [\"{}\", \"{}\"]\n",
+                talosconfig.display(),
+                CP[0],
+                CP[1]
+            ),
+        ),
+    )
+    .unwrap();
+    let checks = not_ok(&w.json(), &w.f);
+    assert!(
+        !checks.iter().any(|c| c.starts_with("talos/")),
+        "{checks:#?}"
+    );
+    let log = std::fs::read_to_string(w.talos_state.with_extension("json.log")).unwrap();
+    assert!(
+        log.contains(&format!("\"-e\", \"{},{}\"", CP[0], CP[1])),
+        "{log}"
+    );
+}
+
+#[test]
 fn each_check_fails_on_its_own_with_its_fix() {
     // RBAC: exec into pods denied.
     let w = world(Behaviour {

@@ -207,6 +207,40 @@ fn etcd_drill_counts_the_fixtures_keys_and_refuses_a_corrupted_copy() {
     assert!(run.stdout.ends_with("# EOF\n"));
 }
 
+#[test]
+fn without_etcdutl_an_etcdctl_3_6_is_not_asked_to_restore() {
+    // etcd 3.6 removed `etcdctl snapshot restore` (CHANGELOG-3.6); a
+    // STAND-IN etcdctl prints 3.6's `version` and fails anything else as
+    // 3.6 does, beside the real etcd server.
+    let f = Fixture::new();
+    let bin = tempfile::tempdir().unwrap();
+    let etcdctl = bin.path().join("etcdctl");
+    std::fs::write(
+        &etcdctl,
+        "#!/bin/sh\nif [ \"$1\" = version ]; then echo 'etcdctl version: 3.6.4'; echo 'API version: 3.6'; exit 0; fi\necho \"Error: unknown command \\\"$2\\\" for \\\"etcdctl $1\\\"\" >&2; exit 1\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&etcdctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let etcd = which("etcd");
+    std::os::unix::fs::symlink(etcd, bin.path().join("etcd")).unwrap();
+    let path = format!("{}:/usr/bin:/bin", bin.path().display());
+    let run = f.drgit_env(&["drill", "etcd"], &[("PATH", path.as_str())]);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("etcdutl is not on PATH, and etcdctl 3.6 has no `snapshot restore` (etcd 3.6 moved it to etcdutl): install etcdutl"),
+        "{}",
+        run.stderr
+    );
+}
+
+fn which(program: &str) -> std::path::PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{program} is not on PATH"))
+}
+
 // --- in the cluster, against the fake Kubernetes API server -----------------
 
 use common::fake_cluster::{Behaviour, FakeCluster};

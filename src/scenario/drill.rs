@@ -93,6 +93,22 @@ fn on_path(program: &str) -> Option<PathBuf> {
     })
 }
 
+/// `etcdctl version`'s `etcdctl version: 3.6.4` as (major, minor).
+fn etcdctl_version(etcdctl: &Path) -> Option<(u32, u32)> {
+    let out = Command::new(etcdctl)
+        .arg("version")
+        .env("ETCDCTL_API", "3")
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = text
+        .lines()
+        .find_map(|l| l.strip_prefix("etcdctl version: "))?
+        .trim();
+    let mut it = v.split('.');
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
 /// Runs a command as `[drill] run_as` when set (through `runuser`), else
 /// as drgit's own user.
 struct Runner {
@@ -583,10 +599,21 @@ pub fn etcd(ctx: &Context, args: &EtcdArgs) -> Result<DrillReport, Error> {
         "--initial-advertise-peer-urls",
         &peer_url,
     ];
-    // etcdutl since etcd 3.5; etcdctl's own restore before (deprecated there).
+    // etcdutl since etcd 3.5; etcdctl's own restore before (deprecated in
+    // 3.5, removed in 3.6: etcd CHANGELOG-3.6 "Removed etcdctl snapshot
+    // restore"; v3.6.4 etcdctl/ctlv3/command/snapshot_command.go has only
+    // `save`).
     let (tool, mut restore): (PathBuf, Vec<&str>) = match on_path("etcdutl") {
         Some(u) => (u, vec!["snapshot", "restore", &local]),
-        None => (etcdctl.clone(), vec!["snapshot", "restore", &local]),
+        None => {
+            if let Some(v) = etcdctl_version(&etcdctl).filter(|v| *v >= (3, 6)) {
+                return Err(refuse(format!(
+                    "etcdutl is not on PATH, and etcdctl {}.{} has no `snapshot restore` (etcd 3.6 moved it to etcdutl): install etcdutl, which ships beside etcd and etcdctl in etcd's release archive",
+                    v.0, v.1
+                )));
+            }
+            (etcdctl.clone(), vec!["snapshot", "restore", &local])
+        }
     };
     restore.extend(restore_flags);
     let t0 = Instant::now();
