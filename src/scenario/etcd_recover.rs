@@ -494,6 +494,16 @@ fn save_surviving(talos: &Talosctl, cps: &[String], dir: &Path) -> Vec<Surviving
 fn surviving_lines(ctx: &Context, p: &Params) -> Vec<String> {
     let snap_rev = p.snapshot.stats.map(|s| s.revision);
     let mut lines = Vec::new();
+    if p.surviving.is_empty() {
+        let t = talosctl(ctx);
+        lines.push(format!(
+            "nothing yet: once talosctl answers, each control plane's etcd data is copied before anything is wiped (`{}`, per node) and its revision shown beside the snapshot's",
+            t.command_line(
+                std::slice::from_ref(&p.control_plane[0]),
+                &["cp", MEMBER_DB, ".git/drgit/etcd-recover/surviving-<time>/<node>"]
+            )
+        ));
+    }
     for c in &p.surviving {
         lines.push(match (&c.file, c.revision) {
             (Some(f), Some(r)) => format!(
