@@ -478,7 +478,7 @@ fn a_restore_that_fails_after_talosctl_exits_0_stops_and_resumes_after_a_reset()
     assert!(r.stderr.contains(said), "{}", r.stderr);
     assert!(
         r.stderr.contains(
-            "-n 192.168.0.230 reset --graceful=false --reboot --system-labels-to-wipe=EPHEMERAL`"
+            "-n 192.168.0.230 reset --graceful=false --reboot --system-labels-to-wipe=EPHEMERAL --wait=false`"
         ),
         "{}",
         r.stderr

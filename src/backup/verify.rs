@@ -81,9 +81,26 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// The page sizes etcd's bbolt is found with when meta page 0 cannot say
-/// (bbolt falls back to the OS page size: 4 KiB, or 16/64 KiB on arm64).
-const PAGE_SIZES: [u64; 3] = [4096, 16384, 65536];
+/// Where meta page 1 is looked for when meta page 0 cannot say the page
+/// size: every power of two from 1 KiB to 16 MiB, as bbolt v1.4.2 db.go
+/// `getPageSizeFromSecondMeta` does.
+const PAGE_SIZES: [u64; 15] = [
+    1 << 10,
+    1 << 11,
+    1 << 12,
+    1 << 13,
+    1 << 14,
+    1 << 15,
+    1 << 16,
+    1 << 17,
+    1 << 18,
+    1 << 19,
+    1 << 20,
+    1 << 21,
+    1 << 22,
+    1 << 23,
+    1 << 24,
+];
 
 /// The meta page bbolt opens a database with: the valid one with the
 /// higher txid (bbolt v1.4.2 db.go `meta()`); page 1 sits at page 0's page

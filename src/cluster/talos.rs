@@ -335,10 +335,21 @@ impl ServiceState {
     /// internal/app/machined/pkg/system/services/etcd.go
     /// `buildInitialCluster`).
     pub fn join_timed_out(&self) -> bool {
+        // The event runs over lines: its `timeout` may be the next one.
+        // A canceled wait (a bootstrap stopping the service) is not one.
+        let text = self
+            .events
+            .iter()
+            .take(3)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" ");
         self.state == "Failed"
             && self
                 .last_event()
                 .contains("failed to build initial etcd cluster")
+            && text.contains("timeout")
+            && !text.contains("context canceled")
     }
 
     /// The restore from the snapshot failed in etcd's pre stage (talos

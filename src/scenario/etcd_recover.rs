@@ -129,7 +129,15 @@ pub fn talosctl(ctx: &Context) -> Talosctl {
 /// Verifies a local file as a snapshot (or, said so, a data dir copy).
 fn verify_local(path: &Path, data_dir_copy: bool) -> Result<(), verify::Corrupt> {
     if data_dir_copy {
-        verify::etcd_db_file(path)
+        verify::etcd_db_file(path)?;
+        // A copy of a live data dir may be inconsistent; talosctl's
+        // bootstrap would refuse it (etcdutl `Status` runs bbolt's check).
+        bbolt::check(path)
+            .map(|_| ())
+            .map_err(|detail| verify::Corrupt::EtcdMeta {
+                page: 0,
+                detail: format!("not consistent: {detail}"),
+            })
     } else {
         verify::etcd_snapshot(path)
     }
@@ -451,7 +459,12 @@ const MEMBER_DB: &str = "/var/lib/etcd/member/snap/db";
 /// "even if the etcd cluster is unhealthy". Each copy is checked as a
 /// bbolt database (one valid meta page is enough: a copy of a live file
 /// may tear the other) and its newest revision read.
-fn save_surviving(talos: &Talosctl, cps: &[String], dir: &Path) -> Vec<SurvivingCopy> {
+fn save_surviving(
+    talos: &Talosctl,
+    cps: &[String],
+    dir: &Path,
+    upload: Duration,
+) -> Vec<SurvivingCopy> {
     cps.iter()
         .map(|node| {
             let into = dir.join(node.replace(':', "_"));
@@ -464,13 +477,24 @@ fn save_surviving(talos: &Talosctl, cps: &[String], dir: &Path) -> Vec<Surviving
             };
             let file = into.join("db");
             let into_s = into.display().to_string();
-            let out = talos.run(std::slice::from_ref(node), &["cp", MEMBER_DB, &into_s]);
+            // The file is gzipped and streamed: as long as an upload.
+            let out = talos.run_for(
+                std::slice::from_ref(node),
+                &["cp", MEMBER_DB, &into_s],
+                upload,
+            );
             let read = match out {
                 Err(e) => Err(e.to_string()),
                 Ok(o) if !o.success => Err(o.tail(2)),
                 Ok(_) => verify::etcd_db_file(&file)
                     .map_err(|c| format!("the copy is not a usable etcd database: {c}"))
-                    .and_then(|()| bbolt::stats(&file))
+                    .and_then(|()| {
+                        bbolt::check(&file).map_err(|c| {
+                            format!(
+                                "the copy is not consistent (etcd may have written during it): {c}"
+                            )
+                        })
+                    })
                     .and_then(|st| {
                         sha256_file(&file)
                             .map(|h| (st, h))
@@ -561,15 +585,7 @@ fn describe(step: &str, ctx: &Context, p: &Params) -> String {
                 .map_or("`reset`".to_string(), |n| format!(
                     "the cluster's name `{n}`"
                 )),
-            t.command_line(
-                &p.control_plane,
-                &[
-                    "reset",
-                    "--graceful=false",
-                    "--reboot",
-                    "--system-labels-to-wipe=EPHEMERAL"
-                ]
-            )
+            t.command_line(&p.control_plane, &RESET_ARGS)
         ),
         "rebooted" => format!(
             "Wait until {} answer again with a new boot id and `service etcd` shows `Preparing` (waiting for the bootstrap)",
@@ -619,11 +635,15 @@ fn health_args(ctx: &Context, p: &Params) -> Vec<String> {
 
 /// The reset of a control plane for the recovery (Talos v1.11
 /// disaster-recovery.md): EPHEMERAL, etcd's data, wiped.
-const RESET_ARGS: [&str; 4] = [
+/// `--wait=false`: talosctl would otherwise track the reset until the node
+/// is back (cmd/talosctl/cmd/talos/track.go: `--wait` defaults to true,
+/// `--timeout` 30m); the rebooted step watches for that instead.
+const RESET_ARGS: [&str; 5] = [
     "reset",
     "--graceful=false",
     "--reboot",
     "--system-labels-to-wipe=EPHEMERAL",
+    "--wait=false",
 ];
 
 const STEPS: &[&str] = &[
@@ -680,6 +700,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Outcome, Error> {
             &talos,
             &params.control_plane,
             &dir.join(format!("surviving-{stamp}")),
+            Duration::from_secs(t.upload_timeout_secs),
         );
         if !params.surviving.iter().any(|c| c.file.is_some())
             && !args.no_surviving_copy
@@ -782,6 +803,20 @@ impl Env<'_> {
     /// or a node that gave up waiting for the bootstrap.
     fn refuse_state(&self, s: &talos::ServiceState) -> Result<(), Error> {
         let node = std::slice::from_ref(&s.node);
+        if let Some(event) = s.restore_failed()
+            && event.contains("error verifying snapshot")
+        {
+            // Refused before anything was written: the data dir is empty,
+            // and Talos takes another bootstrap (etcdutl writes the db
+            // only in the restore itself).
+            return Err(Error::NotDone {
+                step: "bootstrap".into(),
+                detail: format!(
+                    "etcd on {} refused the snapshot before restoring it: {event}. Nothing was written, so Talos takes another bootstrap: check the snapshot, then `drgit resume` sends it again",
+                    s.node
+                ),
+            });
+        }
         if let Some(event) = s.restore_failed() {
             return Err(Error::NotDone {
                 step: "bootstrap".into(),
@@ -1050,6 +1085,10 @@ impl<'a> Step<Env<'a>> for Bootstrap {
                         "note": "the earlier attempt bootstrapped it: not sent again"
                     })));
                 }
+                // Refused before anything was written: send it again.
+                Some(s)
+                    if s.restore_failed()
+                        .is_some_and(|ev| ev.contains("error verifying snapshot")) => {}
                 Some(s) => e.refuse_state(&s)?,
                 None => {}
             }
@@ -1069,7 +1108,9 @@ impl<'a> Step<Env<'a>> for Bootstrap {
             // is not empty): only etcd running says it took.
             if out.stderr.contains("code = AlreadyExists") {
                 match e.etcd_state(&first)? {
-                    Some(s) if s.state == "Running" => {}
+                    // Running, or still restoring from the earlier attempt
+                    // (`Preparing` shows both waiting and restoring).
+                    Some(s) if s.state == "Running" || s.state == "Preparing" => {}
                     Some(s) => {
                         e.refuse_state(&s)?;
                         return Err(Error::NotDone {

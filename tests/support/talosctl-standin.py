@@ -30,7 +30,9 @@ Rules:
 * T3 `reset --graceful=false --reboot --system-labels-to-wipe=EPHEMERAL`
   wipes EPHEMERAL (etcd's data) and reboots: the node does not answer for
   a while, then etcd waits in `Preparing` for a bootstrap (Talos docs,
-  "Disaster Recovery").
+  "Disaster Recovery"). Without `--wait=false` talosctl tracks the reset
+  until the node is back, up to 30 minutes (cmd/talosctl/cmd/talos/
+  track.go: `--wait` defaults to true): the stand-in then blocks.
 * T4 `bootstrap --recover-from=FILE` prints `recovering from snapshot
   "FILE": hash …, revision …, total keys …, total size …`, uploads the
   file and asks for the bootstrap (cmd/talosctl/cmd/talos/bootstrap.go);
@@ -317,6 +319,12 @@ def main():
         save(st)
         if denied:
             fail("executing reset", denied)
+        if "--wait=false" not in rest:
+            # T3: tracking the reboot; it takes minutes on real hardware.
+            with open(STATE + ".pids", "a") as f:
+                f.write(f"{os.getpid()}\n")
+            import time
+            time.sleep(3600)
         if st.get("reset_drops"):
             # The reboot cuts the connection before talosctl hears back.
             fail("executing reset", [f"{nodes[0]}: rpc error: code = Unavailable desc = error reading from server: EOF"])
