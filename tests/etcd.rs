@@ -246,7 +246,10 @@ fn the_recovery_runs_in_order_from_the_verified_snapshot() {
         "cp member/snap/db @192.168.0.231".into(),
         "cp member/snap/db @192.168.0.232".into(),
     ]);
-    expected.extend(check.iter().cycle().take(4).cloned());
+    for _ in 0..2 {
+        expected.extend(check.iter().cloned());
+        expected.push(format!("get machinetype @{all}"));
+    }
     expected.extend([
         format!("reset @{all}"),
         format!("service etcd @{all}"),
@@ -510,6 +513,25 @@ fn an_init_node_refuses_the_reset() {
     assert!(
         r.stderr.contains("192.168.0.231 is of machine type `init`: after the wipe it would start a new, empty etcd by itself")
             && r.stderr.contains("talosctl -n 192.168.0.231 edit mc --mode=staged"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(w.times("reset"), 0);
+}
+
+#[test]
+fn a_node_made_init_before_the_confirmed_reset_is_refused_then() {
+    // The machine type is checked again right before the reset (and after
+    // its prompt), not only when the plan was made.
+    let w = world();
+    let r = w.run(&["etcd-recover"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("not confirmed"), "{}", r.stderr);
+    w.set(|v| v["nodes"]["192.168.0.232"]["machine_type"] = json!("init"));
+    let r = w.run(&["--yes", "resume"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("192.168.0.232 is of machine type `init`"),
         "{}",
         r.stderr
     );

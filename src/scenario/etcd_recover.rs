@@ -950,7 +950,8 @@ impl<'a> Step<Env<'a>> for Reset {
         // Right before the prompt and again after it (the settle wait was
         // in the plan's check); resumed, only the nodes not reset yet: the
         // others reboot.
-        lost_once(&e.talos, &pending).map(|_| ())
+        lost_once(&e.talos, &pending)?;
+        check_machine_types(&e.talos, &pending)
     }
     fn run(&self, e: &Env<'a>, j: &Journal, _: &AtomicBool) -> Result<Value, Error> {
         let pending = e.not_reset(j)?;
