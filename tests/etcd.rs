@@ -561,6 +561,25 @@ fn hanging_etcd_members_calls_are_killed_and_count_as_no_quorum() {
 }
 
 #[test]
+fn a_members_call_that_hangs_where_etcd_runs_refuses_the_reset() {
+    // Killed after its timeout on a node whose etcd is Running: silence
+    // says nothing about quorum there.
+    let w = world();
+    w.set(|v| {
+        v["nodes"]["192.168.0.231"]["etcd"] = json!("running-fail");
+        v["members_hang"] = json!(true);
+    });
+    let r = w.run(&["--yes", "etcd-recover"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("`talosctl -n 192.168.0.231 etcd members` did not answer within 1s while etcd runs there: whether it still has quorum cannot be told"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(w.times("reset"), 0);
+}
+
+#[test]
 fn what_survives_is_saved_first_and_a_newer_copy_is_named() {
     let w = world();
     let newer = common::project().join("fixtures/talos/member-snap-db");

@@ -87,6 +87,21 @@ fn step_output(r: &common::Run, name: &str) -> serde_json::Value {
         .clone()
 }
 
+/// The run stopped with `words` and deleted nothing.
+fn refused(w: &World, r: &common::Run, words: &str) {
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains(words), "{}", r.stderr);
+    assert_eq!(w.kube.state.lock().unwrap().deletes, 0);
+}
+
+/// `pg-recover --pr --wait` without `--yes`: it stops at the first prompt.
+fn recover_unconfirmed(w: &World) -> common::Run {
+    run(
+        w,
+        &["pg-recover", "--target-time", TARGET, "--pr", "--wait"],
+    )
+}
+
 /// Objects in a lineage of the fixture's store.
 fn lineage_objects(w: &World, lineage: &str) -> usize {
     fn count(p: &std::path::Path) -> usize {
@@ -332,22 +347,13 @@ fn a_later_push_does_not_stall_the_sync_wait_and_an_older_revision_is_refused() 
         ..Behaviour::default()
     });
     let r = recover(&w, &[]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("did not report Synced at"),
-        "{}",
-        r.stderr
-    );
-    assert_eq!(w.kube.state.lock().unwrap().deletes, 0);
+    refused(&w, &r, "did not report Synced at");
 }
 
 #[test]
 fn no_fence_or_delete_without_confirmation_then_resume_goes_on() {
     let w = world(Behaviour::default());
-    let r = run(
-        &w,
-        &["pg-recover", "--target-time", TARGET, "--pr", "--wait"],
-    );
+    let r = recover_unconfirmed(&w);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(
         r.stderr
@@ -711,14 +717,11 @@ fn delete_is_refused_when_the_old_cluster_is_no_longer_fenced() {
             w.gh.state.lock().unwrap().prs[0].merge_after_polls = Some(0);
         },
     );
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(
-        r.stderr
-            .contains("refusing to delete the Cluster: the old Cluster is not fenced"),
-        "{}",
-        r.stderr
+    refused(
+        &w,
+        &r,
+        "refusing to delete the Cluster: the old Cluster is not fenced",
     );
-    assert_eq!(w.kube.state.lock().unwrap().deletes, 0);
 }
 
 #[test]
@@ -728,15 +731,11 @@ fn delete_is_refused_when_the_live_cluster_keeps_its_old_lineage() {
         ..Behaviour::default()
     });
     let r = recover(&w, &[]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(
-        r.stderr.contains(
-            "refusing to delete the Cluster: the live Cluster archives as `shared-pg`, not the new lineage `shared-pg-2`"
-        ),
-        "{}",
-        r.stderr
+    refused(
+        &w,
+        &r,
+        "refusing to delete the Cluster: the live Cluster archives as `shared-pg`, not the new lineage `shared-pg-2`",
     );
-    assert_eq!(w.kube.state.lock().unwrap().deletes, 0);
 }
 
 #[test]
@@ -747,14 +746,11 @@ fn delete_is_refused_when_argo_cd_drifted_after_the_sync() {
         ..Behaviour::default()
     });
     let r = recover(&w, &[]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(
-        r.stderr
-            .contains("refusing to delete the Cluster: Argo CD Application database is OutOfSync"),
-        "{}",
-        r.stderr
+    refused(
+        &w,
+        &r,
+        "refusing to delete the Cluster: Argo CD Application database is OutOfSync",
     );
-    assert_eq!(w.kube.state.lock().unwrap().deletes, 0);
 }
 
 #[test]
@@ -763,29 +759,18 @@ fn a_change_argo_cd_applied_before_the_fence_stops_at_the_fence() {
     // Argo CD applied the new lineage to a running primary, which archived
     // there (C1). The fence step says so; nothing goes further.
     let w = world(Behaviour::default());
-    let r = run(
-        &w,
-        &["pg-recover", "--target-time", TARGET, "--pr", "--wait"],
-    );
+    let r = recover_unconfirmed(&w);
     assert_eq!(r.code, 1, "{}", r.stderr);
     let head = w.gh.prs()[0].head.clone();
-    let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .args(args)
-            .current_dir(&w.bare)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    git(&[
-        "update-ref",
-        "refs/heads/main",
-        &format!("refs/heads/{head}"),
-    ]);
+    common::bare_git(
+        &w.bare,
+        &[
+            "update-ref",
+            "refs/heads/main",
+            &format!("refs/heads/{head}"),
+        ],
+    )
+    .expect("merged by hand");
     let r = run(&w, &["--yes", "resume"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(

@@ -12,6 +12,8 @@ State: {"nodes": {ip: {"reachable": bool, "etcd": "running"|"failed"|
 node never gets there), "reset_drops", "bootstrap_drops" (the command
 takes effect, then the connection drops before talosctl hears back),
 "members_fail_fast" (etcd members fails at once instead of blocking),
+"members_hang" (a Running etcd with failing health that does not answer
+either: a wedged etcd, its disk stalled),
 "join_timeout" (nodes that give up waiting for the bootstrap).
 Talos v1.11.6 source throughout (same as v1.11.0 for these files).
 
@@ -232,7 +234,8 @@ def main():
 
     if cmd == "etcd" and rest[1:] == ["members"]:
         n0 = st["nodes"].get(nodes[0], {})
-        if n0.get("reachable") and n0.get("etcd") not in ("running", "running-fail") and not st.get("members_fail_fast"):
+        wedged = st.get("members_hang") and n0.get("etcd") == "running-fail"
+        if wedged or (n0.get("reachable") and n0.get("etcd") not in ("running", "running-fail") and not st.get("members_fail_fast")):
             # T2: the local etcd client waits for an etcd that does not listen.
             with open(STATE + ".pids", "a") as f:
                 f.write(f"{os.getpid()}\n")
