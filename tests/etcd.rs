@@ -42,7 +42,7 @@ fn world() -> World {
     )
     .unwrap();
     f.config(&format!(
-        "[talos]\ntalosctl = \"{}\"\npoll_ms = 10\nreboot_timeout_secs = 2\njoin_timeout_secs = 2\nrestore_timeout_secs = 2\nsettle_secs = 0\ncall_timeout_secs = 1\n",
+        "[talos]\ntalosctl = \"{}\"\npoll_ms = 10\nreboot_timeout_secs = 2\njoin_timeout_secs = 2\nrestore_timeout_secs = 2\nsettle_secs = 0\ncall_timeout_secs = 2\n",
         common::project()
             .join("tests/support/talosctl-standin.py")
             .display()
@@ -572,7 +572,7 @@ fn a_members_call_that_hangs_where_etcd_runs_refuses_the_reset() {
     let r = w.run(&["--yes", "etcd-recover"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(
-        r.stderr.contains("`talosctl -n 192.168.0.231 etcd members` did not answer within 1s while etcd runs there: whether it still has quorum cannot be told"),
+        r.stderr.contains("`talosctl -n 192.168.0.231 etcd members` did not answer within 2s while etcd runs there: whether it still has quorum cannot be told"),
         "{}",
         r.stderr
     );
@@ -639,6 +639,14 @@ fn what_survives_is_saved_first_and_a_newer_copy_is_named() {
             .collect::<String>()
     };
     assert_eq!(kept["sha256"].as_str().unwrap(), sha);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode(&file),
+        0o600,
+        "etcd's data holds the cluster's Secrets"
+    );
+    assert_eq!(mode(file.parent().unwrap()), 0o700);
 }
 
 #[test]

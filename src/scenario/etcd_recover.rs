@@ -501,6 +501,13 @@ fn save_surviving(
                             .map_err(|e| e.to_string())
                     }),
             };
+            // etcd's data holds every Kubernetes Secret: the copy is for
+            // this user alone, as etcd keeps it (0600 in a 0700 dir).
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&into, std::fs::Permissions::from_mode(0o700));
+                let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
+            }
             match read {
                 Ok((st, sha)) => {
                     copy.revision = Some(st.revision);
