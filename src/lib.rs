@@ -21,6 +21,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod output;
 pub mod plan;
+pub mod private;
 pub mod scenario;
 pub mod timearg;
 pub mod wait;

@@ -136,7 +136,7 @@ impl Journal {
             source,
         };
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| err(Box::new(e)))?;
+            crate::private::create_dir_all(dir).map_err(|e| err(Box::new(e)))?;
         }
         let text = serde_json::to_string_pretty(&self.data).map_err(|e| err(Box::new(e)))?;
         crate::manifest::write_atomic(&self.path, text.as_bytes()).map_err(|e| err(Box::new(e)))

@@ -293,3 +293,31 @@ fn cli_downloads_latest_from_the_fixture() {
         run.stderr
     );
 }
+
+unsafe extern "C" {
+    fn umask(mask: u32) -> u32;
+}
+
+#[test]
+fn downloads_are_private_whatever_the_umask() {
+    // An etcd snapshot holds every Kubernetes Secret, a Kanidm backup every
+    // credential: 0600 under the ordinary umask 022 (this test's process
+    // alone: nextest runs each test in its own).
+    unsafe { umask(0o022) };
+    let f = Fixture::new();
+    use std::os::unix::fs::PermissionsExt;
+    for kind in ["etcd", "kanidm"] {
+        let out = f.dir.path().join(format!("{kind}.backup"));
+        let run = f.drgit(&[
+            "backups",
+            "download",
+            kind,
+            "latest",
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{kind}: {mode:o}");
+    }
+}

@@ -581,6 +581,8 @@ fn a_members_call_that_hangs_where_etcd_runs_refuses_the_reset() {
 
 #[test]
 fn what_survives_is_saved_first_and_a_newer_copy_is_named() {
+    // Under the ordinary umask 022 (this test's process alone).
+    unsafe { umask(0o022) };
     let w = world();
     let newer = common::project().join("fixtures/talos/member-snap-db");
     w.set(|v| {
@@ -647,6 +649,11 @@ fn what_survives_is_saved_first_and_a_newer_copy_is_named() {
         "etcd's data holds the cluster's Secrets"
     );
     assert_eq!(mode(file.parent().unwrap()), 0o700);
+    // The downloaded snapshot and the journal too, whatever the umask.
+    let git = w.f.repo().join(".git/drgit");
+    assert_eq!(mode(&git.join("etcd-recover/20261126T030246Z.db")), 0o600);
+    assert_eq!(mode(&git.join("etcd-recover")), 0o700);
+    assert_eq!(mode(&git.join("journal.done.json")), 0o600);
 }
 
 #[test]
@@ -812,4 +819,8 @@ fn a_snapshot_changed_before_the_bootstrap_stops_it() {
         r.stderr
     );
     assert_eq!(w.times("bootstrap"), 0);
+}
+
+unsafe extern "C" {
+    fn umask(mask: u32) -> u32;
 }

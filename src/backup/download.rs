@@ -168,7 +168,7 @@ fn download_known(
     let state = match previous {
         Some(s) => s,
         None => {
-            let f = std::fs::File::create(&part).map_err(ioerr(&part))?;
+            let f = crate::private::create_file(&part).map_err(ioerr(&part))?;
             f.set_len(size).map_err(ioerr(&part))?;
             fresh
         }

@@ -167,12 +167,12 @@ pub fn snapshot(ctx: &Context, args: &Args, dir: &Path) -> Result<Snapshot, Erro
             .map(|t| describe_time(ctx, t));
         // A copy of its own: the file given may move or change while the
         // nodes reboot, and a resume may run from another directory.
-        std::fs::create_dir_all(dir).map_err(|source| Error::ReadFile {
+        crate::private::create_dir_all(dir).map_err(|source| Error::ReadFile {
             file: dir.display().to_string(),
             source,
         })?;
         let copy = dir.join(local.file_name().unwrap_or_default());
-        std::fs::copy(local, &copy).map_err(|source| Error::ReadFile {
+        crate::private::copy(local, &copy).map_err(|source| Error::ReadFile {
             file: copy.display().to_string(),
             source,
         })?;
@@ -215,7 +215,7 @@ pub fn snapshot(ctx: &Context, args: &Args, dir: &Path) -> Result<Snapshot, Erro
             &args.snapshot,
         )?]
     };
-    std::fs::create_dir_all(dir).map_err(|source| Error::ReadFile {
+    crate::private::create_dir_all(dir).map_err(|source| Error::ReadFile {
         file: dir.display().to_string(),
         source,
     })?;
@@ -477,6 +477,10 @@ fn save_surviving(
             };
             let file = into.join("db");
             let into_s = into.display().to_string();
+            if let Err(e) = crate::private::create_dir_all(&into) {
+                copy.error = Some(format!("cannot create {into_s}: {e}"));
+                return copy;
+            }
             // The file is gzipped and streamed: as long as an upload.
             let out = talos.run_for(
                 std::slice::from_ref(node),
@@ -502,10 +506,10 @@ fn save_surviving(
                     }),
             };
             // etcd's data holds every Kubernetes Secret: the copy is for
-            // this user alone, as etcd keeps it (0600 in a 0700 dir).
+            // this user alone (0600, as talosctl extracts it, etcd's own
+            // mode, in a directory drgit made 0700 first).
             {
                 use std::os::unix::fs::PermissionsExt;
-                let _ = std::fs::set_permissions(&into, std::fs::Permissions::from_mode(0o700));
                 let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
             }
             match read {

@@ -137,7 +137,7 @@ pub fn fetch_backup(ctx: &Context, name: &str, dir: &Path) -> Result<BackupFile,
     let store = ctx.open_store()?;
     let item = kinds::find(store.as_ref(), Kind::Kanidm, &k.backup_prefix, name)?;
     let file = item.key.rsplit('/').next().unwrap_or("backup").to_string();
-    std::fs::create_dir_all(dir).map_err(|source| Error::ReadFile {
+    crate::private::create_dir_all(dir).map_err(|source| Error::ReadFile {
         file: dir.display().to_string(),
         source,
     })?;
