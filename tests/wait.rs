@@ -87,6 +87,14 @@ fn step_output(r: &common::Run, name: &str) -> serde_json::Value {
         .clone()
 }
 
+/// Where the last request matching `what` is among `calls`.
+fn last_call(calls: &[String], what: impl Fn(&str) -> bool) -> usize {
+    calls
+        .iter()
+        .rposition(|c| what(c))
+        .unwrap_or_else(|| panic!("no such request in {calls:#?}"))
+}
+
 /// The run stopped with `words` and deleted nothing.
 fn refused(w: &World, r: &common::Run, words: &str) {
     assert_eq!(r.code, 1, "{}", r.stderr);
@@ -622,10 +630,9 @@ fn a_fence_that_takes_time_is_waited_for_before_anything_is_merged() {
     // The last look at the instances (psql answering no more) came before
     // Argo CD was asked to refresh.
     let calls = w.kube.calls();
-    let last_select = calls
-        .iter()
-        .rposition(|c| c.starts_with("EXEC psql -U postgres -AtX -c select 1 @shared-pg-"))
-        .expect("the instances were asked");
+    let last_select = last_call(&calls, |c| {
+        c.starts_with("EXEC psql -U postgres -AtX -c select 1 @shared-pg-")
+    });
     let refresh = calls
         .iter()
         .position(|c| c == &format!("PATCH {APP}"))
@@ -804,14 +811,8 @@ fn without_self_heal_the_old_volumes_go_before_the_cluster_is_re_created() {
     assert_eq!(st.delete_policies, vec!["Foreground"], "never orphaned");
     drop(st);
     let calls = w.kube.calls();
-    let last_pvcs = calls
-        .iter()
-        .rposition(|c| c.contains("/persistentvolumeclaims"))
-        .expect("the volumes were listed");
-    let sync = calls
-        .iter()
-        .rposition(|c| c == &format!("PATCH {APP}"))
-        .expect("sync");
+    let last_pvcs = last_call(&calls, |c| c.contains("/persistentvolumeclaims"));
+    let sync = last_call(&calls, |c| c == format!("PATCH {APP}"));
     assert!(last_pvcs < sync, "{calls:#?}");
 }
 
