@@ -145,6 +145,51 @@ fn pg_drill_restores_exactly_to_the_target_and_cleans_up() {
 }
 
 #[test]
+fn the_s3_keys_reach_barman_cloud_by_environment_never_on_a_command_line() {
+    // Any user can read another's command line (`ps`, /proc/PID/cmdline):
+    // every process the drill starts is looked at while it runs.
+    let ar = archive();
+    let scratch = scratch();
+    let f = repo(&ar, scratch.path());
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = std::thread::scope(|sc| {
+        let watcher = sc.spawn(|| {
+            let mut seen = std::collections::BTreeSet::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                for e in std::fs::read_dir("/proc").unwrap().flatten() {
+                    let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
+                        continue;
+                    };
+                    let line = String::from_utf8_lossy(&raw).replace('\0', " ");
+                    if line.contains("barman-cloud")
+                        || line.contains("drgit")
+                        || line.contains("postgres -D")
+                    {
+                        seen.insert(line);
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            seen
+        });
+        let run = drill(&f, &["drill", "pg", "--local"]);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        watcher.join().unwrap()
+    });
+    assert!(
+        seen.iter().any(|l| l.contains("barman-cloud-restore")),
+        "the restore was seen running: {seen:#?}"
+    );
+    for line in &seen {
+        assert!(
+            !line.contains(SECRET) && !line.contains(KEY_ID),
+            "a key on a command line: {line}"
+        );
+    }
+}
+
+#[test]
 fn a_corrupted_base_backup_fails_with_barmans_error_and_leaves_nothing() {
     let ar = archive();
     let scratch = scratch();
