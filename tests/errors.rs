@@ -451,3 +451,19 @@ fn failed_write_puts_branch_and_head_back() {
     );
     assert_eq!(f.state(), before);
 }
+
+#[test]
+#[should_panic(expected = "a credential reached stderr")]
+fn the_check_every_run_gets_finds_a_credential_that_was_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = common::Run {
+        code: 1,
+        stdout: String::new(),
+        stderr: "error: GitHub refused ghp_printed_by_mistake\n".into(),
+    };
+    common::assert_no_secret(
+        dir.path(),
+        &[("GITHUB_TOKEN", "ghp_printed_by_mistake")],
+        &run,
+    );
+}

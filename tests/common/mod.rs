@@ -305,10 +305,45 @@ pub fn drgit_in(repo: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
         stdout,
         stderr,
     } = cmd.output().unwrap();
-    Run {
+    let run = Run {
         code: status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    };
+    assert_no_secret(repo, env, &run);
+    run
+}
+
+/// Every run of every test: no credential handed to drgit (a token, an S3
+/// key, a password, by its environment variable's name) and not the
+/// kubeconfig's token reaches what it printed (stdout, stderr: logs,
+/// errors, `--json`, OpenMetrics) or its journal.
+pub fn assert_no_secret(repo: &Path, env: &[(&str, &str)], run: &Run) {
+    let secret_name = |k: &str| {
+        ["TOKEN", "SECRET", "PASSWORD", "ACCESS_KEY_ID"]
+            .iter()
+            .any(|w| k.contains(w))
+    };
+    let mut secrets: Vec<&str> = env
+        .iter()
+        .filter(|(k, v)| secret_name(k) && v.len() >= 6)
+        .map(|(_, v)| *v)
+        .collect();
+    secrets.push("fake-kube-token");
+    let journals: Vec<String> = ["journal.json", "journal.done.json"]
+        .iter()
+        .filter_map(|j| std::fs::read_to_string(repo.join(".git/drgit").join(j)).ok())
+        .collect();
+    for secret in secrets {
+        for (what, text) in [("stdout", &run.stdout), ("stderr", &run.stderr)]
+            .into_iter()
+            .chain(journals.iter().map(|j| ("the journal", j)))
+        {
+            assert!(
+                !text.contains(secret),
+                "a credential reached {what}: {text}"
+            );
+        }
     }
 }
 
