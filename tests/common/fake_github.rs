@@ -94,6 +94,33 @@ impl Drop for FakeGitHub {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        // Every test with a forge: no token reached a pull request's
+        // title, body or comments, nor a commit message pushed.
+        if std::thread::panicking() {
+            return;
+        }
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let messages = st
+            .bare_repo
+            .as_ref()
+            .and_then(|b| super::bare_git(b, &["log", "--all", "--format=%B"]))
+            .unwrap_or_default();
+        for token in st.tokens.iter().filter(|t| t.len() >= 6) {
+            for pr in &st.prs {
+                let texts = [&pr.title, &pr.body].into_iter().chain(&pr.comments);
+                for text in texts {
+                    assert!(
+                        !text.contains(token.as_str()),
+                        "a token reached PR #{}: {text}",
+                        pr.number
+                    );
+                }
+            }
+            assert!(
+                !messages.contains(token.as_str()),
+                "a token reached a commit message: {messages}"
+            );
+        }
     }
 }
 
