@@ -600,7 +600,7 @@ fn endpoints(ctx: &Context, c: &mut Checks) {
     };
     let others: Vec<&String> = endpoints
         .iter()
-        .filter(|e| !t.control_plane.contains(&endpoint_host(e)))
+        .filter(|e| !t.control_plane.contains(&crate::cluster::talos::host_of(e)))
         .collect();
     if others.is_empty() {
         c.ok(
@@ -618,17 +618,6 @@ fn endpoints(ctx: &Context, c: &mut Checks) {
             ),
             "set `[talos] endpoints` to the control planes' own addresses (etcd-recover passes them with -e), or put those in the talosconfig",
         );
-    }
-}
-
-/// `host` of `host`, `host:port`, `[v6]:port`.
-fn endpoint_host(e: &str) -> String {
-    if let Some(v6) = e.strip_prefix('[') {
-        return v6.split(']').next().unwrap_or(v6).to_string();
-    }
-    match e.rsplit_once(':') {
-        Some((h, port)) if !h.contains(':') && port.parse::<u16>().is_ok() => h.to_string(),
-        _ => e.to_string(),
     }
 }
 

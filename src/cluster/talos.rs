@@ -300,12 +300,20 @@ pub fn member_hosts(stdout: &str) -> Vec<String> {
 /// The host of `https://HOST:PORT`, an IPv6 one without its brackets
 /// (`https://[fd00::1]:2380`).
 fn url_host(url: &str) -> Option<String> {
-    let rest = url.split("://").nth(1)?;
-    let host = match rest.strip_prefix('[') {
-        Some(v6) => v6.split(']').next()?,
-        None => rest.split([':', '/']).next()?,
-    };
-    Some(host.to_string())
+    let authority = url.split("://").nth(1)?.split('/').next()?;
+    Some(host_of(authority))
+}
+
+/// The host of `host`, `host:port`, `[v6]:port` (and a bare IPv6
+/// address): a peer URL's authority, a talosconfig endpoint.
+pub fn host_of(authority: &str) -> String {
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6).to_string();
+    }
+    match authority.rsplit_once(':') {
+        Some((h, port)) if !h.contains(':') && port.parse::<u16>().is_ok() => h.to_string(),
+        _ => authority.to_string(),
+    }
 }
 
 /// `talosctl get machinetype` (cmd/talosctl/cmd/talos/output/table.go: a
