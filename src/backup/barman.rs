@@ -253,8 +253,9 @@ pub fn parse_python_time(s: &str) -> Option<Timestamp> {
 }
 
 /// Splits a WAL file name into (timeline, log, segment) when it is a
-/// plain segment (24 hex digits, optional compression suffix).
-fn parse_segment(file: &str) -> Option<(u32, u64, u64)> {
+/// plain segment (24 hex digits, optional compression suffix): not a
+/// `.backup` label, `.partial` or `.history` file.
+pub fn parse_segment(file: &str) -> Option<(u32, u64, u64)> {
     let (stem, ext) = file.split_once('.').unwrap_or((file, ""));
     if stem.len() != 24 || !stem.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;

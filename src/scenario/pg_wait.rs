@@ -399,16 +399,8 @@ impl Fence {
                 .into_iter()
                 .map(|o| o.key)
                 .find(|k| {
-                    let rest = k
-                        .rsplit('/')
-                        .next()
-                        .unwrap_or_default()
-                        .get(24..)
-                        .unwrap_or("x");
-                    rest.is_empty()
-                        || (rest.starts_with('.')
-                            && !rest.ends_with(".backup")
-                            && !rest.ends_with(".partial"))
+                    crate::backup::barman::parse_segment(k.rsplit('/').next().unwrap_or_default())
+                        .is_some()
                 })
                 .ok_or_else(|| format!("{prefix} is not in the bucket"))?;
             let bytes = store.get(&key).map_err(|x| x.to_string())?;
