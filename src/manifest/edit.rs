@@ -338,7 +338,7 @@ impl<'t> DocEditor<'t> {
         let indent = content
             .split('\n')
             .find(|l| !l.trim().is_empty())
-            .map(|l| l.len() - l.trim_start_matches(' ').len())
+            .map(indent)
             .filter(|n| *n > 0)
             .unwrap_or(self.col(entry.key.start) + self.step);
         let body = new.strip_suffix('\n').unwrap_or(new);
@@ -442,7 +442,7 @@ impl<'t> DocEditor<'t> {
                     text.push_str(&" ".repeat(col - raw_col));
                     text.push_str(line);
                 } else {
-                    let strip = line.len() - line.trim_start_matches(' ').len();
+                    let strip = indent(line);
                     text.push_str(&line[strip.min(raw_col - col)..]);
                 }
             } else {
@@ -577,12 +577,7 @@ impl<'t> DocEditor<'t> {
         let entry = self.entry_of(map, key, path)?;
         let full = with(path, Seg::key(key));
         self.check_anchor_unused(&entry.value, &full)?;
-        if map.flow || !self.starts_line(entry.key.start) {
-            return Err(ManifestError::Shape {
-                path: path_string(&full),
-                expected: "a block entry on lines of its own".into(),
-            });
-        }
+        self.require_own_lines(map, entry, &full)?;
         let mut start = self.line_start(entry.key.start);
         if comments {
             start = self.comments_above(start, self.col(entry.key.start));
@@ -647,20 +642,15 @@ impl<'t> DocEditor<'t> {
     ) -> Result<(), ManifestError> {
         let map = self.locate_mapping(path)?;
         let entry = self.entry_of(map, after, path)?;
-        if map.flow || !self.starts_line(entry.key.start) {
-            return Err(ManifestError::Shape {
-                path: path_string(&with(path, Seg::key(after))),
-                expected: "a block entry on lines of its own".into(),
-            });
-        }
+        self.require_own_lines(map, entry, &with(path, Seg::key(after)))?;
         let col = self.col(entry.key.start);
         let mut at = self.line_end(entry.value.end.max(entry.key.end));
         // Comment lines indented under the entry belong to it.
         loop {
             let next = self.after_line(at);
             let line = &self.text[next..self.line_end(next)];
-            let indent = line.len() - line.trim_start_matches(' ').len();
-            if next >= self.text.len() || indent <= col || !line.trim_start().starts_with('#') {
+            let depth = indent(line);
+            if next >= self.text.len() || depth <= col || !line.trim_start().starts_with('#') {
                 break;
             }
             at = self.line_end(next);
@@ -920,8 +910,8 @@ impl<'t> DocEditor<'t> {
         while start > 0 {
             let prev = self.line_start(start - 1);
             let text = &self.text[prev..start];
-            let indent = text.len() - text.trim_start_matches(' ').len();
-            if indent != col || !text.trim_start().starts_with('#') {
+            let depth = indent(text);
+            if depth != col || !text.trim_start().starts_with('#') {
                 break;
             }
             start = prev;
@@ -946,6 +936,23 @@ impl<'t> DocEditor<'t> {
         }
         let prev_start = self.line_start(ls - 1);
         self.text[prev_start..ls].trim().is_empty()
+    }
+
+    /// Refuses an entry that is not a block entry on lines of its own
+    /// (flow style, or sharing its line): line-wise edits cannot take it.
+    fn require_own_lines(
+        &self,
+        map: &Node,
+        entry: &Entry,
+        path: &[Seg],
+    ) -> Result<(), ManifestError> {
+        if map.flow || !self.starts_line(entry.key.start) {
+            return Err(ManifestError::Shape {
+                path: path_string(path),
+                expected: "a block entry on lines of its own".into(),
+            });
+        }
+        Ok(())
     }
 
     fn starts_line(&self, at: usize) -> bool {
@@ -1025,6 +1032,11 @@ fn with(path: &[Seg], seg: Seg) -> Vec<Seg> {
     let mut v = path.to_vec();
     v.push(seg);
     v
+}
+
+/// The spaces a line starts with.
+fn indent(line: &str) -> usize {
+    line.len() - line.trim_start_matches(' ').len()
 }
 
 /// The resolved value at a path.
