@@ -29,6 +29,8 @@ pub enum Corrupt {
     EtcdHash,
     #[error("bbolt meta page {page}: {detail}")]
     EtcdMeta { page: u8, detail: String },
+    #[error("its pages are not consistent, as bbolt checks them: {0}")]
+    EtcdPages(String),
     #[error("not valid gzip: {0}")]
     Gzip(String),
     #[error("not a kanidmd JSON backup: {0}")]

@@ -134,10 +134,7 @@ fn verify_local(path: &Path, data_dir_copy: bool) -> Result<(), verify::Corrupt>
         // bootstrap would refuse it (etcdutl `Status` runs bbolt's check).
         bbolt::check(path)
             .map(|_| ())
-            .map_err(|detail| verify::Corrupt::EtcdMeta {
-                page: 0,
-                detail: format!("not consistent: {detail}"),
-            })
+            .map_err(verify::Corrupt::EtcdPages)
     } else {
         verify::etcd_snapshot(path)
     }
