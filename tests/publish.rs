@@ -769,21 +769,16 @@ fn revert_is_refused_while_recovery_is_not_done() {
 #[should_panic(expected = "a token reached PR #1")]
 fn the_check_every_forge_test_gets_finds_a_token_in_a_pull_request() {
     let gh = FakeGitHub::start("home", "home-cluster", "ghp_leaked_into_a_body");
-    gh.state.lock().unwrap().prs.push(common::fake_github::Pr {
-        number: 1,
-        title: "recover".into(),
-        body: "token ghp_leaked_into_a_body".into(),
-        head: "drgit/x".into(),
-        base: "main".into(),
-        draft: false,
-        state: "open".into(),
-        merged: false,
-        labels: vec![],
-        reviewers: vec![],
-        assignees: vec![],
-        comments: vec![],
-        merge_after_polls: None,
-        merge_sha: None,
-    });
+    gh.state
+        .lock()
+        .unwrap()
+        .prs
+        .push(common::fake_github::Pr::open(
+            1,
+            "recover",
+            "token ghp_leaked_into_a_body",
+            "drgit/x",
+            "main",
+        ));
     drop(gh);
 }

@@ -40,6 +40,28 @@ pub struct Pr {
     pub merge_sha: Option<String>,
 }
 
+impl Pr {
+    /// A pull request just opened: no labels, reviewers or comments.
+    pub fn open(number: u64, title: &str, body: &str, head: &str, base: &str) -> Pr {
+        Pr {
+            number,
+            title: title.into(),
+            body: body.into(),
+            head: head.into(),
+            base: base.into(),
+            draft: false,
+            state: "open".into(),
+            merged: false,
+            labels: vec![],
+            reviewers: vec![],
+            assignees: vec![],
+            comments: vec![],
+            merge_after_polls: None,
+            merge_sha: None,
+        }
+    }
+}
+
 /// A forced answer for the next request matching `path_contains`.
 #[derive(Debug, Clone)]
 pub struct Fault {
@@ -336,20 +358,15 @@ fn handle(
             }
             let number = st.prs.len() as u64 + 1;
             let pr = Pr {
-                number,
-                title: body_json["title"].as_str().unwrap_or_default().into(),
-                body: body_json["body"].as_str().unwrap_or_default().into(),
-                head,
-                base: body_json["base"].as_str().unwrap_or_default().into(),
                 draft: body_json["draft"].as_bool().unwrap_or(false),
-                state: "open".into(),
-                merged: false,
-                labels: vec![],
-                reviewers: vec![],
-                assignees: vec![],
-                comments: vec![],
                 merge_after_polls: st.merge_after_polls,
-                merge_sha: None,
+                ..Pr::open(
+                    number,
+                    body_json["title"].as_str().unwrap_or_default(),
+                    body_json["body"].as_str().unwrap_or_default(),
+                    &head,
+                    body_json["base"].as_str().unwrap_or_default(),
+                )
             };
             let v = pr_json(base, owner, repo, &pr);
             st.prs.push(pr);
