@@ -262,25 +262,33 @@ pub fn check(path: &Path) -> Result<Stats, String> {
     };
     let root = u64_at(&meta, 32);
     db.check_tree(root, db.page(root)?, &mut seen, 0)?;
-    stats(path)
+    db.stats(&meta)
 }
 
 /// Reads a snapshot's (or data dir copy's) newest revision.
 pub fn stats(path: &Path) -> Result<Stats, String> {
     let (db, meta) = open(path)?;
-    let root = db.page(u64_at(&meta, 32))?;
-    let key = db
-        .find_bucket(root, b"key", 0)?
-        .ok_or_else(|| "no bucket `key`: not an etcd database".to_string())?;
-    let (last, revisions) = db.walk(key, 0)?;
-    let revision = last
-        .filter(|k| k.len() >= 8)
-        .map(|k| i64::from_be_bytes(k[..8].try_into().unwrap_or_default()))
-        .unwrap_or(0);
-    Ok(Stats {
-        revision,
-        revisions,
-    })
+    db.stats(&meta)
+}
+
+impl Db {
+    /// The newest revision and the count of revisions, from bucket `key`
+    /// of the tree `meta` names.
+    fn stats(&self, meta: &[u8; 80]) -> Result<Stats, String> {
+        let root = self.page(u64_at(meta, 32))?;
+        let key = self
+            .find_bucket(root, b"key", 0)?
+            .ok_or_else(|| "no bucket `key`: not an etcd database".to_string())?;
+        let (last, revisions) = self.walk(key, 0)?;
+        let revision = last
+            .filter(|k| k.len() >= 8)
+            .map(|k| i64::from_be_bytes(k[..8].try_into().unwrap_or_default()))
+            .unwrap_or(0);
+        Ok(Stats {
+            revision,
+            revisions,
+        })
+    }
 }
 
 #[cfg(test)]
